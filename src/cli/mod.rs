@@ -1,0 +1,174 @@
+//! The command-line edge: parses arguments and calls into the library. Each subcommand lives in its own file
+//! with its `Args` and a `run` function returning the process exit code; nothing here holds logic a
+//! library user would need.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+mod containers;
+mod images;
+mod login;
+mod mount;
+mod overlayfs;
+mod pull;
+mod run;
+
+/// Exit code docker uses when the tool itself (not the container's command) fails.
+pub const EXIT_RIMG_ERROR: i32 = 125;
+
+/// Options every subcommand shares: where the cache lives and how registries are reached.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Globals {
+    /// Root of the image cache and container state.
+    #[arg(long, global = true, env = "RIMG_ROOT", default_value = "/var/lib/rimg")]
+    pub root: PathBuf,
+    /// Registry mirror for docker.io, tried before the origin (repeatable), as dockerd's registry-mirrors.
+    #[arg(long = "registry-mirror", global = true, value_name = "URL")]
+    pub registry_mirrors: Vec<String>,
+    /// Registry reached over plain HTTP (repeatable), as dockerd's insecure-registries.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// rimg's config file (mirrors, insecure registries); default $RIMG_CONFIG or /etc/rimg/config.json.
+    #[arg(long, global = true, env = "RIMG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(long = "log-level", global = true, default_value = "warn")]
+    pub log_level: String,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "rimg", version, about = "Pull, run, build and push container images without a daemon")]
+struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull an image from a registry into the local cache.
+    Pull(pull::Args),
+    /// List images in the cache.
+    Images(images::ImagesArgs),
+    /// Show an image's details as docker-shaped JSON.
+    Inspect(images::InspectArgs),
+    /// Give an image another name.
+    Tag(images::TagArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Image housekeeping.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Write images to a docker-archive tar.
+    Save(images::SaveArgs),
+    /// Load images from a docker-archive or OCI-layout tar.
+    Load(images::LoadArgs),
+    /// Store credentials for a registry in ~/.docker/config.json.
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(login::LogoutArgs),
+    /// Mount an image's rootfs (copy-on-write) at a directory.
+    Mount(mount::MountArgs),
+    /// Unmount a rootfs mounted by `rimg mount`.
+    Umount(mount::UmountArgs),
+    /// The FUSE overlay filesystem with fuse-overlayfs's calling convention.
+    Overlayfs(overlayfs::Args),
+    /// Run a command in a new container.
+    Run(run::Args),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Stop running containers (stop signal, then SIGKILL after a timeout).
+    Stop(containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Run a command inside a running container.
+    Exec(containers::ExecArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Make a new image from a container's changes.
+    Commit(containers::CommitArgs),
+    /// Container housekeeping.
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
+}
+
+/// Entry point for the `rimg` binary; returns the process exit code. A binary invoked as `rimg-overlayfs`
+/// behaves as `rimg overlayfs`, so mount.fuse3 and podman's mount_program can call it by that name.
+pub fn main() -> i32 {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if invoked_as == "rimg-overlayfs" || invoked_as == "mount.fuse.rimg-overlayfs" {
+        argv.insert(1, "overlayfs".into());
+    }
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_RIMG_ERROR } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(&cli.globals.log_level);
+    let g = &cli.globals;
+    let result = match cli.command {
+        Command::Pull(a) => pull::run(a, g),
+        Command::Images(a) => images::images(a, g),
+        Command::Inspect(a) => images::inspect(a, g),
+        Command::Tag(a) => images::tag(a, g),
+        Command::Rmi(a) => images::rmi(a, g),
+        Command::Image(a) => images::image(a, g),
+        Command::Save(a) => images::save(a, g),
+        Command::Load(a) => images::load(a, g),
+        Command::Login(a) => login::login(a, g),
+        Command::Logout(a) => login::logout(a, g),
+        Command::Mount(a) => mount::mount(a, g),
+        Command::Umount(a) => mount::umount(a, g),
+        Command::Overlayfs(a) => overlayfs::run(a, g),
+        Command::Run(a) => run::run(a, g),
+        Command::Ps(a) => containers::ps(a, g),
+        Command::Stop(a) => containers::stop(a, g),
+        Command::Kill(a) => containers::kill(a, g),
+        Command::Rm(a) => containers::rm(a, g),
+        Command::Logs(a) => containers::logs(a, g),
+        Command::Exec(a) => containers::exec(a, g),
+        Command::Wait(a) => containers::wait(a, g),
+        Command::Commit(a) => containers::commit(a, g),
+        Command::Container(a) => containers::container(a, g),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rimg: {}", one_line(&e));
+            EXIT_RIMG_ERROR
+        }
+    }
+}
+
+/// Render an error chain on one line ("outer: cause: root cause"), as users expect from docker.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut s = String::new();
+    for (i, cause) in e.chain().enumerate() {
+        let text = cause.to_string();
+        if i > 0 {
+            if s.contains(&text) {
+                continue;
+            }
+            s.push_str(": ");
+        }
+        s.push_str(&text);
+    }
+    s.replace('\n', " ")
+}
+
+fn init_logging(level: &str) {
+    let env = env_logger::Env::default().filter_or("RIMG_LOG", level);
+    let _ = env_logger::Builder::from_env(env).format_timestamp(None).format_target(false).try_init();
+}
