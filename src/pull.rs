@@ -1,0 +1,377 @@
+//! Pull: registry → store. Resolves the reference to a platform manifest, stores manifest and config, then
+//! fetches layers in parallel. Each layer is streamed exactly once: the bytes from the network go through
+//! the sha256 of the blob, into the ingest file (so an interrupted pull resumes with a Range request), and
+//! through the decompressor and the sha256 of the diff_id into `layer::apply`, which writes the unpacked
+//! directory. Only when both digests match are the blob and the layer directory renamed into place.
+
+use crate::digest::{Digest, HashingReader};
+use crate::layer::{self, ApplyOptions, Compression};
+use crate::progress::{Progress, Task};
+use crate::reference::Reference;
+use crate::registry::{Client, Platform, RegistryError};
+use crate::store::images::MAX_METADATA;
+use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
+use oci_spec::image::{Descriptor, ImageConfiguration};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Which platform to pick from a multi-platform index.
+    pub platform: Platform,
+    /// Layers fetched at once (docker's max-concurrent-downloads, default 3).
+    pub jobs: usize,
+    /// Follow the `urls` of foreign (non-distributable) layers; off by default, as following them means
+    /// fetching from hosts the user never named.
+    pub allow_foreign_urls: bool,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions { platform: Platform::host(), jobs: 3, allow_foreign_urls: false }
+    }
+}
+
+/// What a pull did, for docker-style final lines.
+#[derive(Debug)]
+pub struct PullOutcome {
+    /// The image as now stored.
+    pub record: ImageRecord,
+    /// `repo@digest` of what the registry served.
+    pub repo_digest: String,
+    /// False when the cache already had exactly this image under this name.
+    pub updated: bool,
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The registry could not give us the image.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The cache could not store it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A layer could not be unpacked (hostile or corrupt content).
+    #[error("layer {digest}: {source}")]
+    Layer {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: layer::LayerError,
+    },
+    /// The downloaded bytes of a layer are not what the manifest promised.
+    #[error("layer {digest}: {reason}")]
+    Verify {
+        /// The blob.
+        digest: Digest,
+        /// What did not match.
+        reason: String,
+    },
+    /// The manifest or config is not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Pull `reference` into `store`.
+pub fn pull(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<PullOutcome, PullError> {
+    let resolved = client.resolve(reference, &opts.platform)?;
+    let manifest = &resolved.manifest;
+    if let Some(raw) = &resolved.index_raw {
+        store.put_blob(&resolved.digest, raw)?;
+    }
+    let config_digest: Digest = parse_digest(manifest.config().digest().as_ref())?;
+    let config_raw = client.fetch_blob_bytes(reference, &config_digest, MAX_METADATA)?;
+    let config = ImageConfiguration::from_reader(config_raw.as_slice())
+        .map_err(|e| PullError::Invalid(format!("image config {config_digest}: {e}")))?;
+    let diff_ids =
+        config.rootfs().diff_ids().iter().map(|d| parse_digest(d)).collect::<Result<Vec<_>, _>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(PullError::Invalid(format!(
+            "image config lists {} layers but the manifest has {}",
+            diff_ids.len(),
+            manifest.layers().len()
+        )));
+    }
+    for layer in manifest.layers() {
+        if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) && !opts.allow_foreign_urls {
+            return Err(PullError::Invalid(format!(
+                "layer {} is a foreign layer served from {:?}; refusing to follow urls the user did not name",
+                layer.digest(),
+                layer.urls().clone().unwrap_or_default()
+            )));
+        }
+    }
+    store.put_blob(&config_digest, &config_raw)?;
+
+    let layers: Vec<(Descriptor, Digest)> =
+        manifest.layers().iter().cloned().zip(diff_ids.iter().cloned()).collect();
+    fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
+
+    // The manifest goes in last: an image is visible only once everything it names is present.
+    store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
+    let name = reference.tag.as_ref().map(|_| reference.repo_only().with_tag(reference.tag_or_latest()));
+    let name = match name {
+        Some(Ok(r)) => Some(r.to_string()),
+        _ => None,
+    };
+    let repo_digest = format!("{}@{}", reference.name(), resolved.digest);
+    let before = name.as_deref().and_then(|n| store.image(n).ok()).map(|r| r.manifest_digest);
+    store.add_image(ImageEntry {
+        name: name.clone(),
+        manifest_digest: resolved.manifest_digest.clone(),
+        manifest_size: resolved.manifest_raw.len() as u64,
+        media_type: resolved.media_type.clone(),
+        repo_digest: Some(repo_digest.clone()),
+        added: Some(now_rfc3339()),
+    })?;
+    let record = store.image(&name.unwrap_or_else(|| resolved.manifest_digest.to_string()))?;
+    Ok(PullOutcome { updated: before.as_ref() != Some(&resolved.manifest_digest), record, repo_digest })
+}
+
+fn parse_digest(s: &str) -> Result<Digest, PullError> {
+    s.parse().map_err(|e: crate::digest::InvalidDigest| PullError::Invalid(e.to_string()))
+}
+
+/// Fetch every layer with `jobs` workers; the first error stops the others from starting new layers.
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    layers: &[(Descriptor, Digest)],
+    jobs: usize,
+    progress: &Progress,
+) -> Result<(), PullError> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<PullError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(layers.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some((desc, diff_id)) = layers.get(i) else { return };
+                if let Err(e) = fetch_layer(store, client, reference, desc, diff_id, progress) {
+                    failed.store(true, Ordering::SeqCst);
+                    if let Ok(mut slot) = first_error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How often a layer download is restarted (resuming from the bytes already on disk) after the connection
+/// broke. The registry client retries requests itself; this covers failures in the middle of a body.
+const LAYER_ATTEMPTS: usize = 4;
+
+fn fetch_layer(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    progress: &Progress,
+) -> Result<(), PullError> {
+    let digest = parse_digest(desc.digest().as_ref())?;
+    let compression = Compression::from_media_type(desc.media_type().as_ref());
+    let mut task = progress.task(digest.short(), Some(desc.size()));
+    if store.has_layer(diff_id) && store.has_blob(&digest) {
+        task.finish("Already exists");
+        return Ok(());
+    }
+    let staging = if store.has_layer(diff_id) {
+        None
+    } else {
+        let s = store.stage_layer(diff_id)?;
+        if s.already_complete() {
+            None
+        } else {
+            Some(s)
+        }
+    };
+    // From here on we hold the layer's lock (if we unpack) and, below, the blob's lock.
+    let ingest = store.ingest(&digest)?;
+    if ingest.already_complete() {
+        if let Some(staging) = staging {
+            task.status("Extracting");
+            let file = File::open(store.blob_path(&digest)).map_err(|e| io_err(&digest, e))?;
+            let (_, actual_diff) = stream_layer(file, compression, Some(staging.path()), &digest)?;
+            check_diff_id(&digest, diff_id, &actual_diff)?;
+            staging.commit()?;
+        }
+        task.finish("Already exists");
+        return Ok(());
+    }
+
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut offset = ingest.partial_len();
+        if offset > desc.size() {
+            ingest.reset()?;
+            offset = 0;
+        }
+        task.status(if offset > 0 { "Resuming" } else { "Downloading" });
+        let stream = client.open_blob(reference, &digest, offset)?;
+        if stream.started_at != offset {
+            // The server ignored our Range: start over from byte 0.
+            ingest.reset()?;
+            offset = 0;
+        }
+        task.set_position(offset);
+        let local: Box<dyn Read + Send> =
+            if offset > 0 { Box::new(ingest.open_partial()?.take(offset)) } else { Box::new(io::empty()) };
+        let broken = Arc::new(AtomicBool::new(false));
+        let tee = TeeToFile {
+            inner: stream.reader,
+            file: ingest.open_append()?,
+            broken: broken.clone(),
+            task: &task,
+        };
+        let compressed = HashingReader::new(local.chain(tee));
+        if let Some(staging) = &staging {
+            // A retry unpacks from scratch: a half-applied layer cannot be continued.
+            if staging.path().symlink_metadata().is_ok() {
+                crate::store::layers::remove_tree(staging.path())?;
+            }
+        }
+        match stream_layer_from(compressed, compression, staging.as_ref().map(|s| s.path()), &digest) {
+            Ok((actual, size, actual_diff)) => {
+                if size != desc.size() {
+                    ingest.reset()?;
+                    return Err(PullError::Verify {
+                        digest,
+                        reason: format!("size {size} does not match the manifest's {}", desc.size()),
+                    });
+                }
+                ingest.commit(&actual).map_err(|e| match e {
+                    StoreError::DigestMismatch { actual, .. } => PullError::Verify {
+                        digest: digest.clone(),
+                        reason: format!("content hashes to {actual}: refusing corrupt or tampered data"),
+                    },
+                    other => PullError::Store(other),
+                })?;
+                if let Some(staging) = staging {
+                    task.status("Extracting");
+                    check_diff_id(&digest, diff_id, &actual_diff)?;
+                    staging.commit()?;
+                }
+                task.finish("Pull complete");
+                return Ok(());
+            }
+            Err(e) if broken.load(Ordering::SeqCst) && attempt < LAYER_ATTEMPTS => {
+                log::info!("layer {digest}: connection broke ({e}); resuming");
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt as u64));
+                continue;
+            }
+            Err(e) => {
+                if !broken.load(Ordering::SeqCst) {
+                    // Bad content, not a bad connection: what we have must not be resumed.
+                    ingest.reset()?;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn check_diff_id(digest: &Digest, expected: &Digest, actual: &Option<Digest>) -> Result<(), PullError> {
+    match actual {
+        Some(a) if a != expected => Err(PullError::Verify {
+            digest: digest.clone(),
+            reason: format!("uncompressed content hashes to {a}, the image config says {expected}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn io_err(digest: &Digest, e: io::Error) -> PullError {
+    PullError::Verify { digest: digest.clone(), reason: e.to_string() }
+}
+
+fn stream_layer(
+    file: File,
+    compression: Option<Compression>,
+    dest: Option<&std::path::Path>,
+    digest: &Digest,
+) -> Result<(Digest, Option<Digest>), PullError> {
+    let (d, _, diff) = stream_layer_from(HashingReader::new(Box::new(file)), compression, dest, digest)?;
+    Ok((d, diff))
+}
+
+/// Consume a compressed layer stream once: hash it, and (when `dest` is given) decompress, hash and unpack
+/// it. Returns the blob digest, its size and the diff_id.
+fn stream_layer_from<R: Read + Send>(
+    mut compressed: HashingReader<R>,
+    compression: Option<Compression>,
+    dest: Option<&std::path::Path>,
+    digest: &Digest,
+) -> Result<(Digest, u64, Option<Digest>), PullError> {
+    let mut diff_id = None;
+    if let Some(dest) = dest {
+        let compression = match compression {
+            Some(c) => c,
+            None => Compression::sniff(&mut compressed).map_err(|e| io_err(digest, e))?,
+        };
+        let mut plain = HashingReader::new(
+            layer::decompress(compression, &mut compressed).map_err(|e| io_err(digest, e))?,
+        );
+        layer::apply(&mut plain, dest, &ApplyOptions::default())
+            .map_err(|source| PullError::Layer { digest: digest.clone(), source })?;
+        // The tar may end before the stream does (padding blocks, the gzip trailer): hash all of it.
+        io::copy(&mut plain, &mut io::sink()).map_err(|e| io_err(digest, e))?;
+        diff_id = Some(plain.finish().0);
+    }
+    io::copy(&mut compressed, &mut io::sink()).map_err(|e| io_err(digest, e))?;
+    let (d, n, _) = compressed.finish();
+    Ok((d, n, diff_id))
+}
+
+/// Passes network bytes through while appending them to the ingest file, so a broken download keeps what
+/// arrived. Remembers whether the network side failed, to tell a broken connection from bad content.
+struct TeeToFile<'a, 'b> {
+    inner: Box<dyn Read + Send>,
+    file: File,
+    broken: Arc<AtomicBool>,
+    task: &'a Task<'b>,
+}
+
+impl Read for TeeToFile<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.broken.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        self.file.write_all(&buf[..n])?;
+        self.task.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    crate::store::images::rfc3339(secs)
+}

@@ -1,0 +1,109 @@
+//! Unpacked layers: `layers/sha256/<diff_id>`, each staged in `layers/tmp/` and renamed into place whole.
+
+use super::{IoContext, Result, Store};
+use crate::digest::Digest;
+use crate::store::lock::FileLock;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+impl Store {
+    /// Is the layer with this uncompressed digest unpacked?
+    pub fn has_layer(&self, diff_id: &Digest) -> bool {
+        self.layer_dir(diff_id).is_dir()
+    }
+
+    /// Start unpacking the layer `diff_id`. Holds the layer's lock (a concurrent unpack of the same layer
+    /// waits, then sees it done) and clears leftovers of an attempt that was killed.
+    pub fn stage_layer(&self, diff_id: &Digest) -> Result<LayerStaging> {
+        let lock = self.lock(&format!("layer-{}", diff_id.hex()))?;
+        let path = self.layers_tmp_dir().join(diff_id.hex());
+        if path.symlink_metadata().is_ok() {
+            remove_tree(&path)?;
+        }
+        Ok(LayerStaging {
+            store: self.clone(),
+            diff_id: diff_id.clone(),
+            path,
+            committed: false,
+            _lock: lock,
+        })
+    }
+}
+
+/// A layer directory being written. Dropped without [`LayerStaging::commit`], it is removed, so an error
+/// half-way through a hostile or truncated layer leaves nothing behind.
+#[derive(Debug)]
+pub struct LayerStaging {
+    store: Store,
+    diff_id: Digest,
+    path: PathBuf,
+    committed: bool,
+    _lock: FileLock,
+}
+
+impl LayerStaging {
+    /// Has another process finished this layer while we waited for the lock?
+    pub fn already_complete(&self) -> bool {
+        self.store.has_layer(&self.diff_id)
+    }
+
+    /// The directory to unpack into (not yet created: `layer::apply` creates it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush the unpacked files (one syncfs, not an fsync per file) and rename the directory into place.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        fs::create_dir_all(&self.path).ctx("create", &self.path)?;
+        let dir = fs::File::open(&self.path).ctx("open", &self.path)?;
+        // SAFETY: syncfs on a valid fd.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error()).ctx("sync", &self.path);
+        }
+        let dest = self.store.layer_dir(&self.diff_id);
+        fs::rename(&self.path, &dest).ctx("commit", &dest)?;
+        super::sync_dir(dest.parent().unwrap_or(self.store.root()))?;
+        self.committed = true;
+        Ok(dest)
+    }
+}
+
+impl Drop for LayerStaging {
+    fn drop(&mut self) {
+        if !self.committed && self.path.symlink_metadata().is_ok() {
+            if let Err(e) = remove_tree(&self.path) {
+                log::warn!("could not remove unfinished layer {}: {e}", self.path.display());
+            }
+        }
+    }
+}
+
+/// Remove a directory tree that may contain read-only directories (layers keep their modes, so a
+/// `0555` directory must be made writable before its entries can be removed).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    make_writable(path);
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("remove", path),
+    }
+}
+
+fn make_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = path.symlink_metadata() else { return };
+    if meta.is_dir() {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+        if let Ok(rd) = fs::read_dir(path) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
