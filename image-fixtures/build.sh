@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Builds rimg's fixture images as OCI image layouts (one layout directory per image name) from real sources:
+#   busybox  latest, multiarch  Debian's busybox-static binary + applet symlinks + minimal /etc
+#   alpine   3.20.3, latest     the official Alpine 3.20.3 minirootfs from ../shared/fixtures, upstream config
+#   debian   bookworm           debootstrap minbase + procps/iproute2, plus an "adds" layer and a
+#                               "whiteouts + opaque dir" layer
+#   centos   latest             the same Debian image with a label saying it is a stand-in (no Docker Hub here)
+#   edge, hostile latest        from the layer tars image-fixtures/{edge,hostile}-layers.py write (if present)
+#   large    latest             (only with --with-large) ~1 GiB single layer for the pull benchmark
+#
+# Usage: image-fixtures/build.sh [--with-large] [--force] [OUTDIR]     (default OUTDIR: REPO/.work/fixtures)
+#
+# Idempotent and cached: each image is rebuilt only when its inputs (sources, this script, fixtures.py)
+# changed; the debootstrap tree is cached as a tar under OUTDIR/cache and never rebuilt unless deleted.
+# Layer tars are written reproducibly (fixed mtimes, gzip without timestamps), so a rebuild yields the same
+# digests. Needs root (debootstrap, file owners), python3, debootstrap, busybox-static (see setup.sh).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
+shared=${RIMG_SHARED_DIR:-$repo/../shared}
+py=${PYTHON:-python3}
+fx="$here/fixtures.py"
+
+with_large=0
+force=0
+out=""
+while (($#)); do
+  case "$1" in
+    --with-large) with_large=1 ;;
+    --force) force=1 ;;
+    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+    *) out=$1 ;;
+  esac
+  shift
+done
+out=${out:-$repo/.work/fixtures}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cache=$out/cache
+src=$cache/layer-src
+mkdir -p "$cache" "$src" "$out/.stamps"
+
+log() { printf '%s fixtures: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Hash of everything an image is built from; the image is skipped when its stamp holds the same hash.
+inputs_hash() {
+  {
+    sha256sum "$fx" "${BASH_SOURCE[0]}"
+    for x in "$@"; do
+      if [[ -f $x ]]; then sha256sum "$x"; else printf '%s\n' "$x"; fi
+    done
+  } | sha256sum | cut -d' ' -f1
+}
+fresh() { # NAME HASH -> true when the layout exists and was built from these inputs
+  ((force == 0)) && [[ -f $out/$1/index.json && -f $out/.stamps/$1 && $(cat "$out/.stamps/$1") == "$2" ]]
+}
+stamp() { printf '%s\n' "$2" >"$out/.stamps/$1"; }
+
+# Writes SPEC JSON for fixtures.py layout from: LAYOUT_NAME then a jq program over $cache/$lc.
+layout() { # NAME JQ_PROGRAM [jq args...]
+  local name=$1 prog=$2
+  shift 2
+  jq -n --arg layout "$out/$name" --arg lc "$cache/layers" "$@" "$prog" >"$cache/$name.spec.json"
+  "$py" "$fx" layout "$cache/$name.spec.json" >&2
+}
+
+t_all=$SECONDS
+
+# ------------------------------------------------------------------------------------------------ busybox
+busybox_bin=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
+busybox_bin=${busybox_bin:-/bin/busybox}
+[[ -x $busybox_bin ]] || { echo "build.sh: $busybox_bin missing: run setup.sh (busybox-static)" >&2; exit 1; }
+h=$(inputs_hash "$busybox_bin")
+if fresh busybox "$h"; then
+  log "busybox up to date"
+else
+  t=$SECONDS
+  "$py" "$fx" busybox-layer --busybox "$busybox_bin" "$src/busybox.tar"
+  # "multiarch": an OCI index like Docker Hub serves, for platform selection. The arm64 entry reuses the
+  # amd64 layer and says so in a label (there is no arm64 busybox here); the unknown/unknown entry mimics a
+  # BuildKit attestation manifest that clients must skip.
+  layout busybox '
+    def cfg(extra): {Cmd: ["sh"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                     Labels: ({"org.opencontainers.image.description":
+                               "BusyBox from Debian busybox-static (/bin/busybox + applet symlinks), rimg fixture"} + extra)};
+    def layer: [{tar: $tar, created_by: "COPY busybox-static /bin/busybox + applet symlinks + /etc/{passwd,group} # rimg fixture"}];
+    {layout: $layout, layer_cache: $lc, images: [
+      {tags: ["latest"], config: cfg({}), layers: layer},
+      {tags: ["multiarch"], index: [
+        {config: cfg({}), layers: layer},
+        {architecture: "arm64", variant: "v8",
+         config: cfg({"io.rimg.fixture.fake-platform": "amd64 binaries labelled linux/arm64/v8 to test platform selection"}),
+         layers: layer},
+        {architecture: "unknown", os: "unknown", config: cfg({"io.rimg.fixture.attestation": "stand-in for an attestation manifest"}),
+         layers: layer,
+         annotations: {"vnd.docker.reference.type": "attestation-manifest"}}
+      ]}
+    ]}' --arg tar "$src/busybox.tar"
+  stamp busybox "$h"
+  log "busybox built in $((SECONDS - t))s"
+fi
+
+# ------------------------------------------------------------------------------------------------ alpine
+alpine_tgz=$shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz
+if [[ ! -f $alpine_tgz ]]; then
+  log "SKIP alpine: $alpine_tgz not found (expected shared/ beside the repo root)"
+else
+  h=$(inputs_hash "$alpine_tgz")
+  if fresh alpine "$h"; then
+    log "alpine up to date"
+  else
+    t=$SECONDS
+    # Upstream: FROM scratch / ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / / CMD ["/bin/sh"]: a single
+    # layer holding exactly the minirootfs entries; the layer tar here is the tarball, decompressed.
+    gzip -dc "$alpine_tgz" >"$src/alpine-3.20.3.tar"
+    layout alpine '{layout: $layout, layer_cache: $lc, images: [
+      {tags: ["3.20.3", "latest"],
+       config: {Cmd: ["/bin/sh"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+       layers: [{tar: $tar, created_by: "ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / # buildkit"}]}]}' \
+      --arg tar "$src/alpine-3.20.3.tar"
+    stamp alpine "$h"
+    log "alpine built in $((SECONDS - t))s"
+  fi
+fi
+
+# ------------------------------------------------------------------------------------------------ debian
+base=$cache/debootstrap-bookworm-minbase.tar
+if [[ ! -f $base ]]; then
+  t=$SECONDS
+  mirror=${DEBIAN_MIRROR:-$("$py" "$fx" mirror --suite bookworm)}
+  tree=$cache/debootstrap.tmp
+  unmount_below() { # debootstrap mounts /proc and /sys inside the target; never rm -rf through a mount
+    local m
+    for m in $(awk -v d="$1" '$5 == d || index($5, d "/") == 1 {print $5}' /proc/self/mountinfo | sort -r); do
+      umount -l "$m" || true
+    done
+  }
+  unmount_below "$tree"
+  rm -rf --one-file-system "$tree"
+  log "debootstrap --variant=minbase --include=procps,iproute2 bookworm (mirror from apt sources)"
+  if ! debootstrap --variant=minbase --include=procps,iproute2 bookworm "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+    unmount_below "$tree"
+    tail -20 "$cache/debootstrap.log" >&2
+    echo "build.sh: debootstrap failed (full log: $cache/debootstrap.log)" >&2
+    exit 1
+  fi
+  unmount_below "$tree"
+  # Like the official image: no device nodes, empty /proc /sys, no apt lists or package cache.
+  (cd "$tree" && tar --sort=name --numeric-owner --xattrs --xattrs-include='*' --format=pax \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    --anchored --exclude='dev/*' --exclude='proc/*' --exclude='sys/*' --exclude='run/*' \
+    --exclude='var/cache/apt/*.bin' --exclude='var/cache/apt/archives/*.deb' \
+    --exclude='var/lib/apt/lists/*' --exclude='debootstrap' \
+    -cf "$base.tmp" $(ls -A))
+  mv "$base.tmp" "$base"
+  rm -rf --one-file-system "$tree"
+  log "debootstrap + base tar in $((SECONDS - t))s"
+fi
+
+h=$(inputs_hash "$base")
+if fresh debian "$h" && fresh centos "$h"; then
+  log "debian, centos up to date"
+else
+  t=$SECONDS
+  "$py" "$fx" debian-layers "$base" "$src/debian-add.tar" "$src/debian-delete.tar" >"$cache/debian-layers.json"
+  deleted=$(jq -r '.deleted_docs | join(", ")' "$cache/debian-layers.json")
+  desc="Debian bookworm: debootstrap --variant=minbase --include=procps,iproute2 base layer; layer 2 adds /opt/app and /etc/app.conf and replaces /etc/motd; layer 3 deletes /usr/share/doc/{$deleted}, /etc/issue.net and /opt/app/old (whiteouts) and replaces /opt/app/conf (opaque dir). rimg test fixture built by image-fixtures/build.sh."
+  image='{tags: [$tag],
+       config: {Cmd: ["bash"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                Labels: ({"org.opencontainers.image.description": $desc,
+                          "org.opencontainers.image.version": "bookworm"} + $extra)},
+       layers: [
+         {tar: $base, created_by: "debootstrap --variant=minbase --include=procps,iproute2 bookworm"},
+         {tar: $add, created_by: "COPY app/ /opt/app/ + /etc/app.conf + /etc/motd # rimg fixture layer 2"},
+         {tar: $del, created_by: "RUN rm -rf /usr/share/doc/... /etc/issue.net /opt/app/old; replace /opt/app/conf # rimg fixture layer 3"}
+       ]}'
+  common=(--arg base "$base" --arg add "$src/debian-add.tar" --arg del "$src/debian-delete.tar" --arg desc "$desc")
+  layout debian "{layout: \$layout, layer_cache: \$lc, images: [$image]}" "${common[@]}" \
+    --arg tag bookworm --argjson extra '{}'
+  layout centos "{layout: \$layout, layer_cache: \$lc, images: [$image]}" "${common[@]}" \
+    --arg tag latest --argjson extra \
+    '{"io.rimg.fixture.stand-in": "Debian bookworm (debootstrap minbase + procps), NOT CentOS: Docker Hub is unreachable here"}'
+  stamp debian "$h"
+  stamp centos "$h"
+  log "debian + centos built in $((SECONDS - t))s"
+fi
+
+# ------------------------------------------------------------------------------------------------ edge, hostile
+# The layer engineer's scripts write layer tars; each is called as `SCRIPT OUTDIR` and must print, one per
+# line, the layer tar paths bottom first (see edge_hostile below; adjusted to their actual interface).
+for kind in edge hostile; do
+  script=$here/$kind-layers.py
+  if [[ ! -f $script ]]; then
+    log "SKIP $kind: $script does not exist (yet)"
+    continue
+  fi
+  h=$(inputs_hash "$script")
+  if fresh "$kind" "$h"; then
+    log "$kind up to date"
+    continue
+  fi
+  t=$SECONDS
+  rm -rf "$src/$kind" && mkdir -p "$src/$kind"
+  mapfile -t tars < <("$py" "$script" "$src/$kind")
+  ((${#tars[@]})) || { echo "build.sh: $script printed no layer tars" >&2; exit 1; }
+  layers=$(printf '%s\n' "${tars[@]}" | jq -R -s --arg k "$kind" \
+    'split("\n") | map(select(length > 0)) | to_entries | map({tar: .value, created_by: "rimg \($k) fixture layer \(.key + 1)"})')
+  layout "$kind" '{layout: $layout, layer_cache: $lc, images: [
+      {tags: ["latest"], config: {Cmd: ["/bin/sh"], Labels: {"org.opencontainers.image.description": $desc}},
+       layers: $layers}]}' --argjson layers "$layers" \
+    --arg desc "rimg $kind layer fixture from image-fixtures/$kind-layers.py"
+  stamp "$kind" "$h"
+  log "$kind built in $((SECONDS - t))s"
+done
+
+# ------------------------------------------------------------------------------------------------ large
+if ((with_large)); then
+  h=$(inputs_hash "$base" large-1024)
+  if fresh large "$h"; then
+    log "large up to date"
+  else
+    t=$SECONDS
+    "$py" "$fx" large-layer --mib 1024 "$base" "$src/large.tar" >"$cache/large-layer.json"
+    layout large '{layout: $layout, layer_cache: $lc, images: [
+        {tags: ["latest"], config: {Cmd: ["/bin/sh"], Labels: {"org.opencontainers.image.description":
+          "~1 GiB single layer: copies of Debian /usr plus pseudo-random files; rimg pull benchmark fixture"}},
+         layers: [{tar: $tar, created_by: "COPY data/ /data/ # rimg benchmark fixture"}]}]}' --arg tar "$src/large.tar"
+    rm -f "$src/large.tar" # the compressed blob is cached in cache/layers; the 1 GiB tar is not needed
+    stamp large "$h"
+    log "large built in $((SECONDS - t))s"
+  fi
+fi
+
+log "all fixtures ready under $out in $((SECONDS - t_all))s"
+for d in "$out"/*/index.json; do
+  name=$(basename "$(dirname "$d")")
+  printf '  %-8s %s  tags: %s\n' "$name" "$out/$name" "$(jq -r '[.manifests[].annotations["org.opencontainers.image.ref.name"]] | join(", ")' "$d")"
+done
