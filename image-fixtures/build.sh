@@ -94,8 +94,7 @@ else
          config: cfg({"io.rimg.fixture.fake-platform": "amd64 binaries labelled linux/arm64/v8 to test platform selection"}),
          layers: layer},
         {architecture: "unknown", os: "unknown", config: cfg({"io.rimg.fixture.attestation": "stand-in for an attestation manifest"}),
-         layers: layer,
-         annotations: {"vnd.docker.reference.type": "attestation-manifest"}}
+         layers: layer, attestation: true}
       ]}
     ]}' --arg tar "$src/busybox.tar"
   stamp busybox "$h"

@@ -421,7 +421,16 @@ def cmd_layout(args):
     layout = Layout(tmp)
     for image in spec["images"]:
         if "index" in image:
-            children = [build_image(layout, child, spec["layer_cache"]) for child in image["index"]]
+            children = []
+            for child in image["index"]:
+                desc = build_image(layout, child, spec["layer_cache"])
+                if child.get("attestation") and children:
+                    # as BuildKit writes them: the index descriptor says what the entry attests
+                    desc["annotations"] = {
+                        "vnd.docker.reference.type": "attestation-manifest",
+                        "vnd.docker.reference.digest": children[0]["digest"],
+                    }
+                children.append(desc)
             idx = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
             idigest, isize = layout.put_json(idx)
             desc = {"mediaType": OCI_INDEX, "digest": idigest, "size": isize}
