@@ -1,1 +1,5 @@
-//! build
+//! `rimg build`: Dockerfiles become images. Parsing lives in [`dockerfile`] and [`words`]; executing steps
+//! on the FUSE rootfs and turning each step's upper directory into a layer is the builder's job.
+
+pub mod dockerfile;
+pub mod words;
