@@ -3,7 +3,7 @@
 # Hub, so the registry can serve as a docker.io mirror (`rimg --registry-mirror http://127.0.0.1:5000 ...`).
 #
 # Usage: scripts/push-fixtures.sh [--fixtures DIR] [REGISTRY]          push everything (default 127.0.0.1:5000)
-#        scripts/push-fixtures.sh [--fixtures DIR] --one NAME[:TAG] REPO:TAG [REGISTRY]
+#        scripts/push-fixtures.sh [--fixtures DIR] [--creds USER:PASS] --one NAME[:TAG] REPO:TAG [REGISTRY]
 #                                                                      push one layout image under any name
 #
 # What goes where (layout NAME:TAG -> REGISTRY/REPO:TAG, manifest format in the registry):
@@ -24,10 +24,12 @@ fixtures=${RIMG_FIXTURES_DIR:-$repo/.work/fixtures}
 one_src=""
 one_dst=""
 registry=""
+creds=()
 while (($#)); do
   case "$1" in
     --fixtures) fixtures=$2; shift ;;
     --one) one_src=$2; one_dst=$3; shift 2 ;;
+    --creds) creds=(--dest-creds "$2"); shift ;;
     -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "push-fixtures.sh: unknown option $1" >&2; exit 2 ;;
     *) registry=$1 ;;
@@ -62,7 +64,7 @@ push() { # NAME:TAG REPO:TAG
     return 1
   fi
   # shellcheck disable=SC2046
-  skopeo --insecure-policy copy -q --dest-tls-verify=false $(flags_for "$src") \
+  skopeo --insecure-policy copy -q --dest-tls-verify=false "${creds[@]}" $(flags_for "$src") \
     "oci:$layout:${src#*:}" "docker://$registry/$dst" >&2
   echo "pushed $src -> $registry/$dst"
 }
@@ -70,8 +72,13 @@ push() { # NAME:TAG REPO:TAG
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$registry/v2/" || true)
 case "$code" in
   200) ;;
-  401) echo "push-fixtures.sh: $registry requires authentication: this is not the registry from scripts/registry.sh" \
-    "(Debian's packaged service?)" >&2; exit 1 ;;
+  401)
+    if ((${#creds[@]} == 0)); then
+      echo "push-fixtures.sh: $registry requires authentication: not the registry from scripts/registry.sh" \
+        "(Debian's packaged service?); pass --creds USER:PASS if that is intended" >&2
+      exit 1
+    fi
+    ;;
   000) echo "push-fixtures.sh: no registry answers at http://$registry/v2/: run scripts/registry.sh start" >&2; exit 1 ;;
   *) echo "push-fixtures.sh: http://$registry/v2/ answered HTTP $code" >&2; exit 1 ;;
 esac

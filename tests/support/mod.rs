@@ -1,0 +1,415 @@
+//! Shared harness for rimg's integration tests: real registry processes on free loopback ports, the fixture
+//! images from `image-fixtures/build.sh`, throw-away `--root` directories, and a helper to run the binary.
+//!
+//! Include it from a test file with `mod support;`. Everything here cleans up on Drop, also when a test
+//! panics: registries are killed, temp dirs removed, and mounts left under a temp root are detached first.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// The checkout this test binary was built from; scripts and fixtures are found relative to it so tests
+/// work from any clone.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `image-fixtures/build.sh` writes the fixture OCI layouts (`RIMG_FIXTURES_DIR` overrides), one
+/// directory per image name: busybox, alpine, debian, centos, edge, hostile.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("RIMG_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".work/fixtures"))
+}
+
+/// The OCI layout of one fixture image, panicking with the fix when it has not been built, so a missing
+/// build step reads as such instead of as a rimg bug.
+pub fn fixture_layout(name: &str) -> PathBuf {
+    let dir = fixtures_dir().join(name);
+    if !dir.join("index.json").is_file() {
+        panic!(
+            "fixture image '{name}' is missing at {}: run `bash image-fixtures/build.sh` first \
+             (edge/hostile also need image-fixtures/{{edge,hostile}}-layers.py)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The rimg binary cargo built for this test run.
+pub fn rimg_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rimg"))
+}
+
+/// A `rimg --root ROOT` command, for tests that need to set env, stdin or other flags themselves.
+pub fn rimg_cmd(root: &Path) -> Command {
+    let mut cmd = Command::new(rimg_bin());
+    cmd.arg("--root").arg(root).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `rimg --root ROOT ARGS...` to completion and returns its output (never panics on failure: the test
+/// decides what a failure means). Use [`assert_ok`] for the common "must succeed" case.
+pub fn rimg(root: &Path, args: &[&str]) -> Output {
+    rimg_cmd(root).args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", rimg_bin().display()))
+}
+
+/// Panics with both output streams unless the command exited 0; returns stdout as a string.
+pub fn assert_ok(out: &Output, what: &str) -> String {
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs an external program (skopeo, umoci, ...) and returns stdout, panicking with its stderr on failure.
+pub fn run_tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (run setup.sh)"));
+    assert_ok(&out, &format!("{program} {}", args.join(" ")))
+}
+
+// ------------------------------------------------------------------------------------------------ registry
+
+/// How to start a [`TestRegistry`]: no auth by default, htpasswd Basic auth, or any `auth:` section (token
+/// auth), optionally serving the storage of another registry (push to an open one, serve with auth).
+#[derive(Default)]
+pub struct RegistryBuilder {
+    htpasswd: Option<(String, String)>,
+    auth_yaml: Option<String>,
+    storage: Option<PathBuf>,
+}
+
+impl RegistryBuilder {
+    /// Require Basic auth with this one user (bcrypt entry written with `htpasswd -B`).
+    pub fn htpasswd(mut self, user: &str, pass: &str) -> Self {
+        self.htpasswd = Some((user.to_owned(), pass.to_owned()));
+        self
+    }
+
+    /// A raw top-level `auth:` section for the registry config, e.g. for `auth: token` with a realm served by
+    /// a test token server. Indent with two spaces; it is inserted verbatim.
+    pub fn auth_yaml(mut self, yaml: &str) -> Self {
+        self.auth_yaml = Some(yaml.to_owned());
+        self
+    }
+
+    /// Serve this storage directory (e.g. another registry's [`TestRegistry::storage_dir`]) instead of an
+    /// empty one. Not removed on Drop.
+    pub fn storage(mut self, dir: &Path) -> Self {
+        self.storage = Some(dir.to_owned());
+        self
+    }
+
+    /// Starts the registry and waits until `/v2/` answers.
+    pub fn start(self) -> TestRegistry {
+        TestRegistry::launch(self)
+    }
+}
+
+/// A real CNCF distribution registry (`docker-registry serve`) on `127.0.0.1:<free port>` with a temp
+/// storage dir; killed and removed on Drop.
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`, as used in image references (`ADDR/library/busybox:latest`).
+    pub addr: String,
+    /// Credentials when started with htpasswd auth; used by [`TestRegistry::push_fixture`].
+    pub creds: Option<(String, String)>,
+    child: Child,
+    dir: tempfile::TempDir,
+    storage: PathBuf,
+}
+
+impl TestRegistry {
+    /// An open registry (no auth) with empty storage.
+    pub fn start() -> TestRegistry {
+        Self::builder().start()
+    }
+
+    /// A registry requiring Basic auth for `user`/`pass` (htpasswd, bcrypt).
+    pub fn start_with_htpasswd(user: &str, pass: &str) -> TestRegistry {
+        Self::builder().htpasswd(user, pass).start()
+    }
+
+    /// For the less common set-ups (token auth, shared storage).
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
+    }
+
+    fn launch(b: RegistryBuilder) -> TestRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("rimg-test-registry-")
+            .tempdir()
+            .expect("create temp dir for registry");
+        let storage = b.storage.clone().unwrap_or_else(|| dir.path().join("data"));
+        fs::create_dir_all(&storage).expect("create registry storage dir");
+        let mut auth = b.auth_yaml.clone().unwrap_or_default();
+        if let Some((user, pass)) = &b.htpasswd {
+            let entry = run_tool("htpasswd", &["-Bbn", user, pass]);
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, entry.trim_end()).expect("write htpasswd");
+            auth = format!("auth:\n  htpasswd:\n    realm: rimg-test\n    path: {}\n", file.display());
+        }
+        // A free port can be taken by someone else between our probe and the registry's bind: retry.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let config = dir.path().join("config.yml");
+            fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                     delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
+                     http:\n  addr: {addr}\n{auth}",
+                    storage.display()
+                ),
+            )
+            .expect("write registry config");
+            let log_path = dir.path().join("registry.log");
+            let log = fs::File::create(&log_path).expect("create registry log");
+            let child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("dup log fd"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start docker-registry: {e} (run setup.sh)"));
+            let mut guard = KillOnDrop(Some(child));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(status)) = guard.child().try_wait() {
+                    last_log = fs::read_to_string(&log_path).unwrap_or_default();
+                    if last_log.contains("address already in use") {
+                        break; // port lost to a race: try another one
+                    }
+                    panic!("docker-registry exited at start ({status}); log:\n{last_log}");
+                }
+                if http_status(&addr, "/v2/").is_some() {
+                    let child = guard.0.take().expect("child present until handed over");
+                    return TestRegistry { addr, creds: b.htpasswd, child, dir, storage };
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "docker-registry on {addr} did not answer /v2/ within 15s; log:\n{}",
+                        fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("docker-registry could not bind a free port in 5 tries; last log:\n{last_log}");
+    }
+
+    /// `http://127.0.0.1:PORT`, for `--registry-mirror` and plain HTTP requests.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The registry's storage root (`storage.filesystem.rootdirectory`).
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage
+    }
+
+    /// The temp dir holding config, log and (by default) storage; put extra files (certs) here.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Pushes fixture `name` (`busybox`, `alpine`, `debian`, `centos`, `edge`, `hostile`, `large`, optionally
+    /// `NAME:LAYOUT_TAG`, e.g. `busybox:multiarch`) as `REPO:TAG` with skopeo, exactly as
+    /// `scripts/push-fixtures.sh` does (same manifest formats: alpine as Docker schema2, multiarch as an
+    /// index). Panics with the fix if the fixtures were not built.
+    pub fn push_fixture(&self, name: &str, repo_tag: &str) {
+        fixture_layout(name.split(':').next().unwrap_or(name));
+        let script = repo_root().join("scripts/push-fixtures.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).arg("--fixtures").arg(fixtures_dir());
+        if let Some((u, p)) = &self.creds {
+            cmd.arg("--creds").arg(format!("{u}:{p}"));
+        }
+        cmd.args(["--one", name, repo_tag, &self.addr]);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert_ok(&out, &format!("push fixture {name} as {}/{repo_tag}", self.addr));
+    }
+
+    /// `skopeo inspect` of `REPO:TAG` on this registry, parsed.
+    pub fn skopeo_inspect(&self, repo_tag: &str, raw: bool) -> serde_json::Value {
+        let mut args = vec!["inspect", "--tls-verify=false"];
+        if raw {
+            args.push("--raw");
+        }
+        let creds;
+        if let Some((u, p)) = &self.creds {
+            creds = format!("{u}:{p}");
+            args.extend(["--creds", &creds]);
+        }
+        let target = format!("docker://{}/{repo_tag}", self.addr);
+        args.push(&target);
+        let out = run_tool("skopeo", &args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("skopeo inspect output is not JSON: {e}\n{out}"))
+    }
+
+    /// The registry's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills and reaps a child process unless it was taken out: no registry outlives a panicking start.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until handed over")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A port nobody listens on right now (the kernel's pick for an ephemeral bind).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Status code of a plain HTTP/1.0 GET, or None when nothing answers. Dependency-free on purpose: it is
+/// how the harness checks a registry is up without going through the code under test.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).ok()?;
+    let line = std::str::from_utf8(&head[..n]).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+// ------------------------------------------------------------------------------------------------ temp root
+
+/// A throw-away `--root` directory. On Drop, anything still mounted at or below it (container rootfs,
+/// FUSE mounts of a crashed test) is lazily unmounted, deepest first, before the tree is removed — so a
+/// failed test never leaves a mount behind or makes `remove_dir_all` walk into a live filesystem.
+pub struct TempRoot {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl TempRoot {
+    /// A new empty root under the system temp dir.
+    pub fn new() -> TempRoot {
+        let dir = tempfile::Builder::new().prefix("rimg-test-root-").tempdir().expect("create temp root");
+        let path = fs::canonicalize(dir.path()).expect("canonicalize temp root");
+        TempRoot { dir: Some(dir), path }
+    }
+
+    /// The root directory (canonical path).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `rimg --root THIS ARGS...`.
+    pub fn rimg(&self, args: &[&str]) -> Output {
+        rimg(&self.path, args)
+    }
+}
+
+impl Default for TempRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempRoot {
+    fn drop(&mut self) {
+        unmount_below(&self.path);
+        if let Some(dir) = self.dir.take() {
+            if dir.close().is_err() {
+                // a mount that came back or a busy file: one more lazy pass, then give up quietly
+                unmount_below(&self.path);
+                let _ = fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Lazily detaches every mount at or below `dir` (MNT_DETACH), repeating while the kernel shows any.
+pub fn unmount_below(dir: &Path) {
+    for _ in 0..8 {
+        let mounts = mounts_below(dir);
+        if mounts.is_empty() {
+            return;
+        }
+        for m in mounts {
+            if let Ok(c) = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()) {
+                // SAFETY: c is a valid NUL-terminated path; umount2 does not retain it.
+                unsafe {
+                    libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+                }
+            }
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
