@@ -16,6 +16,7 @@ pub mod digest;
 pub mod fs;
 pub mod layer;
 pub mod progress;
+pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

@@ -5,7 +5,7 @@
 //! directory. Only when both digests match are the blob and the layer directory renamed into place.
 
 use crate::digest::{Digest, HashingReader};
-use crate::layer::{self, ApplyOptions, Compression};
+use crate::layer::{self, ApplyOptions};
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
 use crate::registry::{Client, Platform, RegistryError};
@@ -192,7 +192,8 @@ fn fetch_layer(
     progress: &Progress,
 ) -> Result<(), PullError> {
     let digest = parse_digest(desc.digest().as_ref())?;
-    let compression = Compression::from_media_type(desc.media_type().as_ref());
+    let media_type = desc.media_type().to_string();
+    let compression = Some(media_type.as_str());
     let mut task = progress.task(digest.short(), Some(desc.size()));
     if store.has_layer(diff_id) && store.has_blob(&digest) {
         task.finish("Already exists");
@@ -310,11 +311,11 @@ fn io_err(digest: &Digest, e: io::Error) -> PullError {
 
 fn stream_layer(
     file: File,
-    compression: Option<Compression>,
+    media_type: Option<&str>,
     dest: Option<&std::path::Path>,
     digest: &Digest,
 ) -> Result<(Digest, Option<Digest>), PullError> {
-    let (d, _, diff) = stream_layer_from(HashingReader::new(Box::new(file)), compression, dest, digest)?;
+    let (d, _, diff) = stream_layer_from(HashingReader::new(Box::new(file)), media_type, dest, digest)?;
     Ok((d, diff))
 }
 
@@ -322,19 +323,15 @@ fn stream_layer(
 /// it. Returns the blob digest, its size and the diff_id.
 fn stream_layer_from<R: Read + Send>(
     mut compressed: HashingReader<R>,
-    compression: Option<Compression>,
+    media_type: Option<&str>,
     dest: Option<&std::path::Path>,
     digest: &Digest,
 ) -> Result<(Digest, u64, Option<Digest>), PullError> {
     let mut diff_id = None;
     if let Some(dest) = dest {
-        let compression = match compression {
-            Some(c) => c,
-            None => Compression::sniff(&mut compressed).map_err(|e| io_err(digest, e))?,
-        };
-        let mut plain = HashingReader::new(
-            layer::decompress(compression, &mut compressed).map_err(|e| io_err(digest, e))?,
-        );
+        let (_, decoded) =
+            layer::decompress_auto(media_type, &mut compressed).map_err(|e| io_err(digest, e))?;
+        let mut plain = HashingReader::new(decoded);
         layer::apply(&mut plain, dest, &ApplyOptions::default())
             .map_err(|source| PullError::Layer { digest: digest.clone(), source })?;
         // The tar may end before the stream does (padding blocks, the gzip trailer): hash all of it.
@@ -374,4 +371,18 @@ fn now_rfc3339() -> String {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     crate::store::images::rfc3339(secs)
+}
+
+/// Unpack a layer whose blob is already in the store (after `load`, or when only the directory was
+/// removed), verifying its diff_id.
+pub fn unpack_blob(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<(), PullError> {
+    let staging = store.stage_layer(diff_id)?;
+    if staging.already_complete() {
+        return Ok(());
+    }
+    let file = File::open(store.blob_path(blob)).map_err(|e| io_err(blob, e))?;
+    let (_, actual) = stream_layer(file, None, Some(staging.path()), blob)?;
+    check_diff_id(blob, diff_id, &actual)?;
+    staging.commit()?;
+    Ok(())
 }

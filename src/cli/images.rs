@@ -1,78 +1,564 @@
-//! CLI: images:ImagesArgs (being written).
-use super::Globals;
+//! Image commands: `images`, `inspect`, `tag`, `rmi`, `image prune`, `save`, `load`.
 
+use super::pull::open_store;
+use super::Globals;
+use crate::reference::Reference;
+use crate::store::{ImageRecord, Store};
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// `rimg images`.
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Only show images of this repository (`centos`, `localhost:5000/app`).
+    repository: Option<String>,
+    /// Only print image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show full image IDs.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+    /// Output format: `table` (default) or `json` (one object per line, as docker's --format json).
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
-pub fn images(_a: ImagesArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg inspect`.
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Images to inspect.
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Print one field per image instead of the JSON: `{{.Id}}`, `{{.Config.Cmd}}`, `{{json .RootFS}}`.
+    #[arg(short, long)]
+    format: Option<String>,
 }
 
-pub fn inspect(_a: InspectArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg tag`.
 #[derive(clap::Args, Debug)]
 pub struct TagArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Existing image.
+    source: String,
+    /// New name.
+    target: String,
 }
 
-pub fn tag(_a: TagArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg rmi`.
 #[derive(clap::Args, Debug)]
 pub struct RmiArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Images to remove.
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Remove even if several names point at the image or a container uses it.
+    #[arg(short, long)]
+    force: bool,
 }
 
-pub fn rmi(_a: RmiArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg save`.
 #[derive(clap::Args, Debug)]
 pub struct SaveArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Images to save.
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
 }
 
-pub fn save(_a: SaveArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg load`.
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Read from this file instead of standard input.
+    #[arg(short, long)]
+    input: Option<PathBuf>,
+    /// Print only the loaded names.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
-pub fn load(_a: LoadArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// `rimg image …`.
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCommand {
-    /// Remove unused images.
+    /// Remove untagged images (all unused images with -a) and reclaim their space.
     Prune(PruneArgs),
+    /// List images (same as `rimg images`).
+    Ls(ImagesArgs),
+    /// Remove images (same as `rimg rmi`).
+    Rm(RmiArgs),
 }
 
+/// `rimg image prune`.
 #[derive(clap::Args, Debug)]
 pub struct PruneArgs {
+    /// Remove every image no container uses, not only untagged ones.
     #[arg(short, long)]
     all: bool,
+    /// Do not ask for confirmation (rimg never asks; accepted for docker compatibility).
+    #[arg(short, long)]
+    force: bool,
 }
 
-pub fn image(_a: ImageCommand, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn images(a: ImagesArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let filter = a.repository.as_deref().map(Reference::parse).transpose()?.map(|r| r.name());
+    let mut rows = Vec::new();
+    for e in store.list_images()? {
+        let rec = match store.image(&e.manifest_digest.to_string()) {
+            Ok(r) => r,
+            Err(err) => {
+                log::warn!("skipping broken image {}: {err}", e.manifest_digest);
+                continue;
+            }
+        };
+        let (repo, tag) = match e.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
+            Some(r) => (r.familiar_name(), r.tag.clone().unwrap_or_else(|| "<none>".into())),
+            None => ("<none>".to_string(), "<none>".to_string()),
+        };
+        if let Some(f) = &filter {
+            if e.name.as_deref().and_then(|n| Reference::parse(n).ok()).map(|r| r.name()).as_ref() != Some(f)
+            {
+                continue;
+            }
+        }
+        let digest =
+            e.repo_digest.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("<none>").to_string();
+        rows.push((repo, tag, digest, rec));
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, _, rec) in &rows {
+            if seen.insert(rec.id.clone()) {
+                writeln!(out, "{}", id_text(rec, a.no_trunc))?;
+            }
+        }
+        return Ok(0);
+    }
+    if a.format == "json" {
+        for (repo, tag, digest, rec) in &rows {
+            let v = json!({
+                "Repository": repo, "Tag": tag, "Digest": digest, "ID": id_text(rec, a.no_trunc),
+                "CreatedAt": created(rec), "CreatedSince": since(created(rec).as_deref()),
+                "Size": human_size(image_size(rec)),
+            });
+            writeln!(out, "{v}")?;
+        }
+        return Ok(0);
+    } else if a.format != "table" {
+        anyhow::bail!("unsupported --format {:?}: use table or json", a.format);
+    }
+    let mut table = vec![if a.digests {
+        vec!["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    } else {
+        vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    }];
+    for (repo, tag, digest, rec) in &rows {
+        let mut row = vec![repo.clone(), tag.clone()];
+        if a.digests {
+            row.push(digest.clone());
+        }
+        row.extend([id_text(rec, a.no_trunc), since(created(rec).as_deref()), human_size(image_size(rec))]);
+        table.push(row);
+    }
+    print_table(&mut out, &table)?;
+    Ok(0)
+}
+
+fn id_text(rec: &ImageRecord, full: bool) -> String {
+    if full {
+        rec.id.to_string()
+    } else {
+        rec.id.short().to_string()
+    }
+}
+
+fn created(rec: &ImageRecord) -> Option<String> {
+    rec.config.created().clone()
+}
+
+/// Size as the registry transfers it (compressed layers + config): known without walking the layer dirs.
+fn image_size(rec: &ImageRecord) -> u64 {
+    rec.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + rec.manifest.config().size()
+}
+
+pub(crate) fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{:<w$}   ", cell, w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
+    }
+}
+
+/// "3 days ago" from an RFC 3339 timestamp, as docker prints CREATED.
+pub(crate) fn since(ts: Option<&str>) -> String {
+    let Some(secs) = ts.and_then(parse_rfc3339) else { return "N/A".into() };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let d = (now - secs).max(0);
+    let (n, unit) = match d {
+        0..=59 => (d, "second"),
+        60..=3599 => (d / 60, "minute"),
+        3600..=86_399 => (d / 3600, "hour"),
+        86_400..=1_209_599 => (d / 86_400, "day"),
+        1_209_600..=5_183_999 => (d / 604_800, "week"),
+        5_184_000..=63_071_999 => (d / 2_592_000, "month"),
+        _ => (d / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// The docker-shaped JSON of `docker image inspect`.
+pub(crate) fn inspect_json(rec: &ImageRecord) -> Value {
+    let cfg = serde_json::to_value(&rec.config).unwrap_or(Value::Null);
+    let c = cfg.get("config").cloned().unwrap_or(json!({}));
+    let pick = |k: &str| c.get(k).cloned().unwrap_or(Value::Null);
+    let repo_tags: Vec<String> =
+        rec.tags.iter().filter_map(|t| Reference::parse(t).ok()).map(|r| r.familiar()).collect();
+    let repo_digests: Vec<String> = rec
+        .repo_digests
+        .iter()
+        .filter_map(|rd| {
+            let (name, d) = rd.rsplit_once('@')?;
+            let r = Reference::parse(name).ok()?;
+            Some(format!("{}@{d}", r.familiar_name()))
+        })
+        .collect();
+    json!({
+        "Id": rec.id.to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Parent": "",
+        "Comment": cfg.get("history").and_then(|h| h.as_array()).and_then(|h| h.last()).and_then(|h| h.get("comment")).cloned().unwrap_or(json!("")),
+        "Created": cfg.get("created").cloned().unwrap_or(Value::Null),
+        "Author": cfg.get("author").cloned().unwrap_or(json!("")),
+        "Config": {
+            "Hostname": "", "Domainname": "", "User": pick("User"),
+            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+            "ExposedPorts": pick("ExposedPorts"), "Tty": false, "OpenStdin": false, "StdinOnce": false,
+            "Env": pick("Env"), "Cmd": pick("Cmd"), "Image": "", "Volumes": pick("Volumes"),
+            "WorkingDir": c.get("WorkingDir").cloned().unwrap_or(json!("")), "Entrypoint": pick("Entrypoint"),
+            "OnBuild": Value::Null, "Labels": pick("Labels"), "StopSignal": pick("StopSignal"),
+        },
+        "Architecture": cfg.get("architecture").cloned().unwrap_or(Value::Null),
+        "Variant": cfg.get("variant").cloned().unwrap_or(Value::Null),
+        "Os": cfg.get("os").cloned().unwrap_or(Value::Null),
+        "Size": image_size(rec),
+        "RootFS": {"Type": "layers", "Layers": rec.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
+        "Descriptor": {"mediaType": rec.manifest.media_type().as_ref().map(|m| m.to_string()), "digest": rec.manifest_digest.to_string()},
+        "Metadata": {"LastTagTime": Value::Null},
+    })
+}
+
+/// Evaluate the small subset of Go templates users write with `--format`: `{{.A.B}}` and `{{json .A}}`.
+pub(crate) fn render_format(tpl: &str, v: &Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").context("unterminated {{ in --format")? + start;
+        let expr = rest[start + 2..end].trim();
+        let (as_json, path) = match expr.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, expr),
+        };
+        let path =
+            path.strip_prefix('.').with_context(|| format!("unsupported --format expression {expr:?}"))?;
+        let mut cur = v;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            cur = cur.get(part).unwrap_or(&Value::Null);
+        }
+        match (as_json, cur) {
+            (true, x) => out.push_str(&x.to_string()),
+            (false, Value::String(s)) => out.push_str(s),
+            (false, Value::Null) => out.push_str("<no value>"),
+            (false, Value::Array(a)) => {
+                let items: Vec<String> = a
+                    .iter()
+                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
+                    .collect();
+                out.push_str(&format!("[{}]", items.join(" ")));
+            }
+            (false, x) => out.push_str(&x.to_string()),
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+pub fn inspect(a: InspectArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let mut all = Vec::new();
+    let mut failed = false;
+    for name in &a.images {
+        match store.image(name) {
+            Ok(rec) => all.push(inspect_json(&rec)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    match &a.format {
+        Some(f) => {
+            for v in &all {
+                println!("{}", render_format(f, v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&Value::Array(all))?),
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn tag(a: TagArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let rec = store.image(&a.source)?;
+    let target = Reference::parse(&a.target)?;
+    if target.digest.is_some() {
+        anyhow::bail!("refusing to create a tag with a digest reference: {}", a.target);
+    }
+    store.add_image(crate::store::ImageEntry {
+        name: Some(target.to_string()),
+        manifest_digest: rec.manifest_digest.clone(),
+        manifest_size: std::fs::metadata(store.blob_path(&rec.manifest_digest)).map(|m| m.len()).unwrap_or(0),
+        media_type: rec
+            .manifest
+            .media_type()
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into()),
+        repo_digest: None,
+        added: None,
+    })?;
+    Ok(0)
+}
+
+pub fn rmi(a: RmiArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let in_use = images_in_use(&store);
+    let mut code = 0;
+    for name in &a.images {
+        if let Err(e) = rmi_one(&store, name, a.force, &in_use) {
+            eprintln!("Error response from daemon: {}", super::one_line(&e));
+            code = 1;
+        }
+    }
+    let stats =
+        store.gc(&in_use.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(), &layers_in_use(&store))?;
+    log::info!("reclaimed {} blobs, {} layers", stats.blobs, stats.layers);
+    Ok(code)
+}
+
+fn rmi_one(
+    store: &Store,
+    name: &str,
+    force: bool,
+    in_use: &[(crate::digest::Digest, String)],
+) -> anyhow::Result<()> {
+    let rec = store.image(name)?;
+    if let Some((_, ctr)) = in_use.iter().find(|(d, _)| d == &rec.manifest_digest) {
+        if !force {
+            anyhow::bail!(
+                "conflict: unable to remove image {name} (must force) - image is being used by container {}",
+                &ctr[..ctr.len().min(12)]
+            );
+        }
+    }
+    let by_name = Reference::parse(name).ok().map(|r| r.to_string()).filter(|n| rec.tags.contains(n));
+    match by_name {
+        Some(full) if rec.tags.len() > 1 || force => {
+            store.remove_name(&full)?;
+            println!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
+            if rec.tags.len() == 1 {
+                println!("Deleted: {}", rec.id);
+            }
+        }
+        Some(full) => {
+            store.remove_name(&full)?;
+            store.remove_manifest(&rec.manifest_digest)?;
+            println!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
+            println!("Deleted: {}", rec.id);
+        }
+        None => {
+            if rec.tags.len() > 1 && !force {
+                anyhow::bail!(
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    rec.id.short()
+                );
+            }
+            for t in &rec.tags {
+                println!(
+                    "Untagged: {}",
+                    Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone())
+                );
+            }
+            store.remove_manifest(&rec.manifest_digest)?;
+            println!("Deleted: {}", rec.id);
+        }
+    }
+    Ok(())
+}
+
+pub fn image(a: ImageCommand, g: &Globals) -> anyhow::Result<i32> {
+    match a {
+        ImageCommand::Ls(x) => images(x, g),
+        ImageCommand::Rm(x) => rmi(x, g),
+        ImageCommand::Prune(p) => {
+            let store = open_store(g)?;
+            let in_use = images_in_use(&store);
+            let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
+            println!("Deleted Images:");
+            for e in store.list_images()? {
+                if used.contains(&e.manifest_digest) || (!p.all && e.name.is_some()) {
+                    continue;
+                }
+                match &e.name {
+                    Some(n) => {
+                        store.remove_name(n)?;
+                        println!("untagged: {n}");
+                    }
+                    None => store.remove_manifest(&e.manifest_digest)?,
+                }
+                println!("deleted: {}", e.manifest_digest);
+            }
+            let stats = store.gc(&used, &layers_in_use(&store))?;
+            println!("\nTotal reclaimed space: {}", human_size(stats.bytes));
+            Ok(0)
+        }
+    }
+}
+
+pub fn save(a: SaveArgs, g: &Globals) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let store = open_store(g)?;
+    let names: Vec<String> = a.images.clone();
+    for n in &names {
+        store.image(n)?;
+    }
+    match &a.output {
+        Some(path) => {
+            let tmp = path.with_extension("rimg-partial");
+            let f =
+                std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            crate::store::archive::save(&store, &names, std::io::BufWriter::new(f))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                anyhow::bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+            }
+            crate::store::archive::save(&store, &names, std::io::stdout().lock())?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn load(a: LoadArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let unpack = |s: &Store, blob: &crate::digest::Digest, diff: &crate::digest::Digest| {
+        crate::pull::unpack_blob(s, blob, diff).map_err(|e| e.to_string())
+    };
+    let loaded = match &a.input {
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            crate::store::archive::load(&store, std::io::BufReader::new(f), &unpack)?
+        }
+        None => crate::store::archive::load(&store, std::io::stdin().lock(), &unpack)?,
+    };
+    for l in loaded {
+        match l.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
+            Some(r) => println!("Loaded image: {}", r.familiar()),
+            None => println!("Loaded image ID: {}", l.id),
+        }
+    }
+    Ok(0)
+}
+
+/// Containers' state files, read as JSON: which images and layer directories they still run on.
+fn container_states(store: &Store) -> Vec<Value> {
+    let Ok(rd) = std::fs::read_dir(store.containers_dir()) else { return Vec::new() };
+    rd.flatten()
+        .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<Value>(&b).ok())
+        .collect()
+}
+
+/// (manifest, container id) for every container whose image is still in the index.
+fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
+    let mut out = Vec::new();
+    for st in container_states(store) {
+        let id = st.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let image = st.pointer("/spec/image_id").and_then(Value::as_str).unwrap_or_default();
+        if let Ok(rec) = store.image(image) {
+            out.push((rec.manifest_digest, id));
+        }
+    }
+    out
+}
+
+/// Layer directories containers mount: kept by gc even when their image was removed with -f.
+fn layers_in_use(store: &Store) -> Vec<PathBuf> {
+    container_states(store)
+        .iter()
+        .filter_map(|st| st.pointer("/spec/lowers").and_then(Value::as_array).cloned())
+        .flatten()
+        .filter_map(|v| v.as_str().map(PathBuf::from))
+        .collect()
 }

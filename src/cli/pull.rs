@@ -1,12 +1,79 @@
-//! CLI: run:Args (being written).
-use super::Globals;
+//! `rimg pull`: docker's output, rimg's cache.
 
+use super::Globals;
+use crate::progress::Progress;
+use crate::pull::{PullOptions, PullOutcome};
+use crate::reference::Reference;
+use crate::registry::{Client, Platform, RegistryConfig};
+use crate::store::Store;
+use anyhow::Context;
+
+/// Flags of `rimg pull`, named as docker's.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Image to pull (`centos`, `centos:7`, `host:5000/ns/app@sha256:…`).
+    image: String,
+    /// Print only the image name when done.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Platform to pull from a multi-platform image (os/arch[/variant]); default: this machine's.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Layers downloaded at once.
+    #[arg(long = "max-concurrent-downloads", default_value_t = 3)]
+    jobs: usize,
 }
 
-pub fn run(_a: Args, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
+    let platform = match &a.platform {
+        Some(p) => p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Platform::host(),
+    };
+    pull_with(g, &a.image, a.quiet, platform, a.jobs)?;
+    Ok(0)
+}
+
+/// Open the cache at `--root`.
+pub(crate) fn open_store(g: &Globals) -> anyhow::Result<Store> {
+    Store::open(&g.root).with_context(|| format!("cannot open the image cache at {}", g.root.display()))
+}
+
+/// The registry client configured from flags, environment and config file.
+pub(crate) fn client(g: &Globals) -> anyhow::Result<Client> {
+    let cfg = RegistryConfig::load(g.config.as_deref(), &g.registry_mirrors, &g.insecure_registries)?;
+    Ok(Client::new(cfg)?)
+}
+
+/// Pull `image` as `rimg pull` does (progress, final lines); `rimg run --pull` calls this too.
+pub(crate) fn pull_image(g: &Globals, image: &str, quiet: bool) -> anyhow::Result<()> {
+    pull_with(g, image, quiet, Platform::host(), 3).map(|_| ())
+}
+
+fn pull_with(
+    g: &Globals,
+    image: &str,
+    quiet: bool,
+    platform: Platform,
+    jobs: usize,
+) -> anyhow::Result<PullOutcome> {
+    let reference = Reference::parse(image)?;
+    let store = open_store(g)?;
+    let client = client(g)?;
+    let progress = Progress::new(quiet);
+    progress.line(&format!(
+        "{}: Pulling from {}",
+        reference.tag.as_deref().map(str::to_string).unwrap_or_else(|| reference.manifest_ref()),
+        reference.repository
+    ));
+    let opts = PullOptions { platform, jobs, ..PullOptions::default() };
+    let outcome = crate::pull::pull(&store, &client, &reference, &opts, &progress)?;
+    let digest = outcome.repo_digest.rsplit('@').next().unwrap_or_default().to_string();
+    progress.line(&format!("Digest: {digest}"));
+    progress.line(&format!(
+        "Status: {} for {}",
+        if outcome.updated { "Downloaded newer image" } else { "Image is up to date" },
+        reference.familiar()
+    ));
+    println!("{reference}");
+    Ok(outcome)
 }

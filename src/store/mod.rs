@@ -9,7 +9,9 @@
 //! unpacked in `layers/tmp/` and renamed into place; `index.json` is replaced by rename. Concurrency comes
 //! from flock (see [`lock`]), which the kernel releases when a holder dies.
 
+pub mod archive;
 pub mod blobs;
+pub mod gc;
 pub mod images;
 pub mod layers;
 pub mod lock;
