@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(c.get("h", "other"), None);
         c.forget("h", "s");
         assert_eq!(c.get("h", "s"), None);
-        assert!(Credentials { username: "u".into(), password: "secret".into() }.basic_header().starts_with("Basic "));
-        assert!(!format!("{:?}", Credentials { username: "u".into(), password: "secret".into() }).contains("secret"));
+        assert!(Credentials { username: "u".into(), password: "secret".into() }
+            .basic_header()
+            .starts_with("Basic "));
+        assert!(!format!("{:?}", Credentials { username: "u".into(), password: "secret".into() })
+            .contains("secret"));
     }
 }

@@ -136,7 +136,12 @@ impl Client {
         self.with_endpoints(&r.registry, |ep| self.resolve_at(ep, r, platform))
     }
 
-    fn resolve_at(&self, ep: &Endpoint, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+    fn resolve_at(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<Resolved, RegistryError> {
         let top = self.manifest_at(ep, r)?;
         let (index_raw, index_media_type, child) = match top.kind {
             ManifestKind::Image => (None, None, top.clone()),
@@ -172,11 +177,9 @@ impl Client {
                 (Some(top.body.clone()), Some(top.media_type.clone()), child)
             }
         };
-        let manifest: oci_spec::image::ImageManifest =
-            serde_json::from_slice(&child.body).map_err(|e| RegistryError::InvalidManifest {
-                reference: r.to_string(),
-                reason: e.to_string(),
-            })?;
+        let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&child.body).map_err(|e| {
+            RegistryError::InvalidManifest { reference: r.to_string(), reason: e.to_string() }
+        })?;
         // Every digest in the manifest becomes a store path later: refuse anything but valid sha256 now.
         let descriptors = std::iter::once(manifest.config()).chain(manifest.layers().iter());
         for d in descriptors {
@@ -208,7 +211,8 @@ impl Client {
         let tag = r.tag_or_latest();
         // HEAD first: it yields the digest without counting as a pull on Docker Hub, and lets the body be
         // fetched by digest, i.e. verifiably.
-        let mut head = self.req(r, Method::HEAD, format!("v2/{}/manifests/{tag}", r.repository), Access::Pull);
+        let mut head =
+            self.req(r, Method::HEAD, format!("v2/{}/manifests/{tag}", r.repository), Access::Pull);
         head.headers = headers(&[(ACCEPT, MANIFEST_ACCEPT)]);
         let resp = self.t.send(ep, &head)?;
         match resp.status() {
@@ -226,7 +230,12 @@ impl Client {
         self.fetch_manifest_raw(ep, r, tag, None)
     }
 
-    fn fetch_by_digest(&self, ep: &Endpoint, r: &Reference, d: &Digest) -> Result<RawManifest, RegistryError> {
+    fn fetch_by_digest(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        d: &Digest,
+    ) -> Result<RawManifest, RegistryError> {
         self.fetch_manifest_raw(ep, r, &d.to_string(), Some(d))
     }
 
@@ -242,7 +251,8 @@ impl Client {
             Some(d) => r.with_digest(d.clone()).to_string(),
             None => r.to_string(),
         };
-        let mut get = self.req(r, Method::GET, format!("v2/{}/manifests/{reference}", r.repository), Access::Pull);
+        let mut get =
+            self.req(r, Method::GET, format!("v2/{}/manifests/{reference}", r.repository), Access::Pull);
         get.headers = headers(&[(ACCEPT, MANIFEST_ACCEPT)]);
         let resp = self.t.send(ep, &get)?;
         if !resp.status().is_success() {
@@ -290,9 +300,9 @@ impl Client {
             let url = resp.url().to_string();
             let body = read_capped(resp, 64 << 10).unwrap_or_default();
             return match parse_error_body(&body) {
-                Some((Some(code), _)) if code == "NAME_UNKNOWN" => {
-                    RegistryError::NameUnknown { name: shown.split(['@']).next().unwrap_or(shown).to_string() }
-                }
+                Some((Some(code), _)) if code == "NAME_UNKNOWN" => RegistryError::NameUnknown {
+                    name: shown.split(['@']).next().unwrap_or(shown).to_string(),
+                },
                 Some((Some(code), msg)) if code != "MANIFEST_UNKNOWN" => RegistryError::Status {
                     registry: ep.display.clone(),
                     method: "GET".into(),
@@ -320,7 +330,11 @@ impl Client {
             }
             let actual = Digest::of_bytes(&out);
             if &actual != d {
-                return Err(RegistryError::DigestMismatch { what: format!("blob {d}"), expected: d.clone(), actual });
+                return Err(RegistryError::DigestMismatch {
+                    what: format!("blob {d}"),
+                    expected: d.clone(),
+                    actual,
+                });
             }
             Ok(out)
         })
@@ -333,7 +347,13 @@ impl Client {
         self.with_endpoints(&r.registry, |ep| self.open_blob_at(ep, r, d, offset))
     }
 
-    fn open_blob_at(&self, ep: &Endpoint, r: &Reference, d: &Digest, offset: u64) -> Result<BlobStream, RegistryError> {
+    fn open_blob_at(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        d: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
         let (resp, total_len, started_at) = self.blob_response(ep, r, d, offset)?;
         let reader = ResumingReader {
             client: self.clone(),
@@ -368,7 +388,11 @@ impl Client {
                 Ok((resp, len, 0))
             }
             StatusCode::PARTIAL_CONTENT => {
-                let range = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
+                let range = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_content_range);
                 match range {
                     Some((start, total)) if start == offset => Ok((resp, total, start)),
                     _ => Err(RegistryError::Transfer {
@@ -455,7 +479,12 @@ impl ResumingReader {
         self.resumes_left -= 1;
         let wait = self.client.t.backoff(self.attempt);
         self.attempt += 1;
-        log::info!("blob {}: {why}; resuming at byte {} in {:.1}s", self.digest, self.pos, wait.as_secs_f64());
+        log::info!(
+            "blob {}: {why}; resuming at byte {} in {:.1}s",
+            self.digest,
+            self.pos,
+            wait.as_secs_f64()
+        );
         std::thread::sleep(wait);
         let (mut resp, total, start) = self
             .client

@@ -87,8 +87,11 @@ impl RegistryConfig {
             None => FileConfig::default(),
         };
         let mut cfg = RegistryConfig::default();
-        let all_mirrors =
-            mirrors.iter().cloned().chain(env_list("RIMG_REGISTRY_MIRRORS")).chain(from_file.registry_mirrors);
+        let all_mirrors = mirrors
+            .iter()
+            .cloned()
+            .chain(env_list("RIMG_REGISTRY_MIRRORS"))
+            .chain(from_file.registry_mirrors);
         for m in all_mirrors {
             let url = parse_mirror(&m)?;
             if !cfg.mirrors.contains(&url) {
@@ -229,8 +232,8 @@ mod tests {
             r#"{"registry-mirrors":["https://mirror.example/"],"insecure-registries":["10.0.0.0/8"],"other":1}"#,
         )
         .unwrap();
-        let cfg = RegistryConfig::load(Some(&path), &["http://127.0.0.1:5000".into()], &["reg:1".into()])
-            .unwrap();
+        let cfg =
+            RegistryConfig::load(Some(&path), &["http://127.0.0.1:5000".into()], &["reg:1".into()]).unwrap();
         let mirrors: Vec<String> = cfg.mirrors.iter().map(|u| u.to_string()).collect();
         assert_eq!(mirrors[0], "http://127.0.0.1:5000/");
         assert!(mirrors.contains(&"https://mirror.example/".to_string()));

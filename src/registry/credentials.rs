@@ -201,12 +201,8 @@ impl DockerConfig {
         let tmp = dir.join(format!(".config.json.rimg-{}", std::process::id()));
         let body = serde_json::to_vec_pretty(&self.json).map_err(|e| io(std::io::Error::other(e)))?;
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut f =
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
@@ -219,7 +215,12 @@ impl DockerConfig {
     }
 }
 
-fn run_helper(helper: &str, action: &str, server: &str, input: &[u8]) -> Result<(bool, String), CredentialsError> {
+fn run_helper(
+    helper: &str,
+    action: &str,
+    server: &str,
+    input: &[u8],
+) -> Result<(bool, String), CredentialsError> {
     let err = |reason: String| CredentialsError::Helper {
         helper: helper.to_string(),
         action: action.to_string(),
@@ -280,7 +281,8 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, Credent
 }
 
 fn helper_store(helper: &str, server: &str, creds: &Credentials) -> Result<(), CredentialsError> {
-    let input = serde_json::json!({ "ServerURL": server, "Username": creds.username, "Secret": creds.password });
+    let input =
+        serde_json::json!({ "ServerURL": server, "Username": creds.username, "Secret": creds.password });
     let (ok, out) = run_helper(helper, "store", server, input.to_string().as_bytes())?;
     if ok {
         Ok(())
@@ -390,7 +392,8 @@ mod tests {
         let helper = bin.join("docker-credential-rimgtest");
         std::fs::write(&helper, script).unwrap();
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(dir.path().join("config.json"), r#"{"credHelpers":{"reg.example":"rimgtest"}}"#).unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"credHelpers":{"reg.example":"rimgtest"}}"#)
+            .unwrap();
         // Run the helper by absolute path lookup: prepend our bin dir to PATH for the child only.
         let old_path = std::env::var("PATH").unwrap_or_default();
         let cfg = DockerConfig::load(dir.path()).unwrap();

@@ -171,7 +171,9 @@ impl Platform {
             ("aarch64" | "arm64", v) => ("arm64".to_string(), v.filter(|v| v != "v8" && v != "8")),
             ("armhf", _) => ("arm".to_string(), Some("v7".to_string())),
             ("armel", _) => ("arm".to_string(), Some("v6".to_string())),
-            ("arm", v) => ("arm".to_string(), Some(v.map(|v| normalize_arm(&v)).unwrap_or_else(|| "v7".into()))),
+            ("arm", v) => {
+                ("arm".to_string(), Some(v.map(|v| normalize_arm(&v)).unwrap_or_else(|| "v7".into())))
+            }
             ("i386" | "i486" | "i586" | "i686" | "x86", v) => ("386".to_string(), v),
             (a, v) => (a.to_string(), v),
         };
@@ -213,7 +215,8 @@ impl FromStr for Platform {
     type Err = InvalidPlatform;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.trim().split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform::new(os, arch, Some(v))),
@@ -301,7 +304,13 @@ pub fn select_platform(entries: &[IndexEntry], want: &Platform) -> Result<IndexE
             }
         }
     }
-    best.map(|(_, e)| e.clone()).ok_or_else(|| if available.is_empty() { "none".into() } else { available.join(", ") })
+    best.map(|(_, e)| e.clone()).ok_or_else(|| {
+        if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        }
+    })
 }
 
 #[cfg(test)]
@@ -378,7 +387,8 @@ mod tests {
     #[test]
     fn classification_refuses_confusion() {
         let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
-        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let index =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         assert_eq!(classify(manifest, Some(OCI_MANIFEST)).unwrap().0, ManifestKind::Image);
         assert_eq!(classify(manifest, Some("application/json")).unwrap().0, ManifestKind::Image);
         assert_eq!(classify(index, Some(OCI_INDEX)).unwrap().0, ManifestKind::Index);
@@ -386,12 +396,18 @@ mod tests {
         assert!(classify(index, Some(DOCKER_MANIFEST)).is_err());
         // No mediaType field (allowed by OCI): served type and structure must agree.
         let bare = br#"{"schemaVersion":2,"manifests":[]}"#;
-        assert_eq!(classify(bare, Some(DOCKER_MANIFEST_LIST)).unwrap(), (ManifestKind::Index, DOCKER_MANIFEST_LIST.into()));
+        assert_eq!(
+            classify(bare, Some(DOCKER_MANIFEST_LIST)).unwrap(),
+            (ManifestKind::Index, DOCKER_MANIFEST_LIST.into())
+        );
         assert!(classify(bare, Some(OCI_MANIFEST)).is_err());
-        let lying = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#;
+        let lying =
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#;
         assert!(classify(lying, None).is_err());
         assert!(classify(br#"{"schemaVersion":1}"#, None).is_err());
         assert!(classify(b"not json", None).is_err());
-        assert!(classify(manifest, Some("application/vnd.docker.distribution.manifest.v1+prettyjws")).is_err());
+        assert!(
+            classify(manifest, Some("application/vnd.docker.distribution.manifest.v1+prettyjws")).is_err()
+        );
     }
 }

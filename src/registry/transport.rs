@@ -232,7 +232,8 @@ impl Transport {
                             widened = true;
                         }
                     }
-                    let same_realm = matches!(&challenge, Some(Challenge::Bearer { realm: r, .. }) if *r == realm);
+                    let same_realm =
+                        matches!(&challenge, Some(Challenge::Bearer { realm: r, .. }) if *r == realm);
                     if fresh && same_realm && !widened && error.as_deref() != Some("invalid_token") {
                         // A token just issued for exactly this was refused: the account lacks access.
                         return Err(self.denied(req, detail));
@@ -256,7 +257,12 @@ impl Transport {
     }
 
     fn denied(&self, req: &Req, detail: String) -> RegistryError {
-        RegistryError::Denied { access: req.access, name: req.name.clone(), registry: req.registry.clone(), detail }
+        RegistryError::Denied {
+            access: req.access,
+            name: req.name.clone(),
+            registry: req.registry.clone(),
+            detail,
+        }
     }
 
     /// The `Authorization` header for a request under `challenge`, fetching a token if needed.
@@ -270,7 +276,9 @@ impl Transport {
     ) -> Result<(Option<String>, bool), RegistryError> {
         match challenge {
             None => Ok((None, false)),
-            Some(Challenge::Basic { .. }) => Ok((self.credentials(&ep.cred_key)?.map(|c| c.basic_header()), false)),
+            Some(Challenge::Basic { .. }) => {
+                Ok((self.credentials(&ep.cred_key)?.map(|c| c.basic_header()), false))
+            }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let cache_key = format!("{}|{}|{}", ep.display, realm, service.as_deref().unwrap_or(""));
                 let scope_key = scopes.join(" ");
@@ -349,7 +357,12 @@ impl Transport {
     }
 
     /// Follow redirects by hand: credentials go only to the endpoint's own origin, never to blob storage.
-    fn send_following(&self, ep: &Endpoint, req: &Req, auth: Option<&str>) -> Result<Response, RegistryError> {
+    fn send_following(
+        &self,
+        ep: &Endpoint,
+        req: &Req,
+        auth: Option<&str>,
+    ) -> Result<Response, RegistryError> {
         let http = if ep.insecure_tls { &self.http_insecure } else { &self.http };
         let mut url = if req.path.starts_with("http://") || req.path.starts_with("https://") {
             Url::parse(&req.path)
@@ -367,16 +380,20 @@ impl Transport {
         let mut body = req.body.clone();
         for _ in 0..=MAX_REDIRECTS {
             let display = host_port(&url);
-            let resp = self.send_retrying(&display, || {
-                let mut b = http.request(method.clone(), url.clone()).headers(req.headers.clone());
-                if let (true, Some(a)) = (send_auth, auth) {
-                    b = b.header(AUTHORIZATION, a);
-                }
-                if let Some(body) = &body {
-                    b = b.body(body.clone());
-                }
-                b
-            }, self.cfg.max_retries)?;
+            let resp = self.send_retrying(
+                &display,
+                || {
+                    let mut b = http.request(method.clone(), url.clone()).headers(req.headers.clone());
+                    if let (true, Some(a)) = (send_auth, auth) {
+                        b = b.header(AUTHORIZATION, a);
+                    }
+                    if let Some(body) = &body {
+                        b = b.body(body.clone());
+                    }
+                    b
+                },
+                self.cfg.max_retries,
+            )?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
@@ -425,9 +442,16 @@ impl Transport {
                     Some(self.backoff(attempt))
                 }
                 Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
-                    let hinted =
-                        r.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-                    Some(hinted.map(|d| d.min(self.cfg.max_retry_delay)).unwrap_or_else(|| self.backoff(attempt)))
+                    let hinted = r
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    Some(
+                        hinted
+                            .map(|d| d.min(self.cfg.max_retry_delay))
+                            .unwrap_or_else(|| self.backoff(attempt)),
+                    )
                 }
                 Ok(r) if r.status().is_server_error() && r.status() != StatusCode::NOT_IMPLEMENTED => {
                     Some(self.backoff(attempt))
@@ -462,11 +486,23 @@ impl Transport {
     }
 
     /// Turn an unexpected response into an error carrying the registry's own message.
-    pub fn status_error(&self, resp: Response, method: &str, display: &str, _req: Option<&Req>) -> RegistryError {
+    pub fn status_error(
+        &self,
+        resp: Response,
+        method: &str,
+        display: &str,
+        _req: Option<&Req>,
+    ) -> RegistryError {
         let status = resp.status().as_u16();
         let url = resp.url().to_string();
         let message = error_message(resp).map(|m| format!(": {m}")).unwrap_or_default();
-        RegistryError::Status { registry: display.to_string(), method: method.to_string(), url, status, message }
+        RegistryError::Status {
+            registry: display.to_string(),
+            method: method.to_string(),
+            url,
+            status,
+            message,
+        }
     }
 }
 
@@ -516,7 +552,8 @@ pub(crate) fn parse_error_body(body: &[u8]) -> Option<(Option<String>, String)> 
         if let Some(first) = v.get("errors").and_then(|e| e.as_array()).and_then(|a| a.first()) {
             let code = first.get("code").and_then(|c| c.as_str()).map(String::from);
             let msg = first.get("message").and_then(|m| m.as_str()).unwrap_or("").to_string();
-            let msg = if msg.is_empty() { code.clone().unwrap_or_default().to_ascii_lowercase() } else { msg };
+            let msg =
+                if msg.is_empty() { code.clone().unwrap_or_default().to_ascii_lowercase() } else { msg };
             return Some((code, msg));
         }
         for k in ["details", "detail", "error_description", "error", "message"] {
@@ -599,7 +636,10 @@ mod tests {
     fn error_bodies() {
         let b = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(parse_error_body(b), Some((Some("MANIFEST_UNKNOWN".into()), "manifest unknown".into())));
-        assert_eq!(parse_error_body(br#"{"details":"incorrect username or password"}"#).unwrap().1, "incorrect username or password");
+        assert_eq!(
+            parse_error_body(br#"{"details":"incorrect username or password"}"#).unwrap().1,
+            "incorrect username or password"
+        );
         assert_eq!(parse_error_body(b"<html>"), None);
         assert_eq!(parse_error_body(b"plain\ntext").unwrap().1, "plain text");
     }

@@ -1,0 +1,788 @@
+//! The registry client against the real CNCF distribution registry (anonymous, htpasswd Basic auth, Docker
+//! Hub mirror), plus tiny in-process HTTP servers only for edges a real registry does not produce: 429 with
+//! Retry-After, wrong bytes, cross-host redirects, endless redirects, truncated and stalled bodies.
+
+use rimg::digest::Digest;
+use rimg::reference::Reference;
+use rimg::registry::{Client, Credentials, Platform, RegistryConfig, RegistryError};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers: a real registry process, pushing images with umoci/skopeo, client config.
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `docker-registry serve` process on a free loopback port with its own storage; killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rimg-test\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().unwrap();
+            assert!(out.status.success(), "htpasswd failed");
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, out.stdout).unwrap();
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: rimg-test\n    path: {}\n",
+                path.display()
+            ));
+        }
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (run setup.sh)");
+        let reg = Registry { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "registry did not start: {}", reg.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Push an OCI layout's tag with skopeo (`--all` keeps an index whole).
+    fn push_layout(&self, layout: &Path, tag: &str, dest: &str, creds: Option<&str>) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--all", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let out = cmd
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/{dest}", self.host()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Build a one-file image with umoci and push it as `dest`.
+    fn push_tiny(&self, dest: &str, creds: Option<&str>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = tmp.path().join("layout");
+        let file = tmp.path().join("hello");
+        std::fs::write(&file, "hello from rimg\n").unwrap();
+        let umoci = |args: &[&str]| {
+            let out = Command::new("umoci").args(args).output().unwrap();
+            assert!(out.status.success(), "umoci {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let img = format!("{}:t", layout.display());
+        umoci(&["init", "--layout", layout.to_str().unwrap()]);
+        umoci(&["new", "--image", &img]);
+        umoci(&["insert", "--image", &img, file.to_str().unwrap(), "/hello"]);
+        self.push_layout(&layout, "t", dest, creds);
+    }
+
+    /// What skopeo says the digest of `dest` is (the reference for our resolution).
+    fn skopeo_digest(&self, dest: &str, creds: Option<&str>) -> String {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--creds", c]);
+        }
+        let out = cmd.arg(format!("docker://{}/{dest}", self.host())).output().unwrap();
+        assert!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+        Digest::of_bytes(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Client settings for tests: no ambient docker credentials, short retry delays.
+fn test_config(creds_dir: &Path) -> RegistryConfig {
+    RegistryConfig {
+        docker_config_dir: Some(creds_dir.to_path_buf()),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+        max_retries: 3,
+        retry_base_delay: Duration::from_millis(20),
+        max_retry_delay: Duration::from_secs(3),
+        ..RegistryConfig::default()
+    }
+}
+
+fn r(s: &str) -> Reference {
+    Reference::parse(s).unwrap()
+}
+
+fn amd64() -> Platform {
+    "linux/amd64".parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hand-made OCI layouts (a multi-platform index with an attestation entry).
+
+struct Layout {
+    dir: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout { dir: dir.to_path_buf() }
+    }
+
+    fn blob(&self, bytes: &[u8]) -> serde_json::Value {
+        let d = Digest::of_bytes(bytes);
+        std::fs::write(self.dir.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        serde_json::json!({ "digest": d.to_string(), "size": bytes.len() })
+    }
+
+    /// A gzipped tar holding one file.
+    fn layer(&self, name: &str, content: &[u8]) -> serde_json::Value {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, content).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut d = self.blob(&gz);
+        d["mediaType"] = "application/vnd.oci.image.layer.v1.tar+gzip".into();
+        d["diff_id"] = Digest::of_bytes(&tar).to_string().into();
+        d
+    }
+
+    /// An image manifest for one platform; returns its descriptor (with platform).
+    fn image(&self, os: &str, arch: &str, variant: Option<&str>) -> serde_json::Value {
+        let layer = self.layer("platform", format!("{os}/{arch}/{variant:?}").as_bytes());
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": os,
+            "rootfs": { "type": "layers", "diff_ids": [layer["diff_id"].clone()] },
+            "config": {}
+        });
+        let mut platform = serde_json::json!({ "os": os, "architecture": arch });
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+            platform["variant"] = v.into();
+        }
+        let mut cfg_desc = self.blob(config.to_string().as_bytes());
+        cfg_desc["mediaType"] = "application/vnd.oci.image.config.v1+json".into();
+        let mut layer_desc = layer.clone();
+        layer_desc.as_object_mut().unwrap().remove("diff_id");
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": cfg_desc,
+            "layers": [layer_desc],
+        });
+        let mut desc = self.blob(manifest.to_string().as_bytes());
+        desc["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+        desc["platform"] = platform;
+        desc
+    }
+
+    /// Write an index of `entries` and tag it `tag` in index.json; returns the index digest.
+    fn index(&self, tag: &str, entries: Vec<serde_json::Value>) -> String {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        });
+        let mut desc = self.blob(index.to_string().as_bytes());
+        desc["mediaType"] = "application/vnd.oci.image.index.v1+json".into();
+        desc["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": tag });
+        let top = serde_json::json!({ "schemaVersion": 2, "manifests": [desc.clone()] });
+        std::fs::write(self.dir.join("index.json"), top.to_string()).unwrap();
+        desc["digest"].as_str().unwrap().to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Real registry tests.
+
+#[test]
+fn resolves_and_streams_from_real_registry() {
+    let reg = Registry::start(None);
+    reg.push_tiny("test/img:t", None);
+    let creds = tempfile::tempdir().unwrap();
+    let client = Client::new(test_config(creds.path())).unwrap();
+    let reference = r(&format!("{}/test/img:t", reg.host()));
+
+    let resolved = client.resolve(&reference, &amd64()).unwrap();
+    assert_eq!(resolved.digest.to_string(), reg.skopeo_digest("test/img:t", None));
+    assert_eq!(resolved.digest, resolved.manifest_digest, "a single manifest is its own top level");
+    assert_eq!(Digest::of_bytes(&resolved.manifest_raw), resolved.manifest_digest);
+    assert_eq!(resolved.media_type, "application/vnd.oci.image.manifest.v1+json");
+    assert!(resolved.index_raw.is_none());
+
+    // The config is small and verified.
+    let cfg_digest: Digest = resolved.manifest.config().digest().to_string().parse().unwrap();
+    let config = client.fetch_blob_bytes(&reference, &cfg_digest, 1 << 20).unwrap();
+    assert_eq!(Digest::of_bytes(&config), cfg_digest);
+    assert!(matches!(
+        client.fetch_blob_bytes(&reference, &cfg_digest, 10),
+        Err(RegistryError::TooLarge { .. })
+    ));
+
+    // The layer streams; a ranged open starts where asked (distribution honours Range).
+    let layer = &resolved.manifest.layers()[0];
+    let layer_digest: Digest = layer.digest().to_string().parse().unwrap();
+    let mut full = Vec::new();
+    let stream = client.open_blob(&reference, &layer_digest, 0).unwrap();
+    assert_eq!(stream.started_at, 0);
+    assert_eq!(stream.total_len, Some(layer.size()));
+    { stream.reader }.read_to_end(&mut full).unwrap();
+    assert_eq!(Digest::of_bytes(&full), layer_digest);
+    let stream = client.open_blob(&reference, &layer_digest, 10).unwrap();
+    let mut tail = Vec::new();
+    let start = stream.started_at as usize;
+    { stream.reader }.read_to_end(&mut tail).unwrap();
+    assert_eq!(&full[start..], &tail[..]);
+
+    // Pull by digest gives the same, and a digest that is not there is "manifest unknown".
+    let by_digest = reference.with_digest(resolved.digest.clone());
+    assert_eq!(client.resolve(&by_digest, &amd64()).unwrap().manifest_digest, resolved.manifest_digest);
+    let missing = reference.with_digest(Digest::of_bytes(b"nope"));
+    let err = client.resolve(&missing, &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::ManifestUnknown { .. }), "{err}");
+    let err = client.resolve(&reference.with_tag("nope").unwrap(), &amd64()).unwrap_err();
+    assert_eq!(err.to_string(), format!("manifest unknown: {}/test/img:nope", reg.host()));
+    let err = client.open_blob(&reference, &Digest::of_bytes(b"nope"), 0).err().unwrap();
+    assert!(matches!(err, RegistryError::BlobUnknown { .. }), "{err}");
+}
+
+#[test]
+fn selects_platform_from_real_index() {
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&tmp.path().join("layout"));
+    let amd = layout.image("linux", "amd64", None);
+    let armv7 = layout.image("linux", "arm", Some("v7"));
+    let armv6 = layout.image("linux", "arm", Some("v6"));
+    let arm64 = layout.image("linux", "arm64", Some("v8"));
+    // An attestation manifest like buildx's, listed first: must never be chosen.
+    let mut attestation = layout.image("unknown", "unknown", None);
+    attestation["annotations"] = serde_json::json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": amd["digest"].clone(),
+    });
+    let index_digest = layout
+        .index("multi", vec![attestation.clone(), armv6.clone(), armv7.clone(), amd.clone(), arm64.clone()]);
+    reg.push_layout(&layout.dir, "multi", "test/multi:1", None);
+
+    let creds = tempfile::tempdir().unwrap();
+    let client = Client::new(test_config(creds.path())).unwrap();
+    let reference = r(&format!("{}/test/multi:1", reg.host()));
+    let digest_of = |d: &serde_json::Value| d["digest"].as_str().unwrap().to_string();
+    let pick =
+        |p: &str| client.resolve(&reference, &p.parse().unwrap()).map(|res| res.manifest_digest.to_string());
+
+    let res = client.resolve(&reference, &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), index_digest);
+    assert_eq!(res.manifest_digest.to_string(), digest_of(&amd));
+    assert_eq!(res.index_media_type.as_deref(), Some("application/vnd.oci.image.index.v1+json"));
+    assert_eq!(Digest::of_bytes(res.index_raw.as_ref().unwrap()).to_string(), index_digest);
+    assert_eq!(res.manifest.layers().len(), 1);
+    assert_eq!(pick("linux/arm/v7").unwrap(), digest_of(&armv7));
+    assert_eq!(pick("linux/arm/v6").unwrap(), digest_of(&armv6));
+    assert_eq!(pick("linux/arm64").unwrap(), digest_of(&arm64));
+    assert_eq!(pick("linux/aarch64/v8").unwrap(), digest_of(&arm64));
+    let err = client.resolve(&reference, &"linux/s390x".parse().unwrap()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RegistryError::NoMatchingPlatform { .. }), "{msg}");
+    assert!(msg.contains("linux/s390x") && msg.contains("linux/arm/v7") && !msg.contains("unknown"), "{msg}");
+}
+
+#[test]
+fn htpasswd_basic_auth() {
+    let reg = Registry::start(Some(("rimguser", "s3cret")));
+    reg.push_tiny("private/img:t", Some("rimguser:s3cret"));
+    let reference = r(&format!("{}/private/img:t", reg.host()));
+    let expected = reg.skopeo_digest("private/img:t", Some("rimguser:s3cret"));
+
+    // Right credentials, read from docker's config.json like `docker login` writes it.
+    let creds = tempfile::tempdir().unwrap();
+    let mut docker_cfg = rimg::registry::credentials::DockerConfig::load(creds.path()).unwrap();
+    docker_cfg
+        .store(&reg.host(), &Credentials { username: "rimguser".into(), password: "s3cret".into() })
+        .unwrap();
+    let client = Client::new(test_config(creds.path())).unwrap();
+    let res = client.resolve(&reference, &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), expected);
+    let layer: Digest = res.manifest.layers()[0].digest().to_string().parse().unwrap();
+    let mut body = Vec::new();
+    { client.open_blob(&reference, &layer, 0).unwrap().reader }.read_to_end(&mut body).unwrap();
+    assert_eq!(Digest::of_bytes(&body), layer);
+
+    // Wrong credentials: a clear, one-line error naming the image.
+    let empty = tempfile::tempdir().unwrap();
+    let wrong = Client::new(test_config(empty.path())).unwrap();
+    wrong.set_credentials(
+        &reg.host(),
+        Some(Credentials { username: "rimguser".into(), password: "bad".into() }),
+    );
+    let err = wrong.resolve(&reference, &amd64()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{msg}");
+    assert!(msg.starts_with(&format!("pull access denied for {}/private/img", reg.host())), "{msg}");
+    assert!(!msg.contains('\n') && !msg.contains("bad"), "{msg}");
+
+    // No credentials at all.
+    let anon = Client::new(test_config(empty.path())).unwrap();
+    let err = anon.resolve(&reference, &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+}
+
+#[test]
+fn docker_hub_mirror_with_fallback() {
+    let reg = Registry::start(None);
+    reg.push_tiny("library/centos:latest", None);
+    let creds = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut cfg = test_config(creds.path());
+    cfg.max_retries = 0;
+    cfg.mirrors = vec![dead.parse().unwrap(), format!("http://{}", reg.host()).parse().unwrap()];
+    let client = Client::new(cfg).unwrap();
+    let res = client.resolve(&r("centos"), &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), reg.skopeo_digest("library/centos:latest", None));
+    // A tag the mirror lacks: the mirror's definite answer beats the unreachable origin's.
+    let err = client.resolve(&r("centos:nope"), &amd64()).unwrap_err();
+    assert_eq!(err.to_string(), "manifest unknown: docker.io/library/centos:nope");
+}
+
+#[test]
+fn unreachable_registry_is_one_clear_line() {
+    let creds = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(creds.path());
+    cfg.max_retries = 1;
+    let client = Client::new(cfg).unwrap();
+    let port = free_port();
+    let err = client.resolve(&r(&format!("127.0.0.1:{port}/x:1")), &amd64()).unwrap_err();
+    assert_eq!(err.to_string(), format!("registry 127.0.0.1:{port} unreachable: connection refused"));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// In-process fake servers for edges.
+
+/// One request as the fake server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the fake server does with a request.
+enum Reply {
+    /// A complete response.
+    Full(u16, Vec<(String, String)>, Vec<u8>),
+    /// Announce `Content-Length` of the whole body but send only `n` bytes, then close.
+    Truncated(u16, Vec<(String, String)>, Vec<u8>, usize),
+    /// Send headers and `n` bytes, then hold the connection without sending more.
+    Stall(u16, Vec<(String, String)>, Vec<u8>, usize),
+}
+
+type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+/// A one-request-per-connection HTTP/1.1 server on a loopback port; records every request.
+struct Fake {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Fake {
+    fn start(handler: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (seen, handler, stop) = (seen2.clone(), handler.clone(), stop2.clone());
+                        std::thread::spawn(move || serve_one(conn, &seen, &*handler, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Fake { port, seen, stop }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: &AtomicBool) {
+    conn.set_nonblocking(false).ok();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let req = Seen { method, path, headers };
+    let n = {
+        let mut s = seen.lock().unwrap();
+        s.push(req.clone());
+        s.len() - 1
+    };
+    let reply = handler(&req, n);
+    let mut conn = conn;
+    let head = |status: u16, hdrs: &[(String, String)], len: usize| {
+        let mut h = format!("HTTP/1.1 {status} X\r\nContent-Length: {len}\r\nConnection: close\r\n");
+        for (k, v) in hdrs {
+            h.push_str(&format!("{k}: {v}\r\n"));
+        }
+        h.push_str("\r\n");
+        h
+    };
+    let is_head = req.method == "HEAD";
+    match reply {
+        Reply::Full(status, hdrs, body) => {
+            let _ = conn.write_all(head(status, &hdrs, body.len()).as_bytes());
+            if !is_head {
+                let _ = conn.write_all(&body);
+            }
+        }
+        Reply::Truncated(status, hdrs, body, n) => {
+            let _ = conn.write_all(head(status, &hdrs, body.len()).as_bytes());
+            let _ = conn.write_all(&body[..n]);
+        }
+        Reply::Stall(status, hdrs, body, n) => {
+            let _ = conn.write_all(head(status, &hdrs, body.len()).as_bytes());
+            let _ = conn.write_all(&body[..n]);
+            let _ = conn.flush();
+            let until = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let _ = conn.flush();
+}
+
+fn ok(body: &[u8]) -> Reply {
+    Reply::Full(200, vec![], body.to_vec())
+}
+
+fn hdr(k: &str, v: &str) -> (String, String) {
+    (k.to_string(), v.to_string())
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn sample_manifest() -> Vec<u8> {
+    let cfg = Digest::of_bytes(b"{}");
+    serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg.to_string(), "size": 2 },
+        "layers": []
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Serve `/v2/` and one manifest under `test/img` for HEAD and GET (by tag and by digest).
+fn manifest_reply(seen: &Seen, body: &[u8], content_type: &str) -> Option<Reply> {
+    let digest = Digest::of_bytes(body).to_string();
+    if seen.path.starts_with("/v2/test/img/manifests/") {
+        return Some(Reply::Full(
+            200,
+            vec![hdr("Content-Type", content_type), hdr("Docker-Content-Digest", &digest)],
+            body.to_vec(),
+        ));
+    }
+    None
+}
+
+fn fake_client(read_timeout: Duration, retries: u32) -> (Client, tempfile::TempDir) {
+    let creds = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(creds.path());
+    cfg.read_timeout = read_timeout;
+    cfg.max_retries = retries;
+    (Client::new(cfg).unwrap(), creds)
+}
+
+#[test]
+fn honours_429_retry_after() {
+    let body = sample_manifest();
+    let hits = Arc::new(Mutex::new(0usize));
+    let hits2 = hits.clone();
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        let mut h = hits2.lock().unwrap();
+        *h += 1;
+        if *h == 1 {
+            return Reply::Full(429, vec![hdr("Retry-After", "1")], b"slow down".to_vec());
+        }
+        manifest_reply(s, &body, OCI_MANIFEST).unwrap_or(Reply::Full(404, vec![], vec![]))
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 2);
+    let res = client.resolve(&r(&format!("127.0.0.1:{}/test/img:t", fake.port)), &amd64()).unwrap();
+    assert_eq!(res.manifest_digest, Digest::of_bytes(&sample_manifest()));
+    assert!(*hits.lock().unwrap() >= 2);
+
+    // A registry that keeps answering 429 eventually yields an error naming the status.
+    let fake = Fake::start(|s, _| {
+        if s.path == "/v2/" {
+            ok(b"{}")
+        } else {
+            Reply::Full(429, vec![hdr("Retry-After", "0")], vec![])
+        }
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 1);
+    let err = client.resolve(&r(&format!("127.0.0.1:{}/test/img:t", fake.port)), &amd64()).unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+}
+
+#[test]
+fn wrong_digest_is_refused() {
+    let body = sample_manifest();
+    let claimed = Digest::of_bytes(b"something else");
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        if s.path.contains("/blobs/") {
+            return ok(b"not the blob you asked for");
+        }
+        // Serves a body under a Docker-Content-Digest it does not hash to.
+        Reply::Full(
+            200,
+            vec![hdr("Content-Type", OCI_MANIFEST), hdr("Docker-Content-Digest", &claimed.to_string())],
+            body.clone(),
+        )
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let base = format!("127.0.0.1:{}/test/img", fake.port);
+    let err = client.resolve(&r(&format!("{base}:t")), &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+    // Pulled by digest: the body must hash to exactly that digest.
+    let want = Digest::of_bytes(b"wanted");
+    let err = client.resolve(&r(&format!("{base}@{want}")), &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { ref expected, .. } if *expected == want), "{err}");
+    let err = client.fetch_blob_bytes(&r(&format!("{base}:t")), &want, 1024).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+}
+
+#[test]
+fn media_type_confusion_is_refused() {
+    let body = sample_manifest();
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        // A manifest body served as an index.
+        manifest_reply(s, &body, OCI_INDEX).unwrap_or(Reply::Full(404, vec![], vec![]))
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let err = client.resolve(&r(&format!("127.0.0.1:{}/test/img:t", fake.port)), &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::InvalidManifest { .. }), "{err}");
+    assert!(err.to_string().contains("served as"), "{err}");
+}
+
+#[test]
+fn redirect_to_other_host_drops_credentials() {
+    let blob = b"blob stored elsewhere".to_vec();
+    let digest = Digest::of_bytes(&blob);
+    let storage = Fake::start({
+        let blob = blob.clone();
+        move |_, _| ok(&blob)
+    });
+    let storage_port = storage.port;
+    let registry = Fake::start(move |s, _| {
+        if s.header("authorization") != Some("Basic dTpw") {
+            return Reply::Full(401, vec![hdr("WWW-Authenticate", "Basic realm=\"x\"")], vec![]);
+        }
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        // Blob storage on another host (localhost vs 127.0.0.1), as S3 pre-signed URLs are.
+        Reply::Full(
+            307,
+            vec![hdr("Location", &format!("http://localhost:{storage_port}/store/b?sig=1"))],
+            vec![],
+        )
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let host = format!("127.0.0.1:{}", registry.port);
+    client.set_credentials(&host, Some(Credentials { username: "u".into(), password: "p".into() }));
+    let got = client.fetch_blob_bytes(&r(&format!("{host}/test/img:t")), &digest, 1024).unwrap();
+    assert_eq!(got, blob);
+    let at_storage = storage.seen();
+    assert_eq!(at_storage.len(), 1);
+    assert_eq!(at_storage[0].path, "/store/b?sig=1");
+    assert_eq!(at_storage[0].header("authorization"), None, "credentials leaked to {:?}", at_storage[0]);
+    assert!(registry
+        .seen()
+        .iter()
+        .any(|s| s.path.contains("/blobs/") && s.header("authorization").is_some()));
+}
+
+#[test]
+fn endless_redirects_fail() {
+    let fake = Fake::start(|s, n| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        Reply::Full(302, vec![hdr("Location", &format!("/loop/{n}"))], vec![])
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let base = format!("127.0.0.1:{}/test/img:t", fake.port);
+    let err = client.open_blob(&r(&base), &Digest::of_bytes(b"x"), 0).err().unwrap();
+    assert!(matches!(err, RegistryError::TooManyRedirects { .. }), "{err}");
+    assert!(fake.seen().len() <= 13, "redirects were not capped: {}", fake.seen().len());
+}
+
+#[test]
+fn truncated_body_resumes_with_range() {
+    let blob: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let digest = Digest::of_bytes(&blob);
+    let b2 = blob.clone();
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        match s.header("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+            None => Reply::Truncated(200, vec![], b2.clone(), 150_000),
+            Some(start) => {
+                let start: usize = start.parse().unwrap();
+                let range = format!("bytes {start}-{}/{}", b2.len() - 1, b2.len());
+                // Drop the connection once more mid-way to exercise repeated resumes.
+                if start == 150_000 {
+                    Reply::Truncated(206, vec![hdr("Content-Range", &range)], b2[start..].to_vec(), 100_000)
+                } else {
+                    Reply::Full(206, vec![hdr("Content-Range", &range)], b2[start..].to_vec())
+                }
+            }
+        }
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 3);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    let stream = client.open_blob(&reference, &digest, 0).unwrap();
+    assert_eq!(stream.total_len, Some(blob.len() as u64));
+    let mut got = Vec::new();
+    { stream.reader }.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), blob.len());
+    assert_eq!(Digest::of_bytes(&got), digest);
+    let ranges: Vec<String> =
+        fake.seen().iter().filter_map(|s| s.header("range").map(String::from)).collect();
+    assert_eq!(ranges, vec!["bytes=150000-", "bytes=250000-"]);
+
+    // Also through the verified helper.
+    assert_eq!(client.fetch_blob_bytes(&reference, &digest, 1 << 20).unwrap(), blob);
+}
+
+#[test]
+fn resume_when_range_is_ignored_skips_delivered_bytes() {
+    let blob: Vec<u8> = (0..50_000u32).flat_map(|i| i.to_be_bytes()).collect();
+    let digest = Digest::of_bytes(&blob);
+    let b2 = blob.clone();
+    let fake = Fake::start(move |s, n| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        // First body request is cut short; later ones ignore Range and send everything.
+        if n <= 1 {
+            Reply::Truncated(200, vec![], b2.clone(), 70_000)
+        } else {
+            ok(&b2)
+        }
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 2);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    let stream = client.open_blob(&reference, &digest, 0).unwrap();
+    let mut got = Vec::new();
+    { stream.reader }.read_to_end(&mut got).unwrap();
+    assert_eq!(Digest::of_bytes(&got), digest);
+    // An explicit offset the server ignores is reported, not hidden.
+    let stream = client.open_blob(&reference, &digest, 1000).unwrap();
+    assert_eq!(stream.started_at, 0);
+}
+
+#[test]
+fn stalled_body_times_out() {
+    let blob = vec![7u8; 10_000];
+    let digest = Digest::of_bytes(&blob);
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        Reply::Stall(200, vec![], blob.clone(), 1000)
+    });
+    let (client, _c) = fake_client(Duration::from_millis(700), 1);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    let stream = client.open_blob(&reference, &digest, 0).unwrap();
+    let mut got = Vec::new();
+    let err = { stream.reader }.read_to_end(&mut got).unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
+    let err = client.fetch_blob_bytes(&reference, &digest, 1 << 20).unwrap_err();
+    assert!(matches!(err, RegistryError::Transfer { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
