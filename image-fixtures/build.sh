@@ -187,32 +187,53 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------------ edge, hostile
-# The layer engineer's scripts write layer tars; each is called as `SCRIPT OUTDIR` and must print, one per
-# line, the layer tar paths bottom first (see edge_hostile below; adjusted to their actual interface).
-for kind in edge hostile; do
-  script=$here/$kind-layers.py
+# The layer engineer's scripts write layer tars into a directory:
+#   edge-layers.py OUTDIR            -> layer1.tar layer2.tar layer3.tar (stacked bottom-up)
+#   hostile-layers.py OUTDIR OUTSIDE -> refuse-*.tar / allow-*.tar, one case each, aimed at OUTSIDE
+# edge becomes one 3-layer image (tag latest); hostile becomes one single-layer image per case, tagged with
+# the case name (refuse-dotdot, allow-dangling, ...), all aimed at $hostile_outside.
+hostile_outside=${RIMG_HOSTILE_OUTSIDE:-/tmp/rimg-hostile-outside}
+edge_hostile() { # KIND
+  local kind=$1 script=$here/$1-layers.py h t
   if [[ ! -f $script ]]; then
     log "SKIP $kind: $script does not exist (yet)"
-    continue
+    return 0
   fi
-  h=$(inputs_hash "$script")
+  h=$(inputs_hash "$script" "$hostile_outside")
   if fresh "$kind" "$h"; then
     log "$kind up to date"
-    continue
+    return 0
   fi
   t=$SECONDS
   rm -rf "$src/$kind" && mkdir -p "$src/$kind"
-  mapfile -t tars < <("$py" "$script" "$src/$kind")
-  ((${#tars[@]})) || { echo "build.sh: $script printed no layer tars" >&2; exit 1; }
-  layers=$(printf '%s\n' "${tars[@]}" | jq -R -s --arg k "$kind" \
-    'split("\n") | map(select(length > 0)) | to_entries | map({tar: .value, created_by: "rimg \($k) fixture layer \(.key + 1)"})')
-  layout "$kind" '{layout: $layout, layer_cache: $lc, images: [
-      {tags: ["latest"], config: {Cmd: ["/bin/sh"], Labels: {"org.opencontainers.image.description": $desc}},
-       layers: $layers}]}' --argjson layers "$layers" \
-    --arg desc "rimg $kind layer fixture from image-fixtures/$kind-layers.py"
+  if [[ $kind == edge ]]; then
+    "$py" "$script" "$src/$kind"
+    local tars
+    tars=$(find "$src/$kind" -maxdepth 1 -name 'layer*.tar' | sort -V | jq -R -s 'split("\n") | map(select(length > 0))')
+    [[ $(jq length <<<"$tars") -gt 0 ]] || { echo "build.sh: $script wrote no layer*.tar" >&2; exit 1; }
+    layout edge '{layout: $layout, layer_cache: $lc, images: [
+        {tags: ["latest"], config: {Cmd: ["/bin/sh"], Labels: {"org.opencontainers.image.description":
+          "rimg edge-case layers from image-fixtures/edge-layers.py (whiteouts, opaque dirs, replacements, hardlinks, xattrs, devices, long names)"}},
+         layers: ($tars | to_entries | map({tar: .value, created_by: "edge-layers.py layer \(.key + 1)"}))}]}' \
+      --argjson tars "$tars"
+  else
+    "$py" "$script" "$src/$kind" "$hostile_outside"
+    local tars
+    tars=$(find "$src/$kind" -maxdepth 1 -name '*.tar' | sort | jq -R -s 'split("\n") | map(select(length > 0))')
+    [[ $(jq length <<<"$tars") -gt 0 ]] || { echo "build.sh: $script wrote no *.tar" >&2; exit 1; }
+    layout hostile '{layout: $layout, layer_cache: $lc, images: ($tars | map(
+        (. | split("/") | last | rtrimstr(".tar")) as $case |
+        {tags: [$case], config: {Cmd: ["/bin/sh"], Labels: {
+           "org.opencontainers.image.description": "rimg hostile layer case \($case) from image-fixtures/hostile-layers.py",
+           "io.rimg.fixture.hostile-outside": $outside}},
+         layers: [{tar: ., created_by: "hostile-layers.py \($case)"}]}))}' \
+      --argjson tars "$tars" --arg outside "$hostile_outside"
+  fi
   stamp "$kind" "$h"
   log "$kind built in $((SECONDS - t))s"
-done
+}
+edge_hostile edge
+edge_hostile hostile
 
 # ------------------------------------------------------------------------------------------------ large
 if ((with_large)); then

@@ -13,7 +13,7 @@
 #   debian:bookworm   -> library/debian:bookworm       OCI manifest, 3 layers
 #   centos:latest     -> library/centos:latest         the Debian image + stand-in label (NOT CentOS)
 #   edge:latest       -> rimg/edge:latest              (when built)
-#   hostile:latest    -> rimg/hostile:latest           (when built)
+#   hostile:CASE      -> rimg/hostile:CASE             (when built; one tag per case: refuse-dotdot, allow-...)
 #   large:latest      -> rimg/large:latest             (when built with --with-large)
 set -euo pipefail
 
@@ -98,7 +98,9 @@ push debian:bookworm library/debian:bookworm
 push centos:latest library/centos:latest
 for name in edge hostile large; do
   if [[ -f $fixtures/$name/index.json ]]; then
-    push "$name:latest" "rimg/$name:latest"
+    for tag in $(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"]' "$fixtures/$name/index.json"); do
+      push "$name:$tag" "rimg/$name:$tag"
+    done
   else
     echo "skipped $name (no layout at $fixtures/$name)"
   fi
