@@ -1,12 +1,466 @@
-//! CLI: run:Args (being written).
-use super::Globals;
+//! `rimg run`: docker's flags turned into a [`ContainerSpec`], the image resolved (and pulled when missing),
+//! then the runtime starts the container and, in the foreground, relays until it exits.
 
+use super::Globals;
+use crate::runtime::{
+    self, attach, Attach, ContainerSpec, Containers, DeviceRate, MountSpec, NetworkMode, ProcessSpec,
+    Resources, RootfsDriver,
+};
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+
+/// docker-compatible `run` flags.
 #[derive(clap::Args, Debug)]
+#[command(disable_help_flag = true)]
 pub struct Args {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Container name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to copy rimg's own).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Bind mount a host path: /host:/container[:ro|rw].
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:OPTS]")]
+    volumes: Vec<String>,
+    /// Mount: type=bind,source=…,target=…[,readonly] or type=tmpfs,target=…[,tmpfs-size=…].
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Mount a tmpfs: /path[:options].
+    #[arg(long = "tmpfs", value_name = "PATH[:OPTS]")]
+    tmpfs: Vec<String>,
+    /// Container hostname.
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Network: none (own namespace with loopback) or host.
+    #[arg(long = "network", alias = "net", default_value = "none")]
+    network: String,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Run an init inside the container that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
+    /// Override the image's ENTRYPOINT ("" clears it).
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Signal to stop the container.
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Seconds to wait after the stop signal before killing.
+    #[arg(long = "stop-timeout")]
+    stop_timeout: Option<u64>,
+    /// Pull policy: missing, always, never.
+    #[arg(long, default_value = "missing")]
+    pull: String,
+    /// Memory limit (e.g. 32m, 1g).
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// Number of CPUs (e.g. 0.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    cpu_shares: Option<u64>,
+    /// Maximum number of processes (-1 unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block I/O weight (10-1000).
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    /// Limit read rate from a device (/dev/sda:1mb).
+    #[arg(long = "device-read-bps", value_name = "DEV:RATE")]
+    device_read_bps: Vec<String>,
+    /// Limit write rate to a device (/dev/sda:1mb).
+    #[arg(long = "device-write-bps", value_name = "DEV:RATE")]
+    device_write_bps: Vec<String>,
+    /// Give the container all capabilities, unmasked /proc and /sys, all device access.
+    #[arg(long)]
+    privileged: bool,
+    /// cgroup parent path (default rimg).
+    #[arg(long = "cgroup-parent")]
+    cgroup_parent: Option<String>,
+    /// Rootfs driver: fuse (rimg's FUSE overlay) or overlay (the kernel's overlayfs).
+    #[arg(long = "storage-driver", default_value = "overlay")]
+    storage_driver: String,
+    /// Treat IMAGE as a directory to use as the (read-only) root filesystem.
+    #[arg(long)]
+    rootfs: bool,
+    /// Image reference (or directory with --rootfs).
+    image: String,
+    /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    command: Vec<String>,
 }
 
-pub fn run(_a: Args, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// Parse docker's byte sizes: `123`, `64k`, `32m`, `1g`, `2mb`, `512b`.
+pub(crate) fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').filter(|r| r.ends_with(['k', 'm', 'g', 't'])).unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        Some('b') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().with_context(|| format!("invalid size: {s:?}"))?;
+    if n < 0.0 {
+        bail!("invalid size: {s:?}");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn device_rate(s: &str) -> anyhow::Result<DeviceRate> {
+    let (dev, rate) =
+        s.rsplit_once(':').with_context(|| format!("bad format {s:?}: expected DEVICE:RATE"))?;
+    let md = std::fs::metadata(dev).with_context(|| format!("device {dev}"))?;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !md.file_type().is_block_device() {
+        bail!("{dev} is not a block device");
+    }
+    let rdev = md.rdev();
+    Ok(DeviceRate {
+        major: libc::major(rdev) as u64,
+        minor: libc::minor(rdev) as u64,
+        rate: parse_bytes(rate)?,
+    })
+}
+
+fn volume(s: &str) -> anyhow::Result<MountSpec> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, ""),
+        [src, dst, opts] => (*src, *dst, *opts),
+        _ => bail!("invalid volume specification: {s:?}"),
+    };
+    if !src.starts_with('/') {
+        bail!("invalid volume {s:?}: named volumes are not supported; use an absolute host path");
+    }
+    if !dst.starts_with('/') {
+        bail!("invalid volume {s:?}: the container path must be absolute");
+    }
+    let mut readonly = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            "z" | "Z" | "rprivate" | "private" | "rbind" | "bind" | "nocopy" => {}
+            other => bail!("invalid volume option {other:?} in {s:?}"),
+        }
+    }
+    if !Path::new(src).exists() {
+        // docker creates a missing host directory for -v.
+        std::fs::create_dir_all(src).with_context(|| format!("create volume source {src}"))?;
+    }
+    Ok(MountSpec::Bind { source: PathBuf::from(src), target: dst.to_string(), readonly })
+}
+
+fn mount_flag(s: &str) -> anyhow::Result<MountSpec> {
+    let mut kind = "volume";
+    let (mut src, mut dst, mut ro, mut size, mut mode) = (None, None, false, None, None);
+    for kv in s.split(',') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        match k {
+            "type" => kind = v,
+            "source" | "src" => src = Some(v.to_string()),
+            "target" | "destination" | "dst" => dst = Some(v.to_string()),
+            "readonly" | "ro" => ro = v != "false" && v != "0",
+            "tmpfs-size" => size = Some(v.to_string()),
+            "tmpfs-mode" => mode = Some(v.to_string()),
+            "bind-propagation" | "consistency" => {}
+            other => bail!("unexpected key {other:?} in --mount {s:?}"),
+        }
+    }
+    let dst = dst.with_context(|| format!("--mount {s:?}: target is required"))?;
+    match kind {
+        "bind" => {
+            let src = src.with_context(|| format!("--mount {s:?}: source is required"))?;
+            if !Path::new(&src).exists() {
+                bail!("invalid mount config for type \"bind\": bind source path does not exist: {src}");
+            }
+            Ok(MountSpec::Bind { source: PathBuf::from(src), target: dst, readonly: ro })
+        }
+        "tmpfs" => {
+            let mut opts = Vec::new();
+            if let Some(sz) = size {
+                opts.push(format!("size={}", parse_bytes(&sz)?));
+            }
+            if let Some(m) = mode {
+                opts.push(format!("mode={m}"));
+            }
+            if ro {
+                opts.push("ro".into());
+            }
+            Ok(MountSpec::Tmpfs { target: dst, options: opts.join(",") })
+        }
+        other => bail!("--mount type {other:?} is not supported (bind, tmpfs)"),
+    }
+}
+
+fn read_env_file(p: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("read env file {}", p.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// `KEY=VALUE` stays; a bare `KEY` takes rimg's own value or is dropped, as docker does.
+fn expand_env(e: &str) -> Option<String> {
+    if e.contains('=') {
+        Some(e.to_string())
+    } else {
+        std::env::var(e).ok().map(|v| format!("{e}={v}"))
+    }
+}
+
+fn merge_env(base: &mut Vec<String>, add: Vec<String>) {
+    for e in add {
+        let key = e.split_once('=').map(|(k, _)| k.to_string()).unwrap_or_else(|| e.clone());
+        base.retain(|b| b.split_once('=').map(|(k, _)| k) != Some(key.as_str()));
+        base.push(e);
+    }
+}
+
+/// What the image contributes to the spec.
+#[derive(Default)]
+struct ImageDefaults {
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    workdir: String,
+    user: String,
+    stop_signal: Option<String>,
+}
+
+fn resolve_image(
+    a: &Args,
+    g: &Globals,
+) -> anyhow::Result<(String, Option<String>, Vec<PathBuf>, ImageDefaults, PathBuf)> {
+    if a.rootfs {
+        let dir = std::fs::canonicalize(&a.image).with_context(|| format!("rootfs {}", a.image))?;
+        let containers = g.root.join("containers");
+        return Ok((
+            dir.to_string_lossy().into_owned(),
+            None,
+            vec![dir],
+            ImageDefaults::default(),
+            containers,
+        ));
+    }
+    let store = super::pull::open_store(g)?;
+    let lookup = |store: &crate::store::Store| store.image(&a.image);
+    let record = match a.pull.as_str() {
+        "always" => {
+            super::pull::pull_image(g, &a.image, false)?;
+            lookup(&store)?
+        }
+        "never" => lookup(&store)
+            .with_context(|| format!("image {} is not in the cache and --pull=never", a.image))?,
+        "missing" => match lookup(&store) {
+            Ok(r) => r,
+            Err(crate::store::StoreError::ImageNotFound(_)) => {
+                eprintln!("Unable to find image '{}' locally", a.image);
+                super::pull::pull_image(g, &a.image, false)?;
+                lookup(&store)?
+            }
+            Err(e) => return Err(e.into()),
+        },
+        other => bail!("invalid --pull policy {other:?} (missing, always, never)"),
+    };
+    let mut d = ImageDefaults::default();
+    if let Some(c) = record.config.config() {
+        d.entrypoint = c.entrypoint().clone().unwrap_or_default();
+        d.cmd = c.cmd().clone().unwrap_or_default();
+        d.env = c.env().clone().unwrap_or_default();
+        d.workdir = c.working_dir().clone().unwrap_or_default();
+        d.user = c.user().clone().unwrap_or_default();
+        d.stop_signal = c.stop_signal().clone();
+    }
+    Ok((a.image.clone(), Some(record.id.to_string()), record.layer_dirs(&store), d, store.containers_dir()))
+}
+
+fn build_spec(
+    a: &Args,
+    image: String,
+    image_id: Option<String>,
+    lowers: Vec<PathBuf>,
+    d: ImageDefaults,
+) -> anyhow::Result<ContainerSpec> {
+    let (entrypoint, cmd) = match &a.entrypoint {
+        Some(ep) => {
+            let ep = if ep.is_empty() { Vec::new() } else { vec![ep.clone()] };
+            (ep, a.command.clone())
+        }
+        None => (d.entrypoint, if a.command.is_empty() { d.cmd } else { a.command.clone() }),
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        bail!("no command specified");
+    }
+    let mut env = d.env;
+    let mut extra = Vec::new();
+    for f in &a.env_file {
+        extra.extend(read_env_file(f)?.iter().filter_map(|e| expand_env(e)));
+    }
+    extra.extend(a.env.iter().filter_map(|e| expand_env(e)));
+    merge_env(&mut env, extra);
+    let mut mounts = Vec::new();
+    for v in &a.volumes {
+        mounts.push(volume(v)?);
+    }
+    for m in &a.mounts {
+        mounts.push(mount_flag(m)?);
+    }
+    for t in &a.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        if !target.starts_with('/') {
+            bail!("invalid --tmpfs {t:?}: path must be absolute");
+        }
+        mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
+    }
+    let network = match a.network.as_str() {
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => bail!("network {other:?} is not supported (none, host)"),
+    };
+    let driver = match a.storage_driver.as_str() {
+        "overlay" | "overlay2" | "kernel" => RootfsDriver::Kernel,
+        "fuse" | "rimg" => RootfsDriver::Fuse,
+        other => bail!("storage driver {other:?} is not supported (fuse, overlay)"),
+    };
+    let stop_signal = match a.stop_signal.as_deref().or(d.stop_signal.as_deref()) {
+        Some(s) => runtime::process::parse_signal(s).with_context(|| format!("invalid stop signal {s:?}"))?,
+        None => libc::SIGTERM,
+    };
+    let memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    if let Some(m) = memory {
+        if m < 6 << 20 {
+            bail!("Minimum memory limit allowed is 6MB");
+        }
+    }
+    if let Some(c) = a.cpus {
+        if !(c > 0.0) {
+            bail!("invalid --cpus {c}: must be positive");
+        }
+    }
+    Ok(ContainerSpec {
+        name: a.name.clone().unwrap_or_default(),
+        image,
+        image_id,
+        lowers,
+        driver,
+        process: ProcessSpec {
+            args,
+            env,
+            cwd: a.workdir.clone().filter(|w| !w.is_empty()).unwrap_or(if d.workdir.is_empty() {
+                "/".into()
+            } else {
+                d.workdir
+            }),
+            user: a.user.clone().unwrap_or(d.user),
+            tty: a.tty,
+            stdin: a.interactive,
+        },
+        hostname: a.hostname.clone().unwrap_or_default(),
+        network,
+        mounts,
+        read_only: a.read_only,
+        privileged: a.privileged,
+        init: a.init,
+        resources: Resources {
+            memory,
+            cpu_millis: a.cpus.map(|c| (c * 1000.0).round() as u64),
+            cpu_shares: a.cpu_shares,
+            pids_limit: a.pids_limit,
+            blkio_weight: a.blkio_weight,
+            device_read_bps: a
+                .device_read_bps
+                .iter()
+                .map(|s| device_rate(s))
+                .collect::<anyhow::Result<_>>()?,
+            device_write_bps: a
+                .device_write_bps
+                .iter()
+                .map(|s| device_rate(s))
+                .collect::<anyhow::Result<_>>()?,
+        },
+        cgroup_parent: a.cgroup_parent.clone(),
+        stop_signal,
+        stop_timeout: a.stop_timeout.unwrap_or(10),
+        auto_remove: a.rm,
+    })
+}
+
+/// `rimg run`.
+pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
+    let (image, image_id, lowers, defaults, containers_dir) = resolve_image(&a, g)?;
+    let spec = build_spec(&a, image, image_id, lowers, defaults)?;
+    let containers = Containers::open(&containers_dir)?;
+    let (state, lock) = containers.create(spec)?;
+    let attach_mode = if a.detach { Attach::Detached } else { Attach::Foreground };
+    let launched = match runtime::start(&containers, state, lock, attach_mode) {
+        Ok(l) => l,
+        Err(f) => {
+            eprintln!("rimg: {}", f.message);
+            return Ok(f.code);
+        }
+    };
+    if a.detach {
+        println!("{}", launched.id);
+        return Ok(0);
+    }
+    let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, .. } = launched;
+    let code = attach::wait(attach::Relay {
+        child: monitor_pid,
+        target: init_pid,
+        pty_master,
+        stdin: a.interactive,
+        old_mask,
+    });
+    drop(lifeline);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn docker_sizes() {
+        assert_eq!(parse_bytes("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("32mb").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512").unwrap(), 512);
+        assert_eq!(parse_bytes("100b").unwrap(), 100);
+        assert_eq!(parse_bytes("1.5k").unwrap(), 1536);
+        assert!(parse_bytes("lots").is_err());
+    }
 }

@@ -1,0 +1,328 @@
+//! cgroups for containers, v1, v2 and hybrid, detected at run time from /proc/self/mountinfo.
+//!
+//! Hybrid systems (v1 controllers plus a cgroup2 mount without controllers, like this machine's systemd
+//! layout) are driven through v1: a controller lives in exactly one hierarchy and that is where its limit
+//! files are. On pure v2, one directory holds everything and controllers are enabled down the chain via
+//! `cgroup.subtree_control`. `RIMG_CGROUP_ROOT=/path/to/cgroup2/mount` forces v2 at that mount.
+//!
+//! Every container gets `<hierarchy>/<parent>/<id>` (parent defaults to `rimg`); the absolute directories are
+//! persisted in the container state so any later `rimg` can remove them even if the monitor died.
+
+use super::spec::Resources;
+use super::RuntimeError;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// v1 controllers rimg puts containers into (cpuset is left alone: it needs cpus/mems copied down).
+const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer"];
+/// v2 controllers rimg enables for containers when the hierarchy offers them.
+const V2_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "io"];
+
+/// Which cgroup layout the host uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// One mount per controller set (also hybrid systems): `(controllers, mountpoint)`.
+    V1(Vec<(Vec<String>, PathBuf)>),
+    /// The unified hierarchy at this mount point.
+    V2(PathBuf),
+}
+
+impl Layout {
+    /// Detect the layout from the mount table (or `RIMG_CGROUP_ROOT`).
+    pub fn detect() -> Result<Layout, RuntimeError> {
+        if let Some(root) = std::env::var_os("RIMG_CGROUP_ROOT") {
+            return Ok(Layout::V2(PathBuf::from(root)));
+        }
+        let info = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| RuntimeError::Cgroup(format!("read /proc/self/mountinfo: {e}")))?;
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in info.lines() {
+            // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let lf: Vec<&str> = left.split(' ').collect();
+            let rf: Vec<&str> = right.split(' ').collect();
+            if lf.len() < 5 || rf.len() < 3 {
+                continue;
+            }
+            let mountpoint = PathBuf::from(unescape_mountinfo(lf[4]));
+            match rf[0] {
+                "cgroup2" => {
+                    if v2.is_none() {
+                        v2 = Some(mountpoint);
+                    }
+                }
+                "cgroup" => {
+                    let ctrls: Vec<String> = rf[2]
+                        .split(',')
+                        .filter(|o| V1_CONTROLLERS.contains(o) || *o == "cpuset")
+                        .map(str::to_string)
+                        .collect();
+                    if !ctrls.is_empty() && !v1.iter().any(|(c, _): &(Vec<String>, PathBuf)| c == &ctrls) {
+                        v1.push((ctrls, mountpoint));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !v1.is_empty() {
+            return Ok(Layout::V1(v1));
+        }
+        v2.map(Layout::V2).ok_or_else(|| RuntimeError::Cgroup("no cgroup filesystem mounted".into()))
+    }
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// One container's cgroup: a directory per v1 hierarchy, or one v2 directory.
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    v2: bool,
+    /// (controllers in that hierarchy, absolute directory)
+    dirs: Vec<(Vec<String>, PathBuf)>,
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), RuntimeError> {
+    fs::write(path, value)
+        .map_err(|e| RuntimeError::Cgroup(format!("write {value:?} to {}: {e}", path.display())))
+}
+
+fn cg_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
+    RuntimeError::Cgroup(format!("{what} {}: {e}", path.display()))
+}
+
+impl Cgroup {
+    /// Create the container's cgroup directories under `parent` (relative, e.g. `rimg`).
+    pub fn create(layout: &Layout, parent: &str, id: &str) -> Result<Cgroup, RuntimeError> {
+        let rel = Path::new(parent.trim_matches('/')).join(id);
+        match layout {
+            Layout::V1(mounts) => {
+                let mut dirs = Vec::new();
+                for (ctrls, mnt) in mounts {
+                    if !ctrls.iter().any(|c| V1_CONTROLLERS.contains(&c.as_str())) {
+                        continue;
+                    }
+                    let dir = mnt.join(&rel);
+                    fs::create_dir_all(&dir).map_err(|e| cg_err("create", &dir, e))?;
+                    dirs.push((ctrls.clone(), dir));
+                }
+                Ok(Cgroup { v2: false, dirs })
+            }
+            Layout::V2(root) => {
+                // Enable what we can at each level above the leaf; the leaf itself holds processes, so it
+                // must not have subtree controllers ("no internal processes").
+                let mut cur = root.clone();
+                let mut enabled: Vec<String> = Vec::new();
+                let comps: Vec<_> = rel.components().collect();
+                for (i, comp) in comps.iter().enumerate() {
+                    let avail = fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
+                    let want: Vec<&str> =
+                        avail.split_whitespace().filter(|c| V2_CONTROLLERS.contains(c)).collect();
+                    if !want.is_empty() {
+                        let line = want.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+                        if let Err(e) = fs::write(cur.join("cgroup.subtree_control"), &line) {
+                            log::warn!("enable {line} in {}: {e}", cur.display());
+                        }
+                    }
+                    cur = cur.join(comp);
+                    if i + 1 < comps.len() || !cur.exists() {
+                        fs::create_dir_all(&cur).map_err(|e| cg_err("create", &cur, e))?;
+                    }
+                    enabled = want.iter().map(|s| s.to_string()).collect();
+                }
+                Ok(Cgroup { v2: true, dirs: vec![(enabled, cur)] })
+            }
+        }
+    }
+
+    /// Re-open a cgroup from the directories persisted in state.
+    pub fn from_dirs(dirs: &[PathBuf]) -> Cgroup {
+        let v2 = dirs.len() == 1 && dirs[0].join("cgroup.controllers").exists();
+        Cgroup { v2, dirs: dirs.iter().map(|d| (Vec::new(), d.clone())).collect() }
+    }
+
+    /// The absolute directories, for persisting.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Whether this is a cgroup2 (unified) cgroup.
+    pub fn is_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// The directory holding `file` (the hierarchy whose controller owns it), if any.
+    pub fn file(&self, file: &str) -> Option<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.join(file)).find(|p| p.exists())
+    }
+
+    fn must_write(&self, file: &str, value: &str, flag: &str) -> Result<(), RuntimeError> {
+        match self.file(file) {
+            Some(p) => write_file(&p, value),
+            None => Err(RuntimeError::Cgroup(format!(
+                "{flag}: this kernel has no {file} (controller not available)"
+            ))),
+        }
+    }
+
+    /// Apply the limits. A limit the host cannot enforce is an error (docker refuses too), except the
+    /// block I/O weight, which depends on the I/O scheduler and only warns.
+    pub fn apply(&self, r: &Resources, privileged: bool) -> Result<(), RuntimeError> {
+        if let Some(m) = r.memory {
+            if self.v2 {
+                self.must_write("memory.max", &m.to_string(), "--memory")?;
+                if let Some(p) = self.file("memory.swap.max") {
+                    write_file(&p, "0")?;
+                }
+            } else {
+                self.must_write("memory.limit_in_bytes", &m.to_string(), "--memory")?;
+                if let Some(p) = self.file("memory.memsw.limit_in_bytes") {
+                    write_file(&p, &m.to_string())?;
+                }
+            }
+        }
+        if let Some(mc) = r.cpu_millis {
+            let period = 100_000u64;
+            let quota = (mc * period / 1000).max(1000);
+            if self.v2 {
+                self.must_write("cpu.max", &format!("{quota} {period}"), "--cpus")?;
+            } else {
+                self.must_write("cpu.cfs_period_us", &period.to_string(), "--cpus")?;
+                self.must_write("cpu.cfs_quota_us", &quota.to_string(), "--cpus")?;
+            }
+        }
+        if let Some(s) = r.cpu_shares {
+            if self.v2 {
+                let w = 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142;
+                self.must_write("cpu.weight", &w.to_string(), "--cpu-shares")?;
+            } else {
+                self.must_write("cpu.shares", &s.to_string(), "--cpu-shares")?;
+            }
+        }
+        if let Some(p) = r.pids_limit {
+            let v = if p > 0 { p.to_string() } else { "max".to_string() };
+            self.must_write("pids.max", &v, "--pids-limit")?;
+        }
+        if let Some(w) = r.blkio_weight {
+            let (files, value): (&[&str], String) = if self.v2 {
+                (
+                    &["io.weight", "io.bfq.weight"],
+                    format!("default {}", 1 + (u64::from(w).clamp(10, 1000) - 10) * 9999 / 990),
+                )
+            } else {
+                (&["blkio.weight", "blkio.bfq.weight"], w.to_string())
+            };
+            match files.iter().find_map(|f| self.file(f)) {
+                Some(p) => {
+                    if let Err(e) = write_file(&p, &value) {
+                        log::warn!("--blkio-weight: {e}");
+                    }
+                }
+                None => eprintln!("WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."),
+            }
+        }
+        for (rates, v1file, v2key) in [
+            (&r.device_read_bps, "blkio.throttle.read_bps_device", "rbps"),
+            (&r.device_write_bps, "blkio.throttle.write_bps_device", "wbps"),
+        ] {
+            for d in rates {
+                if self.v2 {
+                    self.must_write(
+                        "io.max",
+                        &format!("{}:{} {v2key}={}", d.major, d.minor, d.rate),
+                        "--device-*-bps",
+                    )?;
+                } else {
+                    self.must_write(
+                        v1file,
+                        &format!("{}:{} {}", d.major, d.minor, d.rate),
+                        "--device-*-bps",
+                    )?;
+                }
+            }
+        }
+        if !privileged && !self.v2 {
+            if let Some(deny) = self.file("devices.deny") {
+                write_file(&deny, "a")?;
+                let allow = deny.with_file_name("devices.allow");
+                for rule in DEFAULT_DEVICE_RULES {
+                    write_file(&allow, rule)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move a process (all its threads) into every hierarchy of this cgroup.
+    pub fn add_process(&self, pid: i32) -> Result<(), RuntimeError> {
+        for (_, d) in &self.dirs {
+            write_file(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Did the OOM killer kill something in this cgroup?
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) =
+            if self.v2 { ("memory.events", "oom_kill") } else { ("memory.oom_control", "oom_kill") };
+        let Some(p) = self.file(file) else { return false };
+        fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .any(|(k, v)| k == key && v.trim().parse::<u64>().map(|n| n > 0).unwrap_or(false))
+    }
+
+    /// Kill whatever is left and remove the directories.
+    pub fn remove(&self) {
+        for (_, d) in &self.dirs {
+            remove_dir_killing(d);
+        }
+    }
+}
+
+/// Device access a non-privileged container gets (v1 devices controller): the nodes rimg creates in /dev,
+/// ptys, and mknod (but not use) of anything, as docker's defaults.
+const DEFAULT_DEVICE_RULES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+/// Remove a cgroup directory, SIGKILLing any process still in it first; retries briefly while the kernel
+/// finishes tearing the processes down. Missing directories are fine.
+pub fn remove_dir_killing(dir: &Path) {
+    for attempt in 0..200 {
+        if !dir.exists() {
+            return;
+        }
+        if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) of a process listed in the container's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                if attempt == 199 {
+                    log::warn!("remove cgroup {}: {e}", dir.display());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}

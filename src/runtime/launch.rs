@@ -1,0 +1,539 @@
+//! Starting a container: the three processes and what each owns.
+//!
+//! - **P**, the `rimg run` process: creates the record and the cgroup, forks the monitor, then (in the
+//!   foreground) relays signals and the terminal and exits with the container's code.
+//! - **C**, the monitor: new session; unshares mount/uts/ipc/net namespaces and the pid namespace for its
+//!   children; mounts the rootfs privately; forks the container's init G *before any thread exists*; puts G
+//!   in the cgroup while G is still blocked; releases it; records state; waits; tears down. C watches a pipe
+//!   from P: EOF while attached means P died, so C kills the container and cleans up — a SIGKILLed
+//!   `rimg run` leaves nothing behind. C holds the container's monitor lock for its lifetime.
+//! - **G**, PID 1 of the new pid namespace: its own mount namespace (so `pivot_root` cannot move C's root)
+//!   and cgroup namespace, /proc, /sys, /dev, /etc files, user mounts, masked paths, pivot_root, identity,
+//!   capabilities, exec. Exec failures travel back through a close-on-exec pipe as 126/127.
+
+use super::cgroups::{Cgroup, Layout};
+use super::command::{self, Failure};
+use super::mounts;
+use super::process::{exit_code_of, start_time, wait_pid};
+use super::spec::{NetworkMode, RootfsDriver};
+use super::state::{now_nanos, ContainerDir, ContainerState, Containers, MonitorLock, Status};
+use super::RuntimeError;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Signals `rimg run` forwards to the container.
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// How the container's standard streams are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Foreground: the container uses rimg's own stdio (stdin only with `-i`), or a pty relayed by rimg.
+    Foreground,
+    /// Detached: output goes to the container's log; rimg returns after the start.
+    Detached,
+}
+
+/// A started container as seen from `rimg run`.
+#[derive(Debug)]
+pub struct Launched {
+    /// Container id.
+    pub id: String,
+    /// The monitor process (P's child).
+    pub monitor_pid: i32,
+    /// The container's PID 1 as seen from the host.
+    pub init_pid: i32,
+    /// Master side of the container's terminal (foreground `-t`).
+    pub pty_master: Option<OwnedFd>,
+    /// Held open while P is attached; the monitor treats EOF as P's death.
+    pub lifeline: Option<OwnedFd>,
+    /// Signals blocked for [`super::attach::wait`]; restored by it.
+    pub old_mask: SigSet,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))
+}
+
+/// Everything the monitor and init need, prepared by P before forking.
+struct Plan {
+    containers: Containers,
+    state: ContainerState,
+    cdir: ContainerDir,
+    cgroup: Cgroup,
+    attach: Attach,
+    pty: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Start the container `state` (fresh from [`Containers::create`], whose lock is passed in). On failure
+/// the record is marked exited with the error and the failure carries docker's exit code.
+pub fn start(
+    containers: &Containers,
+    state: ContainerState,
+    lock: MonitorLock,
+    attach: Attach,
+) -> Result<Launched, Failure> {
+    let cdir = containers.dir_of(&state.id);
+    let id = state.id.clone();
+    let auto_remove = state.spec.auto_remove;
+    let cleanup_fail = |f: Failure, cgroup: Option<&Cgroup>| {
+        if let Some(cg) = cgroup {
+            cg.remove();
+        }
+        let _ = containers.update(&id, |s| {
+            s.status = Status::Exited;
+            s.exit_code = Some(f.code);
+            s.error = Some(f.message.clone());
+            s.finished = Some(now_nanos());
+        });
+        if auto_remove {
+            let _ = containers.remove_files(&id);
+        }
+        f
+    };
+    if let Err(e) = write_etc_files(&cdir, &state) {
+        return Err(cleanup_fail(e.into(), None));
+    }
+    let parent = state.spec.cgroup_parent.clone().unwrap_or_else(|| "rimg".into());
+    let cgroup = match Layout::detect().and_then(|l| Cgroup::create(&l, &parent, &id)) {
+        Ok(c) => c,
+        Err(e) => return Err(cleanup_fail(e.into(), None)),
+    };
+    let dirs = cgroup.dirs();
+    if let Err(e) = containers.update(&id, |s| s.cgroups = dirs).map_err(Failure::from) {
+        return Err(cleanup_fail(e, Some(&cgroup)));
+    }
+    if let Err(e) = cgroup.apply(&state.spec.resources, state.spec.privileged) {
+        return Err(cleanup_fail(e.into(), Some(&cgroup)));
+    }
+    let pty = if state.spec.process.tty {
+        let ws = super::attach::terminal_size();
+        match nix::pty::openpty(ws.as_ref(), None) {
+            Ok(p) => Some((p.master, p.slave)),
+            Err(e) => {
+                return Err(cleanup_fail(
+                    Failure { code: 125, message: format!("openpty: {e}") },
+                    Some(&cgroup),
+                ))
+            }
+        }
+    } else {
+        None
+    };
+    let (report_r, report_w) = pipe()?;
+    let (life_r, life_w) = pipe()?;
+    // Block the forwarded signals now so none is lost between fork and the relay loop; the monitor
+    // restores its mask.
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(*s);
+    }
+    set.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old_mask));
+    let plan = Plan { containers: containers.clone(), state, cdir, cgroup: cgroup.clone(), attach, pty };
+    // SAFETY: fork; the child only runs the monitor and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        return Err(cleanup_fail(
+            Failure { code: 125, message: format!("fork: {}", std::io::Error::last_os_error()) },
+            Some(&cgroup),
+        ));
+    }
+    if pid == 0 {
+        drop(report_r);
+        drop(life_w);
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        let code = monitor(plan, report_w, life_r, lock);
+        // SAFETY: leave the forked monitor without running P's destructors or atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    drop(report_w);
+    drop(life_r);
+    drop(lock);
+    let Plan { pty, .. } = plan;
+    let pty_master = pty.map(|(m, _slave)| m);
+    let mut line = String::new();
+    let _ = BufReader::new(File::from(report_r)).read_line(&mut line);
+    let line = line.trim_end();
+    if let Some(p) = line.strip_prefix("ok ") {
+        let init_pid = p.parse().unwrap_or(0);
+        let (pty_master, lifeline) = match attach {
+            Attach::Foreground => (pty_master, Some(life_w)),
+            Attach::Detached => (None, None),
+        };
+        return Ok(Launched { id: id.clone(), monitor_pid: pid, init_pid, pty_master, lifeline, old_mask });
+    }
+    // Start failed: the monitor has recorded and cleaned up; collect it.
+    let status = wait_pid(pid).unwrap_or(0);
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    if let Some(rest) = line.strip_prefix("err ") {
+        if let Some(f) = command::parse_failure(rest.replacen(' ', "\t", 1).as_bytes()) {
+            return Err(f);
+        }
+    }
+    Err(Failure { code: 125, message: format!("container monitor failed (exit {})", exit_code_of(status)) })
+}
+
+fn write_etc_files(cdir: &ContainerDir, st: &ContainerState) -> Result<(), RuntimeError> {
+    let w = |name: &str, data: &str| {
+        let p = cdir.etc_file(name);
+        std::fs::write(&p, data).map_err(|e| RuntimeError::Io { what: "write".into(), path: p, source: e })
+    };
+    w("hostname", &format!("{}\n", st.spec.hostname))?;
+    w("hosts", &mounts::hosts_file(&st.spec.hostname))?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = if st.spec.network == NetworkMode::None {
+        // No route out: a resolver pointing at the host's loopback would only hang lookups.
+        resolv
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("nameserver 127."))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        resolv
+    };
+    w("resolv.conf", &resolv)
+}
+
+fn report(w: &mut File, msg: &str) {
+    let _ = w.write_all(format!("{msg}\n").as_bytes());
+}
+
+/// The monitor (C). Returns its exit code: the container's, or 125 when the start failed.
+fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) -> i32 {
+    let Plan { containers, state, cdir, cgroup, attach, pty } = plan;
+    let id = state.id.clone();
+    let mut report_w = File::from(report_w);
+    let _ = nix::unistd::setsid();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: ignoring signals in the monitor; it must outlive its terminal and its parent.
+        let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigIgn) };
+    }
+    let finish = |code: i32, err: Option<String>, oom: bool| {
+        let _ = containers.update(&id, |s| {
+            s.status = Status::Exited;
+            s.exit_code = Some(code);
+            s.oom_killed = oom;
+            s.finished = Some(now_nanos());
+            if err.is_some() {
+                s.error = err.clone();
+            }
+        });
+    };
+    let teardown = |cgroup: &Cgroup| {
+        let _ = nix::mount::umount2(&cdir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        cgroup.remove();
+        if state.spec.auto_remove {
+            let _ = containers.remove_files(&id);
+        }
+    };
+    let fail_early = |report_w: &mut File, f: Failure| -> i32 {
+        finish(f.code, Some(f.message.clone()), false);
+        teardown(&cgroup);
+        report(report_w, &format!("err {} {}", f.code, f.message));
+        f.code
+    };
+
+    // Namespaces and the rootfs.
+    let own_pidns = match File::open("/proc/self/ns/pid") {
+        Ok(f) => f,
+        Err(e) => {
+            return fail_early(
+                &mut report_w,
+                Failure { code: 125, message: format!("open pid namespace: {e}") },
+            )
+        }
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if state.spec.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = nix::sched::unshare(flags) {
+        return fail_early(&mut report_w, Failure { code: 125, message: format!("unshare namespaces: {e}") });
+    }
+    let setup = || -> Result<(), RuntimeError> {
+        mounts::make_private()?;
+        match state.spec.driver {
+            RootfsDriver::Kernel | RootfsDriver::Fuse => {
+                mounts::mount_kernel_overlay(&state.spec.lowers, &cdir.upper(), &cdir.work(), &cdir.rootfs())?
+            }
+        }
+        nix::unistd::sethostname(&state.spec.hostname)
+            .map_err(|e| RuntimeError::Setup(format!("sethostname: {e}")))?;
+        if state.spec.network == NetworkMode::None {
+            super::net::loopback_up()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = setup() {
+        return fail_early(&mut report_w, e.into());
+    }
+
+    // Standard streams of the container.
+    let mut log_sources: Vec<(OwnedFd, &'static str)> = Vec::new();
+    let (stdin_fd, stdout_fd, stderr_fd): (Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
+    let mut detached_master = None;
+    let devnull = || File::open("/dev/null").ok().map(OwnedFd::from);
+    match (&pty, attach) {
+        (Some((master, slave)), _) => {
+            if attach == Attach::Detached {
+                detached_master = master.try_clone().ok();
+            }
+            stdin_fd = slave.try_clone().ok();
+            stdout_fd = slave.try_clone().ok();
+            stderr_fd = slave.try_clone().ok();
+        }
+        (None, Attach::Detached) => {
+            let (or, ow) = match pipe() {
+                Ok(p) => p,
+                Err(e) => return fail_early(&mut report_w, e.into()),
+            };
+            let (er, ew) = match pipe() {
+                Ok(p) => p,
+                Err(e) => return fail_early(&mut report_w, e.into()),
+            };
+            log_sources.push((or, "stdout"));
+            log_sources.push((er, "stderr"));
+            stdin_fd = devnull();
+            stdout_fd = Some(ow);
+            stderr_fd = Some(ew);
+        }
+        (None, Attach::Foreground) => {
+            stdin_fd = if state.spec.process.stdin { None } else { devnull() };
+            stdout_fd = None;
+            stderr_fd = None;
+        }
+    }
+    let (release_r, release_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail_early(&mut report_w, e.into()),
+    };
+    let (err_r, err_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail_early(&mut report_w, e.into()),
+    };
+
+    // SAFETY: fork while single-threaded; the child runs the container init and never returns.
+    let init = unsafe { libc::fork() };
+    if init < 0 {
+        return fail_early(
+            &mut report_w,
+            Failure { code: 125, message: format!("fork: {}", std::io::Error::last_os_error()) },
+        );
+    }
+    if init == 0 {
+        drop(release_w);
+        drop(err_r);
+        drop(report_w);
+        drop(life_r);
+        // SAFETY: closing the inherited lock descriptor so only the monitor holds the lock.
+        unsafe { libc::close(lock.raw_fd()) };
+        std::mem::forget(lock);
+        container_init(&state, &cdir, release_r, err_w, [stdin_fd, stdout_fd, stderr_fd]);
+    }
+    drop(release_r);
+    drop(err_w);
+    drop(stdin_fd);
+    drop(stdout_fd);
+    drop(stderr_fd);
+    drop(pty);
+    // Children (threads included) go back to the monitor's own pid namespace: threads cannot be created
+    // while pid_ns_for_children differs from the active one.
+    if let Err(e) = nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID) {
+        log::warn!("restore pid namespace for children: {e}");
+    }
+    // SAFETY: make the monitor the OOM killer's last choice within the container's memory cgroup.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
+
+    let kill_init = || {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(init, libc::SIGKILL) };
+    };
+    if let Err(e) = cgroup.add_process(init) {
+        kill_init();
+        let _ = wait_pid(init);
+        return fail_early(&mut report_w, e.into());
+    }
+    // Release the init; it reports setup/exec failures or closes the pipe by exec'ing.
+    let mut release_w = File::from(release_w);
+    let _ = release_w.write_all(b"go");
+    drop(release_w);
+    let mut err_data = Vec::new();
+    let _ = File::from(err_r).read_to_end(&mut err_data);
+    if let Some(f) = command::parse_failure(&err_data) {
+        let _ = wait_pid(init);
+        return fail_early(&mut report_w, f);
+    }
+    let started = now_nanos();
+    let pid_start = start_time(init);
+    let _ = containers.update(&id, |s| {
+        s.status = Status::Running;
+        s.pid = Some(init);
+        s.pid_start_time = pid_start;
+        s.monitor_pid = Some(std::process::id() as i32);
+        s.started = Some(started);
+    });
+
+    // Detached output goes to the log.
+    let mut pumps = Vec::new();
+    if attach == Attach::Detached {
+        // Nobody is attached: the monitor's own stdio must not keep rimg run's terminal or pipes open.
+        if let Some(null) = devnull() {
+            for fd in 0..3 {
+                // SAFETY: dup2 onto the standard descriptors.
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            }
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(cdir.log());
+        if let Ok(log) = log {
+            let sink = Arc::new(Mutex::new(log));
+            if let Some(m) = detached_master {
+                log_sources.push((m, "stdout"));
+            }
+            for (fd, stream) in log_sources {
+                let sink = sink.clone();
+                pumps.push(std::thread::spawn(move || {
+                    super::logs::pump(PtyReader(File::from(fd)), stream, sink)
+                }));
+            }
+        }
+    }
+
+    report(&mut report_w, &format!("ok {init}"));
+    drop(report_w);
+
+    // Wait for the init, or for P's death while attached.
+    let status = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
+    let code = exit_code_of(status);
+    let oom = cgroup.oom_killed();
+    for p in pumps {
+        let _ = p.join();
+    }
+    finish(code, None, oom);
+    teardown(&cgroup);
+    drop(lock);
+    code
+}
+
+/// Reads a pty master, treating EIO (all slave ends closed) as end of file.
+struct PtyReader(File);
+
+impl Read for PtyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf) {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            r => r,
+        }
+    }
+}
+
+fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> libc::c_int {
+    // SAFETY: pidfd_open(2) of our own child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) } as i32;
+    if pidfd >= 0 {
+        // SAFETY: fresh descriptor we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let mut life = lifeline;
+        loop {
+            let mut fds = vec![libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+            if let Some(l) = &life {
+                fds.push(libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            }
+            // SAFETY: poll over a valid array.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                continue;
+            }
+            if fds[0].revents != 0 {
+                break;
+            }
+            if fds.len() > 1 && fds[1].revents != 0 {
+                // `rimg run` is gone: nobody will ever collect this container; end it.
+                // SAFETY: kill(2) of our own child.
+                unsafe { libc::kill(init, libc::SIGKILL) };
+                life = None;
+            }
+        }
+    }
+    wait_pid(init).unwrap_or(0)
+}
+
+/// G: becomes the container's PID 1. Never returns.
+fn container_init(
+    state: &ContainerState,
+    cdir: &ContainerDir,
+    release_r: OwnedFd,
+    err_w: OwnedFd,
+    stdio: [Option<OwnedFd>; 3],
+) -> ! {
+    // SAFETY: prctl with integer arguments: die with the monitor.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut buf = [0u8; 2];
+    let mut r = File::from(release_r);
+    if r.read_exact(&mut buf).is_err() {
+        // SAFETY: the monitor died before releasing us.
+        unsafe { libc::_exit(125) };
+    }
+    drop(r);
+    let fail = |f: Failure| -> ! { command::fail(&err_w, f) };
+    for (i, fd) in stdio.iter().enumerate() {
+        if let Some(fd) = fd {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(fd.as_raw_fd(), i as i32) };
+        }
+    }
+    drop(stdio);
+    let _ = nix::unistd::setsid();
+    if state.spec.process.tty {
+        // SAFETY: make the pty slave on stdin our controlling terminal.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    }
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP) {
+        fail(Failure { code: 125, message: format!("unshare mount/cgroup namespace: {e}") });
+    }
+    let root = match mounts::Root::open(&cdir.rootfs()) {
+        Ok(r) => r,
+        Err(e) => fail(e.into()),
+    };
+    if let Err(e) = mounts::setup(&root, &state.spec, cdir.path(), state.spec.process.tty) {
+        fail(e.into());
+    }
+    if let Err(e) = mounts::pivot(&root, state.spec.read_only) {
+        fail(e.into());
+    }
+    drop(root);
+    let prepared =
+        match command::prepare(&state.spec.process, state.spec.privileged, Some(&state.spec.hostname)) {
+            Ok(p) => p,
+            Err(f) => fail(f),
+        };
+    if state.spec.init {
+        super::init::run(prepared, err_w);
+    }
+    let f = command::exec(&prepared);
+    fail(f)
+}

@@ -1,0 +1,478 @@
+//! The container's filesystem view, built inside its private mount namespace: the overlay rootfs, /proc,
+//! /sys, a minimal /dev, the /etc files, user mounts, docker's masked and read-only paths, then `pivot_root`.
+//!
+//! Every path inside the rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through
+//! `/proc/self/fd/N`, so a symlink planted in an image (`/data -> /etc`) cannot redirect a mount to the host.
+
+use super::spec::{ContainerSpec, MountSpec};
+use super::RuntimeError;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+fn setup_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Setup(format!("{what}: {e}"))
+}
+
+fn cstr(p: &Path) -> Result<CString, RuntimeError> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::Setup(format!("path with NUL: {}", p.display())))
+}
+
+/// Make every mount in the calling process's (new) mount namespace private, so nothing propagates back.
+pub fn make_private() -> Result<(), RuntimeError> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| setup_err("make / private", e))
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// Mount kernel overlayfs at `target`. Layers are added one by one (`lowerdir+`, Linux 6.8+), so deep images
+/// are not limited by the one-page mount data; older kernels fall back to a single `lowerdir=` string.
+pub fn mount_kernel_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), RuntimeError> {
+    match overlay_fsconfig(lowers, upper, work, target) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::debug!("overlay via fsopen failed ({e}); trying mount(2)");
+            let lower =
+                lowers.iter().map(|p| p.to_string_lossy().replace(':', "\\:")).collect::<Vec<_>>().join(":");
+            let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
+            mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+                .map_err(|e| setup_err(format!("mount overlay at {}", target.display()), e))
+        }
+    }
+}
+
+fn overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
+    let last = || std::io::Error::last_os_error();
+    let fstype = c"overlay";
+    // SAFETY: fsopen with a NUL-terminated name.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(last());
+    }
+    // SAFETY: fs is a fresh descriptor we own.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    let set = |key: &std::ffi::CStr, val: &Path| -> std::io::Result<()> {
+        let v = CString::new(val.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: fsconfig with NUL-terminated key and value on our fs context.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(last())
+        } else {
+            Ok(())
+        }
+    };
+    for l in lowers {
+        set(c"lowerdir+", l)?;
+    }
+    set(c"upperdir", upper)?;
+    set(c"workdir", work)?;
+    // SAFETY: fsconfig CMD_CREATE takes no key/value.
+    if unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, 0, 0, 0) } < 0 {
+        return Err(last());
+    }
+    // SAFETY: fsmount on a created context.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if m < 0 {
+        return Err(last());
+    }
+    // SAFETY: m is a fresh mount descriptor we own.
+    let m = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    let t = CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: move_mount from our detached mount to an absolute target path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            m.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+/// A directory handle on the rootfs through which container paths are resolved safely.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// What to create when a mount target is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+}
+
+impl Root {
+    /// Open the rootfs at `path`.
+    pub fn open(path: &Path) -> Result<Root, RuntimeError> {
+        let c = cstr(path)?;
+        // SAFETY: open(2) with a NUL-terminated path.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(setup_err(
+                format!("open rootfs {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fresh descriptor we own.
+        Ok(Root { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() })
+    }
+
+    /// The rootfs path on the host side of the mount namespace.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn openat2(&self, rel: &str, flags: i32) -> std::io::Result<OwnedFd> {
+        let c = CString::new(rel.trim_start_matches('/'))
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let c = if c.as_bytes().is_empty() { CString::from(c".") } else { c };
+        // SAFETY: open_how is plain data.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (flags | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 with a valid dirfd, path and open_how of the right size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh descriptor we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    }
+
+    /// Does `rel` exist inside the root (following symlinks within it)?
+    fn lookup(&self, rel: &str) -> Option<(OwnedFd, bool)> {
+        let fd = self.openat2(rel, libc::O_PATH).ok()?;
+        // SAFETY: fstat on our descriptor into a zeroed stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        Some((fd, is_dir))
+    }
+
+    /// Resolve `rel` inside the root, creating it (and parents) as `kind` when missing; returns an O_PATH fd.
+    fn ensure(&self, rel: &str, kind: Kind) -> Result<OwnedFd, RuntimeError> {
+        if let Ok(fd) = self.openat2(rel, libc::O_PATH) {
+            return Ok(fd);
+        }
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let mut prefix = String::new();
+        for (i, comp) in comps.iter().enumerate() {
+            if *comp == ".." {
+                return Err(RuntimeError::Setup(format!("mount target {rel} contains ..")));
+            }
+            let parent = self
+                .openat2(&prefix, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(|e| setup_err(format!("resolve /{prefix}"), e))?;
+            let next = if prefix.is_empty() { comp.to_string() } else { format!("{prefix}/{comp}") };
+            if self.openat2(&next, libc::O_PATH).is_err() {
+                let name = CString::new(*comp).map_err(|_| RuntimeError::Setup("NUL in path".into()))?;
+                let last = i + 1 == comps.len();
+                // SAFETY: mkdirat/openat relative to a directory descriptor we hold, single component names.
+                let r = unsafe {
+                    if last && kind == Kind::File {
+                        let fd = libc::openat(
+                            parent.as_raw_fd(),
+                            name.as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                            0o644,
+                        );
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        fd
+                    } else {
+                        libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755)
+                    }
+                };
+                let e = std::io::Error::last_os_error();
+                if r < 0 && e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(setup_err(format!("create mount point /{next}"), e));
+                }
+            }
+            prefix = next;
+        }
+        self.openat2(rel, libc::O_PATH).map_err(|e| setup_err(format!("resolve /{rel}"), e))
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+fn mount_at(
+    root: &Root,
+    target: &str,
+    kind: Kind,
+    src: Option<&str>,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), RuntimeError> {
+    let fd = root.ensure(target, kind)?;
+    mount(src, fd_path(&fd).as_str(), fstype, flags, data)
+        .map_err(|e| setup_err(format!("mount {} on {target}", src.unwrap_or("?")), e))
+}
+
+fn remount_ro(root: &Root, target: &str) -> Result<(), RuntimeError> {
+    let fd = root.openat2(target, libc::O_PATH).map_err(|e| setup_err(format!("resolve {target}"), e))?;
+    let p = fd_path(&fd);
+    // Keep the flags the mount already has (nosuid etc.): remounting must not loosen them.
+    let st = nix::sys::statvfs::statvfs(p.as_str()).map_err(|e| setup_err(format!("statvfs {target}"), e))?;
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    use nix::sys::statvfs::FsFlags;
+    for (f, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if st.flags().contains(f) {
+            flags |= m;
+        }
+    }
+    mount(None::<&str>, p.as_str(), None::<&str>, flags, None::<&str>)
+        .map_err(|e| setup_err(format!("remount {target} read-only"), e))
+}
+
+/// Paths docker hides from unprivileged containers.
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Paths docker makes read-only in unprivileged containers.
+const READONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Device nodes every container gets: (name, major, minor).
+const DEVICES: &[(&str, u64, u64)] =
+    &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// Populate the mounted rootfs (called by the container's init process, inside its own mount namespace,
+/// before `pivot_root`). `etc_dir` holds the hostname/hosts/resolv.conf files to bind in.
+pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path, console: bool) -> Result<(), RuntimeError> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_at(root, "proc", Kind::Dir, Some("proc"), Some("proc"), nse, None)?;
+    let sys_flags = if spec.privileged { nse } else { nse | MsFlags::MS_RDONLY };
+    mount_at(root, "sys", Kind::Dir, Some("sysfs"), Some("sysfs"), sys_flags, None)?;
+    mount_at(
+        root,
+        "dev",
+        Kind::Dir,
+        Some("tmpfs"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    let dev = root.openat2("dev", libc::O_PATH | libc::O_DIRECTORY).map_err(|e| setup_err("open /dev", e))?;
+    let dev_path = fd_path(&dev);
+    for (name, major, minor) in DEVICES {
+        let p = format!("{dev_path}/{name}");
+        let c = CString::new(p.clone()).map_err(|_| RuntimeError::Setup("NUL".into()))?;
+        // SAFETY: mknod/chmod on a path inside the container's fresh /dev tmpfs.
+        let r = unsafe {
+            libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(*major as u32, *minor as u32))
+        };
+        if r != 0 {
+            // Without CAP_MKNOD (user namespaces) bind the host's node instead.
+            unsafe {
+                libc::close(libc::open(c.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o666))
+            };
+            mount(
+                Some(format!("/dev/{name}").as_str()),
+                p.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| setup_err(format!("bind /dev/{name}"), e))?;
+        } else {
+            unsafe { libc::chmod(c.as_ptr(), 0o666) };
+        }
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(to, format!("{dev_path}/{link}"))
+            .map_err(|e| setup_err(format!("symlink /dev/{link}"), e))?;
+    }
+    mount_at(
+        root,
+        "dev/pts",
+        Kind::Dir,
+        Some("devpts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount_at(root, "dev/shm", Kind::Dir, Some("shm"), Some("tmpfs"), nse, Some("mode=1777,size=65536k"))?;
+    mount_at(root, "dev/mqueue", Kind::Dir, Some("mqueue"), Some("mqueue"), nse, None)?;
+    if console {
+        // The terminal the process got on stdin is its console, as runc does.
+        let fd = root.ensure("dev/console", Kind::File)?;
+        mount(Some("/proc/self/fd/0"), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| setup_err("bind /dev/console", e))?;
+    }
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        let src = etc_dir.join(name);
+        mount_at(
+            root,
+            &format!("etc/{name}"),
+            Kind::File,
+            Some(&src.to_string_lossy()),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    for m in &spec.mounts {
+        match m {
+            MountSpec::Bind { source, target, readonly } => {
+                let md = std::fs::metadata(source)
+                    .map_err(|e| setup_err(format!("bind source {}", source.display()), e))?;
+                let kind = if md.is_dir() { Kind::Dir } else { Kind::File };
+                mount_at(
+                    root,
+                    target,
+                    kind,
+                    Some(&source.to_string_lossy()),
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                if *readonly {
+                    remount_ro(root, target)?;
+                }
+            }
+            MountSpec::Tmpfs { target, options } => {
+                let opts = if options.is_empty() { "mode=1777".to_string() } else { options.clone() };
+                let (flags, data) = tmpfs_options(&opts);
+                mount_at(root, target, Kind::Dir, Some("tmpfs"), Some("tmpfs"), flags, Some(&data))?;
+            }
+        }
+    }
+    if !spec.privileged {
+        for p in MASKED {
+            let rel = p.trim_start_matches('/');
+            let Some((fd, is_dir)) = root.lookup(rel) else { continue };
+            let target = fd_path(&fd);
+            let r = if is_dir {
+                mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+            } else {
+                mount(Some("/dev/null"), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            };
+            r.map_err(|e| setup_err(format!("mask {p}"), e))?;
+        }
+        for p in READONLY {
+            let rel = p.trim_start_matches('/');
+            let Some((fd, _)) = root.lookup(rel) else { continue };
+            mount(
+                Some(fd_path(&fd).as_str()),
+                fd_path(&fd).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| setup_err(format!("bind {p}"), e))?;
+            remount_ro(root, rel)?;
+        }
+    }
+    Ok(())
+}
+
+/// Split docker `--tmpfs` options into mount flags and tmpfs data.
+fn tmpfs_options(opts: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut data = Vec::new();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags &= !MsFlags::MS_RDONLY,
+            "exec" => flags &= !MsFlags::MS_NOEXEC,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "suid" => flags &= !MsFlags::MS_NOSUID,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "dev" => flags &= !MsFlags::MS_NODEV,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Make the rootfs the process's `/` and drop every trace of the host tree from its namespace.
+pub fn pivot(root: &Root, read_only: bool) -> Result<(), RuntimeError> {
+    nix::unistd::fchdir(root.fd.as_raw_fd()).map_err(|e| setup_err("chdir rootfs", e))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then removes it.
+    nix::unistd::pivot_root(".", ".").map_err(|e| setup_err("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| setup_err("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| setup_err("chdir /", e))?;
+    if read_only {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| setup_err("remount / read-only", e))?;
+    }
+    Ok(())
+}
+
+/// Contents of /etc/hosts for a container with this hostname.
+pub fn hosts_file(hostname: &str) -> String {
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+    )
+}
