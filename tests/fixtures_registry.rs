@@ -114,3 +114,22 @@ fn temp_root_detaches_mounts_on_drop() {
     assert!(mounts_below(&path).is_empty());
     assert!(!path.exists());
 }
+
+/// The layer engineer's edge and hostile layers are in the registry as real images: edge as one 3-layer
+/// image, hostile as one single-layer image per case.
+#[test]
+fn edge_and_hostile_fixtures_push() {
+    let reg = TestRegistry::start();
+    reg.push_fixture("edge", "rimg/edge:latest");
+    let edge = reg.skopeo_inspect("rimg/edge:latest", true);
+    assert_eq!(edge["layers"].as_array().map(Vec::len), Some(3), "{edge}");
+
+    let cases = support::fixture_tags("hostile");
+    assert!(cases.iter().any(|c| c.starts_with("refuse-")), "{cases:?}");
+    assert!(cases.iter().any(|c| c.starts_with("allow-")), "{cases:?}");
+    for case in cases.iter().take(3) {
+        reg.push_fixture(&format!("hostile:{case}"), &format!("rimg/hostile:{case}"));
+        let m = reg.skopeo_inspect(&format!("rimg/hostile:{case}"), true);
+        assert_eq!(m["layers"].as_array().map(Vec::len), Some(1), "{case}: {m}");
+    }
+}

@@ -41,6 +41,22 @@ pub fn fixture_layout(name: &str) -> PathBuf {
     dir
 }
 
+/// The tags (`org.opencontainers.image.ref.name`) of a fixture layout, in index order: e.g. every case of
+/// the `hostile` fixture (`refuse-dotdot`, `allow-dangling`, ...), to push and pull each one.
+pub fn fixture_tags(name: &str) -> Vec<String> {
+    let index = fixture_layout(name).join("index.json");
+    let text = fs::read_to_string(&index).unwrap_or_else(|e| panic!("read {}: {e}", index.display()));
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", index.display()));
+    v["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The rimg binary cargo built for this test run.
 pub fn rimg_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rimg"))
