@@ -44,6 +44,13 @@ mkdir -p "$cache" "$src" "$out/.stamps"
 
 log() { printf '%s fixtures: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# One build at a time per OUTDIR (tests, the demo and a developer may all call this).
+exec 9>"$out/.lock"
+if ! flock -n 9; then
+  log "waiting for another build.sh on $out"
+  flock 9
+fi
+
 # Hash of everything an image is built from; the image is skipped when its stamp holds the same hash.
 inputs_hash() {
   {
