@@ -1,12 +1,281 @@
-//! CLI: run:Args (being written).
+//! `rimg overlayfs` / `rimg-overlayfs`: the FUSE overlay with fuse-overlayfs's calling convention
+//! (`[-f] -o lowerdir=L1:L2,upperdir=U,workdir=W[,…] [SOURCE] MOUNTPOINT`), so podman's mount_program
+//! and `mount -t fuse.rimg-overlayfs` can use it. Returns once the mount is ready unless `-f`.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::fs::{self, MountOptions, OverlayConfig};
+use anyhow::{bail, Context};
+
 use super::Globals;
 
+/// Raw arguments: parsed by hand because the convention is fuse-overlayfs's, not clap's.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     rest: Vec<String>,
 }
 
-pub fn run(_a: Args, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// What the command line asks for.
+#[derive(Debug, Default)]
+struct Parsed {
+    foreground: bool,
+    cfg: OverlayConfig,
+    opts: Option<MountOptions>,
+    mountpoint: PathBuf,
+}
+
+fn on_off(key: &str, v: &str) -> anyhow::Result<bool> {
+    match v {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => bail!("{key}: expected on or off, got {v:?}"),
+    }
+}
+
+fn split_dirs(v: &str) -> Vec<PathBuf> {
+    // ':' separates layers; "\:" is a literal colon, as in kernel overlayfs
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&':') => {
+                cur.push(':');
+                chars.next();
+            }
+            ':' => {
+                if !cur.is_empty() {
+                    out.push(PathBuf::from(std::mem::take(&mut cur)));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(PathBuf::from(cur));
+    }
+    out
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Parsed> {
+    let mut p = Parsed::default();
+    let mut opts = MountOptions::default();
+    let mut positional = Vec::new();
+    let mut i = 0;
+    let mut optstrings = Vec::new();
+    while i < args.len() {
+        let a = &args[i];
+        match a.as_str() {
+            "-f" | "--foreground" => p.foreground = true,
+            "-d" | "--debug" => p.foreground = true,
+            "-o" => {
+                i += 1;
+                let Some(o) = args.get(i) else { bail!("-o needs an argument") };
+                optstrings.push(o.clone());
+            }
+            s if s.starts_with("-o") => optstrings.push(s[2..].to_string()),
+            "-h" | "--help" => bail!(
+                "usage: rimg overlayfs [-f] -o lowerdir=L1:L2[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT"
+            ),
+            s if s.starts_with('-') && s.len() > 1 => eprintln!("unknown argument ignored: {s}"),
+            _ => positional.push(a.clone()),
+        }
+        i += 1;
+    }
+    for o in optstrings.iter().flat_map(|s| s.split(',')) {
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o, None),
+        };
+        match (k, v) {
+            ("", None) => {}
+            ("lowerdir", Some(v)) => p.cfg.lowers = split_dirs(v),
+            ("upperdir", Some(v)) => p.cfg.upper = Some(PathBuf::from(v)),
+            ("workdir", Some(v)) => p.cfg.work = Some(PathBuf::from(v)),
+            ("ro", None) => opts.read_only = true,
+            ("rw", None) => opts.read_only = false,
+            ("redirect_dir", Some(v)) => opts.redirect_dir = v != "off" && v != "nofollow",
+            ("metacopy", Some(v)) => opts.metacopy = on_off(k, v)?,
+            ("passthrough", Some(v)) => opts.passthrough = on_off(k, v)?,
+            ("threads", Some(v)) => opts.threads = v.parse().context("threads")?,
+            ("fsname", Some(v)) => opts.fsname = v.to_string(),
+            ("allow_other", None) => opts.allow_other = true,
+            ("allow_root", None) => opts.allow_other = true,
+            ("noallow_other", None) => opts.allow_other = false,
+            _ => eprintln!("unknown argument ignored: {o}"),
+        }
+    }
+    match positional.len() {
+        1 => p.mountpoint = PathBuf::from(&positional[0]),
+        2 => {
+            if opts.fsname == MountOptions::default().fsname {
+                opts.fsname = positional[0].clone();
+            }
+            p.mountpoint = PathBuf::from(&positional[1]);
+        }
+        0 => bail!("no mount point given"),
+        _ => bail!("too many arguments: {}", positional.join(" ")),
+    }
+    if p.cfg.lowers.is_empty() {
+        bail!("no lowerdir given");
+    }
+    p.opts = Some(opts);
+    Ok(p)
+}
+
+/// `rimg overlayfs`: mount, then serve in the foreground (`-f`) or in a daemon child.
+pub fn run(a: Args, _g: &Globals) -> anyhow::Result<i32> {
+    let p = parse(&a.rest)?;
+    let opts = p.opts.clone().unwrap_or_default();
+    if p.foreground {
+        let prepared = fs::prepare(p.cfg, &p.mountpoint, &opts)?;
+        return serve_until_done(prepared, None);
+    }
+    // daemon: the child mounts and reports success or the error through a pipe
+    let (r, w) = nix::unistd::pipe().context("pipe")?;
+    // SAFETY: no threads exist yet in this process; the child continues with ordinary Rust code.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut msg = String::new();
+            let mut f = std::fs::File::from(r);
+            let _ = f.read_to_string(&mut msg);
+            if msg == "ok" {
+                return Ok(0);
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            if msg.is_empty() {
+                bail!("overlay server died before the mount was ready");
+            }
+            bail!("{msg}");
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let mut w = std::fs::File::from(w);
+            let prepared = match fs::prepare(p.cfg, &p.mountpoint, &opts) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = w.write_all(format!("{e}").as_bytes());
+                    std::process::exit(1);
+                }
+            };
+            let code = serve_until_done(prepared, Some(w)).unwrap_or_else(|e| {
+                log::error!("{e:#}");
+                1
+            });
+            std::process::exit(code);
+        }
+    }
+}
+
+fn block_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    let _ = set.thread_block();
+    set
+}
+
+/// Serve until SIGTERM/SIGINT/SIGHUP (then unmount) or until someone unmounts the mount.
+fn serve_until_done(prepared: fs::Prepared, ready: Option<std::fs::File>) -> anyhow::Result<i32> {
+    let set = block_signals();
+    let mountpoint = prepared.mountpoint().to_owned();
+    let mount = prepared.serve()?;
+    let _watchdog = spawn_watchdog(&mountpoint);
+    if let Some(mut w) = ready {
+        let _ = w.write_all(b"ok");
+        drop(w);
+        redirect_stdio();
+    }
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+        // SAFETY: valid sigset, siginfo buffer and timeout.
+        let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
+        if sig > 0 {
+            mount.unmount()?;
+            return Ok(0);
+        }
+        if mount.is_finished() {
+            mount.wait()?;
+            return Ok(0);
+        }
+    }
+}
+
+fn redirect_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// A child process that lazily unmounts the mount point if this server dies without unmounting (so a
+/// crashed server never leaves a dead "transport endpoint is not connected" mount behind). It holds the
+/// read end of a pipe whose write end only this process has; EOF means the server is gone.
+fn spawn_watchdog(mountpoint: &Path) -> Option<OwnedFd> {
+    let cpath = CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and stat buffer.
+    if unsafe { libc::stat(cpath.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let dev = st.st_dev;
+    let (r, w) = nix::unistd::pipe().ok()?;
+    let rfd = r.as_raw_fd();
+    // SAFETY: the child only makes async-signal-safe system calls and then _exit()s.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            libc::dup2(rfd, 0);
+            libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32);
+            let mut b = [0u8; 1];
+            loop {
+                let n = libc::read(0, b.as_mut_ptr().cast(), 1);
+                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                    continue;
+                }
+                break;
+            }
+            let mut st2: libc::stat = std::mem::zeroed();
+            let r = libc::stat(cpath.as_ptr(), &mut st2);
+            if (r == 0 && st2.st_dev == dev) || (r != 0 && *libc::__errno_location() == libc::ENOTCONN) {
+                libc::umount2(cpath.as_ptr(), libc::MNT_DETACH);
+            }
+            libc::_exit(0);
+        },
+        pid if pid > 0 => {
+            drop(r);
+            Some(w)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fuse_overlayfs_convention() {
+        let args: Vec<String> =
+            ["-o", "lowerdir=/a:/b\\:c,upperdir=/u,workdir=/w,,volatile", "overlay", "/mnt"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let p = parse(&args).unwrap();
+        assert_eq!(p.cfg.lowers, vec![PathBuf::from("/a"), PathBuf::from("/b:c")]);
+        assert_eq!(p.cfg.upper, Some(PathBuf::from("/u")));
+        assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
+        assert!(!p.foreground);
+    }
 }

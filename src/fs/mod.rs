@@ -1,1 +1,337 @@
-//! fs
+//! The FUSE overlay filesystem: image layers (read-only lowers) plus a writable upper directory presented
+//! as one copy-on-write tree with kernel overlayfs semantics, served by this process.
+//!
+//! Layers, upper and work directories use the kernel overlayfs on-disk format (0/0 character-device
+//! whiteouts, `trusted.overlay.opaque`, copy-ups built in `workdir/work`), so the kernel can mount what rimg
+//! wrote and the other way round. Regular-file I/O goes through FUSE passthrough where the kernel offers
+//! it, so reads and writes run at the speed of the underlying filesystem.
+//!
+//! Lifecycle: [`prepare`] mounts (mount(2) on /dev/fuse) and completes the FUSE handshake in the calling
+//! thread without starting any thread, so a caller may fork after it; [`Prepared::serve`] starts the worker
+//! threads; [`mount`] does both. Dropping the [`OverlayMount`] unmounts.
+
+mod attr;
+mod ops;
+mod overlay;
+mod sys;
+mod tree;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use overlay::FsOptions;
+
+/// The layers of one overlay, as kernel overlayfs takes them.
+#[derive(Clone, Debug, Default)]
+pub struct OverlayConfig {
+    /// Read-only lower directories, top first (like `lowerdir=`).
+    pub lowers: Vec<PathBuf>,
+    /// Writable upper directory; `None` makes the mount read-only.
+    pub upper: Option<PathBuf>,
+    /// Work directory on the same filesystem as `upper` (required with `upper`).
+    pub work: Option<PathBuf>,
+}
+
+/// How the overlay is mounted and served.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Mount read-only even if an upper directory is given.
+    pub read_only: bool,
+    /// Let every user use the mount (containers run as other uids); the kernel checks permissions
+    /// (`default_permissions`) against the modes the overlay reports.
+    pub allow_other: bool,
+    /// Worker threads serving requests (each with its own /dev/fuse clone).
+    pub threads: usize,
+    /// Source name shown in /proc/mounts.
+    pub fsname: String,
+    /// Rename lower directories via `trusted.overlay.redirect` instead of failing with EXDEV
+    /// (kernel `redirect_dir=on`).
+    pub redirect_dir: bool,
+    /// chmod/chown/utimes/setxattr of lower files copy up metadata only (kernel `metacopy=on`).
+    pub metacopy: bool,
+    /// Serve regular-file I/O through FUSE passthrough when the kernel supports it.
+    pub passthrough: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            allow_other: true,
+            threads: 4,
+            fsname: "rimg-overlay".into(),
+            redirect_dir: true,
+            metacopy: true,
+            passthrough: true,
+        }
+    }
+}
+
+/// Errors of setting up or tearing down an overlay mount.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An overlay needs at least one lower directory.
+    #[error("an overlay needs at least one lower directory")]
+    NoLowers,
+    /// A writable overlay needs a work directory.
+    #[error("upper directory {0} given without a work directory")]
+    NoWorkdir(PathBuf),
+    /// A layer, upper or work directory could not be opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Upper and work directories live on different filesystems (copy-ups are renamed between them).
+    #[error("work directory {work} is not on the same filesystem as upper directory {upper}")]
+    CrossDevice {
+        /// Upper directory.
+        upper: PathBuf,
+        /// Work directory.
+        work: PathBuf,
+    },
+    /// mount(2) or the FUSE handshake failed.
+    #[error("mounting FUSE overlay at {path}: {source}")]
+    Mount {
+        /// Mount point.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Starting the server threads failed.
+    #[error("starting FUSE server for {path}: {source}")]
+    Serve {
+        /// Mount point.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// umount(2) failed.
+    #[error("unmounting {path}: {source}")]
+    Unmount {
+        /// Mount point.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn open_layer(path: &Path) -> Result<tree::Layer, FsError> {
+    let ferr = |e: i32| FsError::Open { path: path.to_owned(), source: std::io::Error::from_raw_os_error(e) };
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        .map_err(|_| ferr(libc::EINVAL))?;
+    // SAFETY: valid C string; the fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(ferr(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)));
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = sys::fstat(fd.as_raw_fd()).map_err(ferr)?;
+    Ok(tree::Layer { root: Arc::new(fd), dev: st.st_dev })
+}
+
+/// Open `workdir/work` (creating it) and empty it of leftovers of an earlier mount, as the kernel does.
+fn open_work(work: &Path) -> Result<OwnedFd, FsError> {
+    let ferr = |e: std::io::Error| FsError::Open { path: work.to_owned(), source: e };
+    let w = work.join("work");
+    match std::fs::create_dir(&w) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(ferr(e)),
+    }
+    for e in std::fs::read_dir(&w).map_err(ferr)? {
+        let e = e.map_err(ferr)?;
+        let p = e.path();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let r = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(ferr)?;
+    }
+    let l = open_layer(&w)?;
+    Arc::try_unwrap(l.root).map_err(|_| ferr(std::io::Error::from_raw_os_error(libc::EIO)))
+}
+
+/// Open the layers and build the filesystem object (nothing is mounted yet).
+pub fn build(cfg: &OverlayConfig, opts: &MountOptions) -> Result<impl fuser::Filesystem, FsError> {
+    build_overlay(cfg, opts)
+}
+
+fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Overlay, FsError> {
+    if cfg.lowers.is_empty() {
+        return Err(FsError::NoLowers);
+    }
+    let lowers = cfg.lowers.iter().map(|p| open_layer(p)).collect::<Result<Vec<_>, _>>()?;
+    let (upper, work) = match (&cfg.upper, &cfg.work) {
+        (Some(u), _) if opts.read_only => (Some(open_layer(u)?), None),
+        (Some(u), Some(w)) => {
+            let ul = open_layer(u)?;
+            let wfd = open_work(w)?;
+            let wst = sys::fstat(wfd.as_raw_fd()).map_err(|e| FsError::Open {
+                path: w.clone(),
+                source: std::io::Error::from_raw_os_error(e),
+            })?;
+            if wst.st_dev != ul.dev {
+                return Err(FsError::CrossDevice { upper: u.clone(), work: w.clone() });
+            }
+            (Some(ul), Some(wfd))
+        }
+        (Some(u), None) => return Err(FsError::NoWorkdir(u.clone())),
+        (None, _) => (None, None),
+    };
+    let read_only = opts.read_only || upper.is_none();
+    let fsopts = FsOptions {
+        read_only,
+        redirect_dir: opts.redirect_dir,
+        metacopy: opts.metacopy,
+        passthrough: opts.passthrough,
+    };
+    let stack = tree::Stack { lowers, upper };
+    overlay::Overlay::new(stack, work, fsopts).map_err(|e| FsError::Open {
+        path: cfg.lowers[0].clone(),
+        source: std::io::Error::from_raw_os_error(e),
+    })
+}
+
+/// A mounted overlay whose server threads have not started yet (see [`prepare`]).
+pub struct Prepared {
+    session: fuser::Session<overlay::Overlay>,
+    mountpoint: PathBuf,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared").field("mountpoint", &self.mountpoint).finish()
+    }
+}
+
+/// Mount the overlay at `mountpoint` (mount(2) + FUSE handshake) in the calling thread, without starting
+/// any thread: the caller may fork now (the /dev/fuse descriptor is close-on-exec). Requests block in
+/// the kernel until [`Prepared::serve`] runs, so nothing may touch the mount point before that.
+pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Result<Prepared, FsError> {
+    let fs = build_overlay(&cfg, opts)?;
+    let mut fcfg = fuser::Config::default();
+    let mut mo = vec![
+        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::Subtype("rimg-overlayfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::Dev,
+        fuser::MountOption::Suid,
+    ];
+    if fs.opts.read_only {
+        mo.push(fuser::MountOption::RO);
+    }
+    fcfg.mount_options = mo;
+    fcfg.acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    fcfg.n_threads = Some(opts.threads.max(1));
+    fcfg.clone_fd = true;
+    let session = fuser::Session::new(fs, mountpoint, &fcfg)
+        .map_err(|e| FsError::Mount { path: mountpoint.to_owned(), source: e })?;
+    Ok(Prepared { session, mountpoint: mountpoint.to_owned() })
+}
+
+impl Prepared {
+    /// Start the server threads; the mount is usable when this returns.
+    pub fn serve(self) -> Result<OverlayMount, FsError> {
+        let mountpoint = self.mountpoint;
+        let bg = self.session.spawn().map_err(|e| FsError::Serve { path: mountpoint.clone(), source: e })?;
+        Ok(OverlayMount { mountpoint, bg: Some(bg) })
+    }
+
+    /// The mount point.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+}
+
+/// Mount the overlay and serve it from background threads of this process (in its mount namespace).
+/// Equivalent to `prepare(..)?.serve()`.
+pub fn mount(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Result<OverlayMount, FsError> {
+    prepare(cfg, mountpoint, opts)?.serve()
+}
+
+/// A live overlay mount served by this process; dropping it unmounts.
+pub struct OverlayMount {
+    mountpoint: PathBuf,
+    bg: Option<fuser::BackgroundSession>,
+}
+
+impl std::fmt::Debug for OverlayMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayMount").field("mountpoint", &self.mountpoint).finish()
+    }
+}
+
+/// umount(2) `path`, lazily if it is busy; "not mounted" is success.
+pub fn unmount_path(path: &Path) -> Result<(), FsError> {
+    let c =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).map_err(|_| {
+            FsError::Unmount {
+                path: path.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            }
+        })?;
+    // SAFETY: valid C string.
+    let mut r = unsafe { libc::umount2(c.as_ptr(), 0) };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY) {
+        // SAFETY: valid C string.
+        r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(FsError::Unmount { path: path.to_owned(), source: e });
+        }
+    }
+    Ok(())
+}
+
+impl OverlayMount {
+    /// The mount point.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Has the server stopped (the mount went away)?
+    pub fn is_finished(&self) -> bool {
+        self.bg.as_ref().is_none_or(|b| b.guard.is_finished())
+    }
+
+    /// Unmount (lazily if busy) and wait for the server threads to finish.
+    pub fn unmount(mut self) -> Result<(), FsError> {
+        self.shutdown()
+    }
+
+    /// Wait until the mount goes away by other means (umount, fusermount3 -u).
+    pub fn wait(mut self) -> Result<(), FsError> {
+        if let Some(bg) = self.bg.take() {
+            bg.join().map_err(|e| FsError::Serve { path: self.mountpoint.clone(), source: e })?;
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<(), FsError> {
+        let Some(bg) = self.bg.take() else { return Ok(()) };
+        unmount_path(&self.mountpoint)?;
+        bg.join().map_err(|e| FsError::Serve { path: self.mountpoint.clone(), source: e })
+    }
+}
+
+impl Drop for OverlayMount {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::warn!("{e}");
+        }
+    }
+}
+
+/// Is `name` a valid single path component (what FUSE hands us always is; used by the CLI).
+pub fn is_component(name: &OsStr) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !std::os::unix::ffi::OsStrExt::as_bytes(name).contains(&b'/')
+}

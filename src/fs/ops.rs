@@ -1,0 +1,726 @@
+//! The FUSE request handlers: each one translates a kernel request into overlay operations and replies.
+//! Regular-file I/O is handed to the kernel through FUSE passthrough whenever it is available.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use super::attr::{decode_dev, kind_of_dtype, timespec};
+use super::overlay::{lock, private_xattr, CopyMode, DirEnt, Handle, NewEntry, Overlay};
+use super::sys;
+
+/// Entry and attribute cache lifetime: every change goes through this server, so the kernel's caches
+/// can be trusted for long.
+const TTL: Duration = Duration::from_secs(86400);
+const GEN: Generation = Generation(0);
+
+fn err(e: i32) -> Errno {
+    Errno::from_i32(e)
+}
+
+impl Overlay {
+    fn open_file(&self, ino: u64, flags: i32) -> Result<(Handle, bool, bool), i32> {
+        let acc = flags & libc::O_ACCMODE;
+        let write = acc != libc::O_RDONLY;
+        if write || flags & libc::O_TRUNC != 0 {
+            self.writable()?;
+            let _g = lock(&self.mutate);
+            let mode = if flags & libc::O_TRUNC != 0 { CopyMode::Empty } else { CopyMode::Full };
+            self.copy_up(ino, mode)?;
+        }
+        let ((dir, name), upper) = self.loc(ino)?;
+        let oflags = if upper && !self.opts.read_only { libc::O_RDWR } else { libc::O_RDONLY };
+        let extra = flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        let fd = match sys::open_at(dir.as_raw_fd(), &name, oflags | extra, 0) {
+            Err(libc::EPERM) if extra & libc::O_NOATIME != 0 => {
+                sys::open_at(dir.as_raw_fd(), &name, oflags | (extra & !libc::O_NOATIME), 0)?
+            }
+            r => r?,
+        };
+        Ok((Handle { fd: Arc::new(fd), backing: None }, upper, write))
+    }
+
+    /// Register the handle, attaching a passthrough backing file (shared per inode) when possible.
+    /// Returns the file handle and whether the handle is in passthrough mode.
+    fn register<F>(&self, ino: u64, mut h: Handle, upper: bool, open_backing: F) -> (u64, bool)
+    where
+        F: FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
+    {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if self.passthrough.load(Ordering::Relaxed) {
+            let mut t = lock(&self.t);
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                match n.backing.upgrade() {
+                    Some(b) if n.backing_upper == upper => h.backing = Some(b),
+                    Some(_) => {}
+                    None => {
+                        if let Ok(b) = open_backing(&h) {
+                            let b = Arc::new(b);
+                            n.backing = Arc::downgrade(&b);
+                            n.backing_upper = upper;
+                            h.backing = Some(b);
+                        }
+                    }
+                }
+            }
+        }
+        let pt = h.backing.is_some();
+        lock(&self.handles).insert(fh, h);
+        (fh, pt)
+    }
+
+    fn handle_fd(&self, fh: FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, i32> {
+        lock(&self.handles).get(&fh.0).map(|h| h.fd.clone()).ok_or(libc::EBADF)
+    }
+
+    fn listing(&self, ino: u64) -> Result<Vec<DirEnt>, i32> {
+        let dir = self.dir_of(ino)?;
+        let entries = self.stack.list(&dir, ino)?;
+        let mut t = lock(&self.t);
+        let parent = t.nodes.get(&ino).map(|n| n.parent).unwrap_or(ino);
+        let mut out = Vec::with_capacity(entries.len() + 2);
+        out.push(DirEnt { name: ".".into(), ino, dtype: libc::DT_DIR });
+        out.push(DirEnt { name: "..".into(), ino: parent, dtype: libc::DT_DIR });
+        for (name, dtype, key) in entries {
+            let i = t.ino_for(key);
+            out.push(DirEnt { name, ino: i, dtype });
+        }
+        Ok(out)
+    }
+
+    fn dir_entries(&self, ino: u64, fh: FileHandle, offset: u64) -> Result<Arc<Vec<DirEnt>>, i32> {
+        if offset == 0 {
+            // (re)read on rewinddir, as POSIX wants
+            let l = Arc::new(self.listing(ino)?);
+            lock(&self.dirs).insert(fh.0, l.clone());
+            return Ok(l);
+        }
+        lock(&self.dirs).get(&fh.0).cloned().ok_or(libc::EBADF)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn do_setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<FileHandle>,
+    ) -> Result<fuser::FileAttr, i32> {
+        self.writable()?;
+        {
+            let _g = lock(&self.mutate);
+            let cm = match size {
+                Some(0) => CopyMode::Empty,
+                Some(_) => CopyMode::Full,
+                None => CopyMode::Meta,
+            };
+            self.copy_up(ino, cm)?;
+        }
+        let ((dir, name), upper) = self.loc(ino)?;
+        if !upper {
+            return Err(libc::EIO);
+        }
+        let d = dir.as_raw_fd();
+        if uid.is_some() || gid.is_some() {
+            sys::chown_at(d, &name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(m) = mode {
+            let st = sys::stat_at(d, &name)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                sys::chmod_at(d, &name, m & 0o7777)?;
+            }
+        }
+        if let Some(s) = size {
+            let from_handle = fh.and_then(|f| self.handle_fd(f).ok());
+            match from_handle {
+                Some(fd) if sys::ftruncate(fd.as_raw_fd(), s).is_ok() => {}
+                _ => {
+                    let f = sys::open_at(d, &name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(f.as_raw_fd(), s)?;
+                }
+            }
+        }
+        if atime.is_some() || mtime.is_some() {
+            sys::utimens_at(d, &name, &[timespec(atime), timespec(mtime)])?;
+        }
+        self.attr(ino)
+    }
+}
+
+impl Filesystem for Overlay {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_SPLICE_READ,
+            InitFlags::FUSE_SPLICE_WRITE,
+        ] {
+            let _ = config.add_capabilities(cap);
+        }
+        if self.opts.passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.lookup_install(parent.0, name, 1) {
+            Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.t).forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(fh) = fh {
+            if let Ok(fd) = self.handle_fd(fh) {
+                if let (Ok(st), Ok(a)) = (sys::fstat(fd.as_raw_fd()), self.attr(ino.0)) {
+                    let mut attr = super::attr::to_attr(ino.0, &st);
+                    attr.nlink = a.nlink.min(attr.nlink.max(1));
+                    reply.attr(&TTL, &attr);
+                    return;
+                }
+            }
+        }
+        match self.attr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.do_setattr(ino.0, mode, uid, gid, size, atime, mtime, fh) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.loc(ino.0).and_then(|((d, n), _)| sys::readlink_at(d.as_raw_fd(), &n)) {
+            Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let what = if mode & libc::S_IFMT == libc::S_IFREG {
+            NewEntry::File(mode)
+        } else {
+            NewEntry::Node(mode, decode_dev(rdev))
+        };
+        match self.create_entry(req.uid(), req.gid(), parent.0, name, what) {
+            Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        match self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::Dir(mode)) {
+            Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.remove(parent.0, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.remove(parent.0, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let what = NewEntry::Symlink(target.as_os_str());
+        match self.create_entry(req.uid(), req.gid(), parent.0, link_name, what) {
+            Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match Overlay::rename(self, parent.0, name, newparent.0, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match Overlay::link(self, ino.0, newparent.0, newname) {
+            Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (h, upper, _write) = match self.open_file(ino.0, flags.0) {
+            Ok(x) => x,
+            Err(e) => return reply.error(err(e)),
+        };
+        let (fh, pt) = self.register(ino.0, h, upper, |h| reply.open_backing(h.fd.as_fd()));
+        if pt {
+            let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
+            if let Some(b) = b {
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+            }
+        }
+        let mut f = FopenFlags::empty();
+        if self.passthrough.load(Ordering::Relaxed) {
+            // another open of this inode already uses a different backing file
+            f |= FopenFlags::FOPEN_DIRECT_IO;
+        } else if !upper {
+            f |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        reply.opened(FileHandle(fh), f);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fd = match self.handle_fd(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match sys::pread(fd.as_raw_fd(), &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(libc::EINTR) => continue,
+                Err(e) => return reply.error(err(e)),
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fd = match self.handle_fd(fh) {
+            Ok(f) => f,
+            Err(e) => return reply.error(err(e)),
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match sys::pwrite(fd.as_raw_fd(), &data[done..], offset + done as u64) {
+                Ok(n) => done += n,
+                Err(libc::EINTR) => continue,
+                Err(e) => return reply.error(err(e)),
+            }
+        }
+        reply.written(done as u32);
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let h = lock(&self.handles).remove(&fh.0);
+        drop(h);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        match self.handle_fd(fh).and_then(|fd| sys::fsync(fd.as_raw_fd(), datasync)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.dir_of(ino.0) {
+            return reply.error(err(e));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.dir_entries(ino.0, fh, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind_of_dtype(e.dtype), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.dir_entries(ino.0, fh, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        let dir = match self.dir_of(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let off = (i + 1) as u64;
+            if e.name == "." || e.name == ".." {
+                let Ok(attr) = self.attr(e.ino) else { continue };
+                if reply.add(INodeNo(e.ino), off, &e.name, &TTL, &attr, GEN) {
+                    break;
+                }
+                continue;
+            }
+            let f = match self.stack.resolve(&dir, ino.0, &e.name) {
+                Ok(Some(f)) => f,
+                _ => continue,
+            };
+            let eino = lock(&self.t).ino_for(f.key);
+            let attr = self.found_attr(eino, &f);
+            if reply.add(INodeNo(eino), off, &e.name, &TTL, &attr, GEN) {
+                break;
+            }
+            lock(&self.t).install(ino.0, &e.name, &f, 1);
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let r = self.dir_of(ino.0).and_then(|d| match d.upper {
+            Some(u) => sys::fsync(u.as_raw_fd(), datasync),
+            None => Ok(()),
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let root = match (&self.stack.upper, self.stack.lowers.first()) {
+            (Some(u), _) => u.root.clone(),
+            (None, Some(l)) => l.root.clone(),
+            (None, None) => return reply.error(Errno::EIO),
+        };
+        match sys::statvfs(root.as_raw_fd()) {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = (|| {
+            use std::os::unix::ffi::OsStrExt;
+            if private_xattr(name.as_bytes()) {
+                return Err(libc::EPERM);
+            }
+            self.writable()?;
+            {
+                let _g = lock(&self.mutate);
+                self.copy_up(ino.0, CopyMode::Meta)?;
+            }
+            let ((d, n), _) = self.loc(ino.0)?;
+            sys::set_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?, value, flags)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = (|| {
+            use std::os::unix::ffi::OsStrExt;
+            if private_xattr(name.as_bytes()) {
+                return Err(libc::ENODATA);
+            }
+            let ((d, n), _) = self.loc(ino.0)?;
+            sys::get_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?)
+        })();
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.loc(ino.0).and_then(|((d, n), _)| sys::list_xattr(d.as_raw_fd(), &n));
+        match r {
+            Ok(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for a in list.split(|b| *b == 0).filter(|a| !a.is_empty()) {
+                    if !private_xattr(a) {
+                        out.extend_from_slice(a);
+                        out.push(0);
+                    }
+                }
+                if size == 0 {
+                    reply.size(out.len() as u32);
+                } else if out.len() > size as usize {
+                    reply.error(Errno::from_i32(libc::ERANGE));
+                } else {
+                    reply.data(&out);
+                }
+            }
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = (|| {
+            use std::os::unix::ffi::OsStrExt;
+            if private_xattr(name.as_bytes()) {
+                return Err(libc::EPERM);
+            }
+            let c = sys::cstr(name)?;
+            let ((d, n), upper) = self.loc(ino.0)?;
+            if !upper {
+                sys::get_xattr(d.as_raw_fd(), &n, &c)?;
+            }
+            self.writable()?;
+            {
+                let _g = lock(&self.mutate);
+                self.copy_up(ino.0, CopyMode::Meta)?;
+            }
+            let ((d, n), _) = self.loc(ino.0)?;
+            sys::remove_xattr(d.as_raw_fd(), &n, &c)
+        })();
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        match self.loc(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (ino, attr, file) =
+            match self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::File(mode)) {
+                Ok((i, a, Some(f))) => (i, a, f),
+                Ok(_) => return reply.error(Errno::EIO),
+                Err(e) => return reply.error(err(e)),
+            };
+        let _ = flags;
+        let h = Handle { fd: Arc::new(file), backing: None };
+        let (fh, pt) = self.register(ino, h, true, |h| reply.open_backing(h.fd.as_fd()));
+        if pt {
+            let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
+            if let Some(b) = b {
+                return reply.created_passthrough(&TTL, &attr, GEN, FileHandle(fh), FopenFlags::empty(), &b);
+            }
+        }
+        let f = if self.passthrough.load(Ordering::Relaxed) {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::empty()
+        };
+        reply.created(&TTL, &attr, GEN, FileHandle(fh), f);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.handle_fd(fh).and_then(|fd| sys::fallocate(fd.as_raw_fd(), mode, offset, length)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.handle_fd(fh).and_then(|fd| sys::lseek(fd.as_raw_fd(), offset, whence)) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let r = (|| {
+            let a = self.handle_fd(fh_in)?;
+            let b = self.handle_fd(fh_out)?;
+            let mut oi = offset_in as libc::loff_t;
+            let mut oo = offset_out as libc::loff_t;
+            let want = len.min(1 << 30) as usize;
+            // SAFETY: offsets are valid pointers; fds are open.
+            let n = unsafe { libc::copy_file_range(a.as_raw_fd(), &mut oi, b.as_raw_fd(), &mut oo, want, 0) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+            } else {
+                Ok(n as u32)
+            }
+        })();
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}
