@@ -344,7 +344,8 @@ mod tests {
     fn refuses_invalid() {
         use ReferenceError::*;
         let long = format!("a/{}", "b".repeat(260));
-        let cases: Vec<(String, fn(&ReferenceError) -> bool)> = vec![
+        type Check = fn(&ReferenceError) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             ("".into(), |e| matches!(e, Empty)),
             ("Centos".into(), |e| matches!(e, Uppercase(_))),
             ("docker.io/Library/centos".into(), |e| matches!(e, Uppercase(_))),

@@ -1,22 +1,142 @@
-//! CLI: login:LoginArgs (being written).
-use super::Globals;
+//! `rimg login` / `rimg logout`: docker's commands, writing docker's `config.json` (or its credential
+//! helper), so credentials are shared with docker. Credentials are verified against the registry before
+//! they are stored. Exit codes as docker's: 0 on success, 1 on failure.
 
+use super::Globals;
+use crate::registry::credentials::{default_dir, is_docker_hub, normalize_server, server_key, DockerConfig};
+use crate::registry::{Client, Credentials, RegistryConfig};
+use anyhow::Context as _;
+use std::io::{BufRead, IsTerminal, Write};
+
+/// Arguments of `rimg login`.
 #[derive(clap::Args, Debug)]
 pub struct LoginArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Username.
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (visible in the process list: prefer --password-stdin).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Registry to log in to (default: Docker Hub).
+    server: Option<String>,
 }
 
-pub fn login(_a: LoginArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
-}
-
+/// Arguments of `rimg logout`.
 #[derive(clap::Args, Debug)]
 pub struct LogoutArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Registry to log out from (default: Docker Hub).
+    server: Option<String>,
 }
 
-pub fn logout(_a: LogoutArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// The registry a `login`/`logout` argument names, as references spell it (`docker.io`, `host:port`).
+fn registry_of(server: Option<&str>) -> String {
+    let host = normalize_server(server.unwrap_or("docker.io"));
+    if is_docker_hub(&host) {
+        crate::reference::DEFAULT_REGISTRY.to_string()
+    } else {
+        host
+    }
+}
+
+fn docker_config() -> anyhow::Result<DockerConfig> {
+    let dir = default_dir()?;
+    Ok(DockerConfig::load(&dir)?)
+}
+
+/// `rimg login [-u USER] [-p PASS | --password-stdin] [SERVER]`.
+pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
+    let registry = registry_of(a.server.as_deref());
+    let key = server_key(&registry);
+    if a.password_stdin && a.username.is_none() {
+        eprintln!("Error: Must provide --username with --password-stdin");
+        return Ok(1);
+    }
+    if a.password.is_some() {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let mut cfg = docker_config()?;
+    let stored = if a.username.is_none() && a.password.is_none() { cfg.lookup(&registry)? } else { None };
+
+    let creds = match stored {
+        Some(c) => {
+            eprintln!("Authenticating with existing credentials...");
+            c
+        }
+        None => {
+            let username = match a.username {
+                Some(u) => u,
+                None => prompt("Username: ", false)?,
+            };
+            let password = if a.password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).context("reading password from stdin")?;
+                line.trim_end_matches(['\n', '\r']).to_string()
+            } else {
+                match a.password {
+                    Some(p) => p,
+                    None => prompt("Password: ", true)?,
+                }
+            };
+            if username.is_empty() || password.is_empty() {
+                eprintln!("Error: Username and password are required");
+                return Ok(1);
+            }
+            Credentials { username, password }
+        }
+    };
+
+    let rcfg = RegistryConfig::load(g.config.as_deref(), &g.registry_mirrors, &g.insecure_registries)?;
+    let client = Client::new(rcfg)?;
+    if let Err(e) = client.check_login(&registry, &creds) {
+        eprintln!("Error: {e}");
+        return Ok(1);
+    }
+    cfg.store(&registry, &creds).with_context(|| format!("storing credentials for {key}"))?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+/// `rimg logout [SERVER]`.
+pub fn logout(a: LogoutArgs, _g: &Globals) -> anyhow::Result<i32> {
+    let registry = registry_of(a.server.as_deref());
+    let key = server_key(&registry);
+    let mut cfg = docker_config()?;
+    if cfg.erase(&registry)? {
+        println!("Removing login credentials for {key}");
+    } else {
+        println!("Not logged in to {key}");
+    }
+    Ok(0)
+}
+
+/// Ask on the terminal; the password without echo. Refuses when stdin is not a terminal, as docker does.
+fn prompt(label: &str, secret: bool) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        anyhow::bail!("cannot perform an interactive login from a non TTY device");
+    }
+    eprint!("{label}");
+    std::io::stderr().flush().ok();
+    let saved = if secret { disable_echo(&stdin) } else { None };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    read.context("reading from the terminal")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Turn terminal echo off; returns the settings to restore.
+fn disable_echo(stdin: &std::io::Stdin) -> Option<nix::sys::termios::Termios> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let saved = tcgetattr(stdin).ok()?;
+    let mut t = saved.clone();
+    t.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSANOW, &t).ok()?;
+    Some(saved)
 }

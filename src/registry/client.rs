@@ -129,6 +129,54 @@ impl Client {
         self.with_endpoints(registry, |_| Ok(()))
     }
 
+    /// Verify `creds` against `registry`'s origin (never a mirror), as `docker login` does: ping `/v2/`, then
+    /// either GET `/v2/` with Basic credentials or obtain a token from the Bearer realm with them. Nothing is
+    /// stored; on success the credentials are used by this client from then on.
+    pub fn check_login(&self, registry: &str, creds: &super::auth::Credentials) -> Result<(), RegistryError> {
+        use super::auth::Challenge;
+        let Some(origin) = self.t.candidates(registry).pop() else {
+            return Err(RegistryError::Unreachable {
+                registry: registry.into(),
+                reason: "no endpoint".into(),
+            });
+        };
+        let ep = self.t.endpoint(&origin)?;
+        let failed = |detail: String| RegistryError::LoginFailed { registry: registry.to_string(), detail };
+        let auth = match &ep.challenge {
+            // The registry does not want credentials at all: docker reports success.
+            None => return Ok(()),
+            Some(Challenge::Basic { .. }) => creds.basic_header(),
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let (token, _) = self
+                    .t
+                    .fetch_token(&ep, realm, service.as_deref(), &[], Some(creds), None)
+                    .map_err(|e| match e {
+                    RegistryError::Token { reason, .. } => failed(reason),
+                    other => other,
+                })?;
+                format!("Bearer {token}")
+            }
+        };
+        let url = ep.base.join("v2/").map_err(|e| RegistryError::BadUrl {
+            registry: ep.display.clone(),
+            url: "v2/".into(),
+            reason: e.to_string(),
+        })?;
+        let http = self.t.http_for(&ep);
+        let resp = self.t.send_retrying(
+            &ep.display,
+            || http.get(url.clone()).header(reqwest::header::AUTHORIZATION, auth.clone()),
+            self.t.cfg.max_retries,
+        )?;
+        let status = resp.status();
+        if status.is_success() {
+            self.set_credentials(&ep.cred_key, Some(creds.clone()));
+            return Ok(());
+        }
+        let detail = error_message(resp).unwrap_or_else(|| "unauthorized".into());
+        Err(failed(format!("{status}: {detail}")))
+    }
+
     /// Resolve `r` to the image manifest for `platform`: HEAD the tag for its digest, GET the manifest by
     /// digest (or by tag if HEAD gave none), verify it, and if it is an index pick and fetch the platform's
     /// manifest. Every body is checked against its digest; manifests pulled by digest must match it exactly.

@@ -27,6 +27,9 @@ pub enum RegistryError {
     /// The registry (or its token server) refused the credentials, or there were none and it wants some.
     #[error("{access} access denied for {name}: {detail} (wrong credentials? try `rimg login {registry}`)")]
     Denied { access: Access, name: String, registry: String, detail: String },
+    /// `rimg login` could not authenticate with the given credentials.
+    #[error("login to {registry} failed: {detail}")]
+    LoginFailed { registry: String, detail: String },
     /// The tag or digest does not exist in the repository.
     #[error("manifest unknown: {reference}")]
     ManifestUnknown { reference: String },

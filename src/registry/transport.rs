@@ -94,6 +94,15 @@ impl Transport {
         })
     }
 
+    /// The HTTP client for an endpoint (certificate checks off only for insecure registries).
+    pub fn http_for(&self, ep: &Endpoint) -> &Http {
+        if ep.insecure_tls {
+            &self.http_insecure
+        } else {
+            &self.http
+        }
+    }
+
     /// Endpoints for `registry`, in the order to try them: Docker Hub mirrors first, then the origin.
     pub fn candidates(&self, registry: &str) -> Vec<Candidate> {
         let mut out = Vec::new();
