@@ -31,7 +31,8 @@ const REFUSED: &[(&str, &str)] = &[
     ("refuse-whiteout-escape", "\"../.wh.victim\" escapes the layer root"),
 ];
 
-const ALLOWED: &[&str] = &["allow-symlink-then-dir", "allow-file-over-symlink", "allow-dangling", "allow-overlay-xattrs"];
+const ALLOWED: &[&str] =
+    &["allow-symlink-then-dir", "allow-file-over-symlink", "allow-dangling", "allow-overlay-xattrs"];
 
 /// A sandbox: `outside/` with sentinels (what the hostile symlinks point at), and the layer dir
 /// `sandbox/a/b/layer` deep enough that `../..` lands inside the sandbox.

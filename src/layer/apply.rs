@@ -386,12 +386,15 @@ impl Ctx<'_> {
 
     fn read_meta<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<Meta, LayerError> {
         let h = entry.header();
-        let mode = h.mode().map_err(|e| self.invalid(format!("bad mode: {e}")))? & 0o7777;
-        let uid = h.uid().map_err(|e| self.invalid(format!("bad uid: {e}")))?;
-        let gid = h.gid().map_err(|e| self.invalid(format!("bad gid: {e}")))?;
+        let old = h.as_old();
+        let mode = numeric(h.mode().map(u64::from), &old.mode)
+            .map_err(|e| self.invalid(format!("bad mode: {e}")))?;
+        let mode = mode as u32 & 0o7777;
+        let uid = numeric(h.uid(), &old.uid).map_err(|e| self.invalid(format!("bad uid: {e}")))?;
+        let gid = numeric(h.gid(), &old.gid).map_err(|e| self.invalid(format!("bad gid: {e}")))?;
         let uid = u32::try_from(uid).map_err(|_| self.invalid(format!("uid {uid} out of range")))?;
         let gid = u32::try_from(gid).map_err(|_| self.invalid(format!("gid {gid} out of range")))?;
-        let mtime = h.mtime().map_err(|e| self.invalid(format!("bad mtime: {e}")))?;
+        let mtime = numeric(h.mtime(), &old.mtime).map_err(|e| self.invalid(format!("bad mtime: {e}")))?;
         let mut sec = i64::try_from(mtime).unwrap_or(i64::MAX);
         let mut nsec = 0u32;
         self.xattrs.clear();
@@ -973,6 +976,16 @@ fn remove_tree_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         }
     }
     sys::unlinkat(dir, name, true)
+}
+
+/// A numeric header field, where an empty one (all NULs/spaces) means 0 as in Go's `archive/tar`, which
+/// is what most layers are written and read with.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parse a PAX time (`1700000000.123456789`, possibly negative) into seconds and nanoseconds.

@@ -19,7 +19,7 @@ pub mod tree;
 
 pub use apply::{apply, ApplyOptions, ApplyStats};
 pub use compression::{decompress, decompress_auto, Compression};
-// diff: pending
+pub use diff::{diff, diff_to_blob, BlobInfo, DiffOptions, DiffStats};
 
 use std::io;
 use std::path::Path;
