@@ -189,7 +189,13 @@ fn serve_until_done(prepared: fs::Prepared, ready: Option<std::fs::File>) -> any
     let set = block_signals();
     let mountpoint = prepared.mountpoint().to_owned();
     let mount = prepared.serve()?;
-    let _watchdog = spawn_watchdog(&mountpoint);
+    let watchdog = spawn_watchdog(&mountpoint);
+    // a clean exit tells the watchdog not to touch the mount point (whose device number may be reused)
+    let dismiss = |w: Option<OwnedFd>| {
+        if let Some(w) = w {
+            let _ = std::fs::File::from(w).write_all(b"x");
+        }
+    };
     if let Some(mut w) = ready {
         let _ = w.write_all(b"ok");
         drop(w);
@@ -201,11 +207,15 @@ fn serve_until_done(prepared: fs::Prepared, ready: Option<std::fs::File>) -> any
         // SAFETY: valid sigset, siginfo buffer and timeout.
         let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
         if sig > 0 {
-            mount.unmount()?;
+            let r = mount.unmount();
+            dismiss(watchdog);
+            r?;
             return Ok(0);
         }
         if mount.is_finished() {
-            mount.wait()?;
+            let r = mount.wait();
+            dismiss(watchdog);
+            r?;
             return Ok(0);
         }
     }
@@ -243,6 +253,9 @@ fn spawn_watchdog(mountpoint: &Path) -> Option<OwnedFd> {
                 let n = libc::read(0, b.as_mut_ptr().cast(), 1);
                 if n < 0 && *libc::__errno_location() == libc::EINTR {
                     continue;
+                }
+                if n > 0 {
+                    libc::_exit(0); // dismissed: the server exited cleanly
                 }
                 break;
             }

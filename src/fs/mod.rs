@@ -196,6 +196,32 @@ fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Ov
     })
 }
 
+/// open /dev/fuse and mount(2) it at `mountpoint` as type `fuse.rimg-overlayfs` with kernel permission
+/// checks (`default_permissions`), device nodes and setuid allowed (it is a container rootfs).
+fn fuse_mount(mountpoint: &Path, opts: &MountOptions, read_only: bool) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let meta = std::fs::metadata(mountpoint)?;
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        dev.as_raw_fd(),
+        meta.mode() & libc::S_IFMT,
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if opts.allow_other {
+        data.push_str(",allow_other");
+    }
+    let mut flags = nix::mount::MsFlags::empty();
+    if read_only {
+        flags |= nix::mount::MsFlags::MS_RDONLY;
+    }
+    let fsname = if opts.fsname.is_empty() { "rimg-overlay" } else { opts.fsname.as_str() };
+    nix::mount::mount(Some(fsname), mountpoint, Some("fuse.rimg-overlayfs"), flags, Some(data.as_str()))
+        .map_err(std::io::Error::from)?;
+    Ok(OwnedFd::from(dev))
+}
+
 /// A mounted overlay whose server threads have not started yet (see [`prepare`]).
 pub struct Prepared {
     session: fuser::Session<overlay::Overlay>,
@@ -213,23 +239,21 @@ impl std::fmt::Debug for Prepared {
 /// the kernel until [`Prepared::serve`] runs, so nothing may touch the mount point before that.
 pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Result<Prepared, FsError> {
     let fs = build_overlay(&cfg, opts)?;
+    let merr = |e: std::io::Error| FsError::Mount { path: mountpoint.to_owned(), source: e };
+    let fd = fuse_mount(mountpoint, opts, fs.opts.read_only).map_err(merr)?;
     let mut fcfg = fuser::Config::default();
-    let mut mo = vec![
-        fuser::MountOption::FSName(opts.fsname.clone()),
-        fuser::MountOption::Subtype("rimg-overlayfs".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-    ];
-    if fs.opts.read_only {
-        mo.push(fuser::MountOption::RO);
-    }
-    fcfg.mount_options = mo;
     fcfg.acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
     fcfg.n_threads = Some(opts.threads.max(1));
     fcfg.clone_fd = true;
-    let session = fuser::Session::new(fs, mountpoint, &fcfg)
-        .map_err(|e| FsError::Mount { path: mountpoint.to_owned(), source: e })?;
+    // fuser's own mount handling would later unmount "whatever is at the path" after the session ends
+    // (racing a new mount there), so mount(2) is done here and fuser only gets the descriptor.
+    let session = match fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = unmount_path(mountpoint);
+            return Err(merr(e));
+        }
+    };
     Ok(Prepared { session, mountpoint: mountpoint.to_owned() })
 }
 

@@ -185,6 +185,9 @@ pub fn chown_at(dir: RawFd, name: &OsStr, uid: u32, gid: u32) -> SysResult<()> {
 
 /// `fchmodat(dir, name, mode)` for anything but a symlink (whose mode Linux cannot change).
 pub fn chmod_at(dir: RawFd, name: &OsStr, mode: u32) -> SysResult<()> {
+    if name.is_empty() {
+        return fchmod(dir, mode);
+    }
     let c = cstr(name)?;
     // SAFETY: valid C string.
     check(unsafe { libc::fchmodat(dir, c.as_ptr(), mode as libc::mode_t, 0) })
