@@ -1,92 +1,397 @@
-//! CLI: ps:PsArgs (being written).
-use super::Globals;
+//! Container lifecycle commands: ps, stop, kill, rm, logs, exec, wait, commit, container prune.
 
+use super::Globals;
+use crate::runtime::{
+    self, attach, lifecycle, logs::LogLine, ContainerState, Containers, ProcessSpec, Status,
+};
+use anyhow::{bail, Context};
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+fn containers(g: &Globals) -> anyhow::Result<Containers> {
+    Ok(Containers::open(&g.root.join("containers"))?)
+}
+
+/// "5 seconds", "About a minute", "3 hours", as docker's units.HumanDuration.
+fn human_duration(nanos: u128) -> String {
+    let s = (nanos / 1_000_000_000) as u64;
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn status_text(c: &ContainerState, now: u128) -> String {
+    match c.status {
+        Status::Created => "Created".into(),
+        Status::Running => {
+            format!("Up {}", human_duration(now.saturating_sub(c.started.unwrap_or(c.created))))
+        }
+        Status::Exited => {
+            let ago = human_duration(now.saturating_sub(c.finished.unwrap_or(c.created)));
+            let oom = if c.oom_killed { " (OOMKilled)" } else { "" };
+            format!("Exited ({}){oom} {ago} ago", c.exit_code.unwrap_or(0))
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+/// `rimg ps` flags.
 #[derive(clap::Args, Debug)]
 pub struct PsArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
 }
 
-pub fn ps(_a: PsArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg ps`.
+pub fn ps(a: PsArgs, g: &Globals) -> anyhow::Result<i32> {
+    let list: Vec<_> =
+        containers(g)?.list().into_iter().rev().filter(|c| a.all || c.status == Status::Running).collect();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if a.quiet {
+        for c in &list {
+            writeln!(out, "{}", if a.no_trunc { c.id.as_str() } else { c.short_id() })?;
+        }
+        return Ok(0);
+    }
+    let now = runtime::state::now_nanos();
+    let rows: Vec<[String; 6]> = list
+        .iter()
+        .map(|c| {
+            let cmd = format!("\"{}\"", c.spec.process.args.join(" "));
+            [
+                if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
+                c.spec.image.clone(),
+                if a.no_trunc { cmd } else { truncate(&cmd, 22) },
+                format!("{} ago", human_duration(now.saturating_sub(c.created))),
+                status_text(c, now),
+                c.spec.name.clone(),
+            ]
+        })
+        .collect();
+    let headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"];
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(0)
 }
 
+/// Run `f` on each named container, printing the name on success and the error otherwise (docker's
+/// per-container reporting); exit 1 if any failed.
+fn each(keys: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for k in keys {
+        match f(k) {
+            Ok(()) => println!("{k}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", super::one_line(&e));
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `rimg stop` flags.
 #[derive(clap::Args, Debug)]
 pub struct StopArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Seconds to wait before killing (default: the container's --stop-timeout, 10).
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    time: Option<u64>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
-pub fn stop(_a: StopArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg stop`.
+pub fn stop(a: StopArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    each(&a.containers, |k| Ok(lifecycle::stop(&c, k, a.time).map(|_| ())?))
 }
 
+/// `rimg kill` flags.
 #[derive(clap::Args, Debug)]
 pub struct KillArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Signal to send.
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
-pub fn kill(_a: KillArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg kill`.
+pub fn kill(a: KillArgs, g: &Globals) -> anyhow::Result<i32> {
+    let sig =
+        runtime::process::parse_signal(&a.signal).with_context(|| format!("invalid signal: {}", a.signal))?;
+    let c = containers(g)?;
+    each(&a.containers, |k| Ok(lifecycle::kill(&c, k, sig).map(|_| ())?))
 }
 
+/// `rimg rm` flags.
 #[derive(clap::Args, Debug)]
 pub struct RmArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Kill and remove running containers.
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
-pub fn rm(_a: RmArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg rm`.
+pub fn rm(a: RmArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    each(&a.containers, |k| Ok(lifecycle::remove(&c, k, a.force).map(|_| ())?))
 }
 
+/// `rimg logs` flags.
 #[derive(clap::Args, Debug)]
 pub struct LogsArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Follow log output until the container stops.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Container.
+    container: String,
 }
 
-pub fn logs(_a: LogsArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg logs`.
+pub fn logs(a: LogsArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    let st = c.resolve(&a.container)?;
+    let path = c.dir_of(&st.id).log();
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    let Some(file) = file else {
+        if st.spec.process.tty || st.status == Status::Created {
+            return Ok(0);
+        }
+        // Foreground containers keep no log (their output went to the terminal).
+        return Ok(0);
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+    let mut pending = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            if a.follow && c.monitor_alive(&st.id) {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            if a.follow {
+                // The monitor may have flushed a last record just before exiting.
+                let mut rest = String::new();
+                if reader.read_line(&mut rest)? > 0 {
+                    pending.push_str(&rest);
+                    continue;
+                }
+            }
+            break;
+        }
+        pending.push_str(&line);
+        if !pending.ends_with('\n') {
+            continue;
+        }
+        let rec: LogLine = match serde_json::from_str(&pending) {
+            Ok(r) => r,
+            Err(_) => {
+                pending.clear();
+                continue;
+            }
+        };
+        pending.clear();
+        let text = if a.timestamps { format!("{} {}", rec.time, rec.log) } else { rec.log };
+        if rec.stream == "stderr" {
+            let mut e = stderr.lock();
+            e.write_all(text.as_bytes())?;
+        } else {
+            let mut o = stdout.lock();
+            o.write_all(text.as_bytes())?;
+            o.flush()?;
+        }
+    }
+    Ok(0)
 }
 
+/// `rimg exec` flags.
 #[derive(clap::Args, Debug)]
 pub struct ExecArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Keep STDIN open.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// User (name|uid[:group|gid]).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Container.
+    container: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
 }
 
-pub fn exec(_a: ExecArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg exec`.
+pub fn exec(a: ExecArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    let st = c.resolve(&a.container)?;
+    if st.status != Status::Running || !c.monitor_alive(&st.id) {
+        bail!("container {} is not running", st.short_id());
+    }
+    let mut env = st.spec.process.env.clone();
+    for e in &a.env {
+        let e =
+            if e.contains('=') { e.clone() } else { format!("{e}={}", std::env::var(e).unwrap_or_default()) };
+        let key = e.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(e);
+    }
+    let process = ProcessSpec {
+        args: a.command.clone(),
+        env,
+        cwd: a.workdir.clone().unwrap_or_else(|| st.spec.process.cwd.clone()),
+        user: a.user.clone().unwrap_or_else(|| st.spec.process.user.clone()),
+        tty: a.tty,
+        stdin: a.interactive,
+    };
+    match runtime::exec::spawn(&st, &process) {
+        Ok(s) => Ok(attach::wait(attach::Relay {
+            child: s.pid,
+            target: s.pid,
+            pty_master: s.pty_master,
+            stdin: a.interactive,
+            old_mask: s.old_mask,
+        })),
+        Err(f) => {
+            eprintln!("rimg: {}", f.message);
+            Ok(f.code)
+        }
+    }
 }
 
+/// `rimg wait` flags.
 #[derive(clap::Args, Debug)]
 pub struct WaitArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Containers.
+    #[arg(required = true)]
+    containers: Vec<String>,
 }
 
-pub fn wait(_a: WaitArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg wait`: print each container's exit code once it has stopped.
+pub fn wait(a: WaitArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    let mut code = 0;
+    for k in &a.containers {
+        match lifecycle::wait(&c, k) {
+            Ok(n) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
+/// `rimg commit` flags.
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+    /// Container.
+    container: String,
+    /// New image reference.
+    reference: Option<String>,
 }
 
-pub fn commit(_a: CommitArgs, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg commit` (needs the layer differ and store import; not wired yet).
+pub fn commit(a: CommitArgs, g: &Globals) -> anyhow::Result<i32> {
+    let c = containers(g)?;
+    let st = c.resolve(&a.container)?;
+    bail!(
+        "commit of {} is not available yet: its upper dir is {}",
+        st.short_id(),
+        c.dir_of(&st.id).upper().display()
+    )
 }
 
+/// Container housekeeping.
 #[derive(clap::Subcommand, Debug)]
 pub enum ContainerCommand {
     /// Remove all stopped containers.
-    Prune,
+    Prune {
+        /// Do not prompt for confirmation (rimg never prompts).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// List containers (as `rimg ps`).
+    Ls(PsArgs),
 }
 
-pub fn container(_a: ContainerCommand, _g: &Globals) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+/// `rimg container …`.
+pub fn container(a: ContainerCommand, g: &Globals) -> anyhow::Result<i32> {
+    match a {
+        ContainerCommand::Prune { .. } => {
+            let removed = lifecycle::prune(&containers(g)?)?;
+            println!("Deleted Containers:");
+            for id in removed {
+                println!("{id}");
+            }
+            Ok(0)
+        }
+        ContainerCommand::Ls(p) => ps(p, g),
+    }
 }

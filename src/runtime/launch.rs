@@ -15,6 +15,7 @@ use super::cgroups::{Cgroup, Layout};
 use super::command::{self, Failure};
 use super::mounts;
 use super::process::{exit_code_of, start_time, wait_pid};
+use super::pty;
 use super::spec::{NetworkMode, RootfsDriver};
 use super::state::{now_nanos, ContainerDir, ContainerState, Containers, MonitorLock, Status};
 use super::RuntimeError;
@@ -73,7 +74,8 @@ struct Plan {
     cdir: ContainerDir,
     cgroup: Cgroup,
     attach: Attach,
-    pty: Option<(OwnedFd, OwnedFd)>,
+    /// (rimg's end, the init's end) of the channel the terminal master travels through.
+    console: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Start the container `state` (fresh from [`Containers::create`], whose lock is passed in). On failure
@@ -117,16 +119,10 @@ pub fn start(
     if let Err(e) = cgroup.apply(&state.spec.resources, state.spec.privileged) {
         return Err(cleanup_fail(e.into(), Some(&cgroup)));
     }
-    let pty = if state.spec.process.tty {
-        let ws = super::attach::terminal_size();
-        match nix::pty::openpty(ws.as_ref(), None) {
-            Ok(p) => Some((p.master, p.slave)),
-            Err(e) => {
-                return Err(cleanup_fail(
-                    Failure { code: 125, message: format!("openpty: {e}") },
-                    Some(&cgroup),
-                ))
-            }
+    let console = if state.spec.process.tty {
+        match pty::channel() {
+            Ok(c) => Some(c),
+            Err(e) => return Err(cleanup_fail(e.into(), Some(&cgroup))),
         }
     } else {
         None
@@ -142,7 +138,7 @@ pub fn start(
     set.add(Signal::SIGCHLD);
     let mut old_mask = SigSet::empty();
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old_mask));
-    let plan = Plan { containers: containers.clone(), state, cdir, cgroup: cgroup.clone(), attach, pty };
+    let plan = Plan { containers: containers.clone(), state, cdir, cgroup: cgroup.clone(), attach, console };
     // SAFETY: fork; the child only runs the monitor and _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -163,15 +159,21 @@ pub fn start(
     drop(report_w);
     drop(life_r);
     drop(lock);
-    let Plan { pty, .. } = plan;
-    let pty_master = pty.map(|(m, _slave)| m);
+    let Plan { console, .. } = plan;
     let mut line = String::new();
     let _ = BufReader::new(File::from(report_r)).read_line(&mut line);
     let line = line.trim_end();
     if let Some(p) = line.strip_prefix("ok ") {
         let init_pid = p.parse().unwrap_or(0);
         let (pty_master, lifeline) = match attach {
-            Attach::Foreground => (pty_master, Some(life_w)),
+            Attach::Foreground => {
+                // The init sent the master before exec'ing, so it is already queued.
+                let master = console.and_then(|(ours, _)| pty::recv_fd(&ours, false).ok());
+                if let Some(m) = &master {
+                    pty::copy_size(m);
+                }
+                (master, Some(life_w))
+            }
             Attach::Detached => (None, None),
         };
         return Ok(Launched { id: id.clone(), monitor_pid: pid, init_pid, pty_master, lifeline, old_mask });
@@ -214,7 +216,9 @@ fn report(w: &mut File, msg: &str) {
 
 /// The monitor (C). Returns its exit code: the container's, or 125 when the start failed.
 fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) -> i32 {
-    let Plan { containers, state, cdir, cgroup, attach, pty } = plan;
+    let Plan { containers, state, cdir, cgroup, attach, console } = plan;
+    // The size of rimg's terminal, applied before the command can ask for it.
+    let winsize = if attach == Attach::Foreground { super::attach::terminal_size() } else { None };
     let id = state.id.clone();
     let mut report_w = File::from(report_w);
     let _ = nix::unistd::setsid();
@@ -296,16 +300,13 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     // Standard streams of the container.
     let mut log_sources: Vec<(OwnedFd, &'static str)> = Vec::new();
     let (stdin_fd, stdout_fd, stderr_fd): (Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
-    let mut detached_master = None;
     let devnull = || File::open("/dev/null").ok().map(OwnedFd::from);
-    match (&pty, attach) {
-        (Some((master, slave)), _) => {
-            if attach == Attach::Detached {
-                detached_master = master.try_clone().ok();
-            }
-            stdin_fd = slave.try_clone().ok();
-            stdout_fd = slave.try_clone().ok();
-            stderr_fd = slave.try_clone().ok();
+    match (&console, attach) {
+        (Some(_), _) => {
+            // The init opens its terminal itself, from the container's devpts.
+            stdin_fd = None;
+            stdout_fd = None;
+            stderr_fd = None;
         }
         (None, Attach::Detached) => {
             let (or, ow) = match pipe() {
@@ -353,14 +354,27 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         // SAFETY: closing the inherited lock descriptor so only the monitor holds the lock.
         unsafe { libc::close(lock.raw_fd()) };
         std::mem::forget(lock);
-        container_init(&state, &cdir, release_r, err_w, [stdin_fd, stdout_fd, stderr_fd]);
+        let init_console = console.map(|(_, theirs)| theirs);
+        container_init(
+            &state,
+            &cdir,
+            release_r,
+            err_w,
+            [stdin_fd, stdout_fd, stderr_fd],
+            init_console,
+            winsize,
+        );
     }
     drop(release_r);
     drop(err_w);
     drop(stdin_fd);
     drop(stdout_fd);
     drop(stderr_fd);
-    drop(pty);
+    // Detached: the monitor logs the terminal; attached: rimg run relays it.
+    let console = match (console, attach) {
+        (Some((ours, _theirs)), Attach::Detached) => Some(ours),
+        _ => None,
+    };
     // Children (threads included) go back to the monitor's own pid namespace: threads cannot be created
     // while pid_ns_for_children differs from the active one.
     if let Err(e) = nix::sched::setns(&own_pidns, CloneFlags::CLONE_NEWPID) {
@@ -411,7 +425,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         let log = std::fs::OpenOptions::new().create(true).append(true).open(cdir.log());
         if let Ok(log) = log {
             let sink = Arc::new(Mutex::new(log));
-            if let Some(m) = detached_master {
+            if let Some(m) = console.as_ref().and_then(|c| pty::recv_fd(c, false).ok()) {
                 log_sources.push((m, "stdout"));
             }
             for (fd, stream) in log_sources {
@@ -482,6 +496,27 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> libc::c_int {
     wait_pid(init).unwrap_or(0)
 }
 
+/// Allocate the container's terminal from its devpts, hand the master to rimg, make the slave our stdio,
+/// controlling terminal and /dev/console.
+fn open_terminal(
+    root: &mounts::Root,
+    sock: &OwnedFd,
+    winsize: Option<libc::winsize>,
+) -> Result<(), RuntimeError> {
+    let ptmx = root.open_path("dev/pts/ptmx")?;
+    let (master, slave, n) = pty::open_pair(ptmx.as_raw_fd(), winsize)?;
+    pty::send_fd(sock, &master)?;
+    drop(master);
+    for fd in 0..3 {
+        // SAFETY: dup2 of the slave onto the standard descriptors.
+        unsafe { libc::dup2(slave.as_raw_fd(), fd) };
+    }
+    drop(slave);
+    // SAFETY: make the slave on stdin our controlling terminal (we are a session leader).
+    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+    mounts::bind_console(root, n)
+}
+
 /// G: becomes the container's PID 1. Never returns.
 fn container_init(
     state: &ContainerState,
@@ -489,6 +524,8 @@ fn container_init(
     release_r: OwnedFd,
     err_w: OwnedFd,
     stdio: [Option<OwnedFd>; 3],
+    console: Option<OwnedFd>,
+    winsize: Option<libc::winsize>,
 ) -> ! {
     // SAFETY: prctl with integer arguments: die with the monitor.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -499,6 +536,15 @@ fn container_init(
         unsafe { libc::_exit(125) };
     }
     drop(r);
+    // The monitor ignores terminal signals; ignored dispositions survive exec and a shell could then not
+    // even trap them, so the container starts from defaults.
+    for s in Signal::iterator() {
+        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
+            // SAFETY: resetting dispositions to default in the single-threaded init.
+            let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let fail = |f: Failure| -> ! { command::fail(&err_w, f) };
     for (i, fd) in stdio.iter().enumerate() {
         if let Some(fd) = fd {
@@ -508,10 +554,6 @@ fn container_init(
     }
     drop(stdio);
     let _ = nix::unistd::setsid();
-    if state.spec.process.tty {
-        // SAFETY: make the pty slave on stdin our controlling terminal.
-        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-    }
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP) {
         fail(Failure { code: 125, message: format!("unshare mount/cgroup namespace: {e}") });
     }
@@ -519,8 +561,13 @@ fn container_init(
         Ok(r) => r,
         Err(e) => fail(e.into()),
     };
-    if let Err(e) = mounts::setup(&root, &state.spec, cdir.path(), state.spec.process.tty) {
+    if let Err(e) = mounts::setup(&root, &state.spec, cdir.path()) {
         fail(e.into());
+    }
+    if let Some(sock) = console {
+        if let Err(e) = open_terminal(&root, &sock, winsize) {
+            fail(e.into());
+        }
     }
     if let Err(e) = mounts::pivot(&root, state.spec.read_only) {
         fail(e.into());

@@ -18,6 +18,7 @@ pub mod logs;
 pub mod mounts;
 pub mod net;
 pub mod process;
+pub mod pty;
 pub mod spec;
 pub mod state;
 pub mod user;

@@ -272,6 +272,22 @@ fn remount_ro(root: &Root, target: &str) -> Result<(), RuntimeError> {
         .map_err(|e| setup_err(format!("remount {target} read-only"), e))
 }
 
+impl Root {
+    /// An O_PATH descriptor for `rel` inside the root (symlinks resolved within it).
+    pub fn open_path(&self, rel: &str) -> Result<OwnedFd, RuntimeError> {
+        self.openat2(rel, libc::O_PATH)
+            .map_err(|e| setup_err(format!("resolve /{}", rel.trim_start_matches('/')), e))
+    }
+}
+
+/// Make pty `n` of the container's devpts its /dev/console, as runc does.
+pub fn bind_console(root: &Root, n: u32) -> Result<(), RuntimeError> {
+    let src = root.open_path(&format!("dev/pts/{n}"))?;
+    let fd = root.ensure("dev/console", Kind::File)?;
+    mount(Some(fd_path(&src).as_str()), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| setup_err("bind /dev/console", e))
+}
+
 /// Paths docker hides from unprivileged containers.
 const MASKED: &[&str] = &[
     "/proc/asound",
@@ -296,7 +312,7 @@ const DEVICES: &[(&str, u64, u64)] =
 
 /// Populate the mounted rootfs (called by the container's init process, inside its own mount namespace,
 /// before `pivot_root`). `etc_dir` holds the hostname/hosts/resolv.conf files to bind in.
-pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path, console: bool) -> Result<(), RuntimeError> {
+pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), RuntimeError> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_at(root, "proc", Kind::Dir, Some("proc"), Some("proc"), nse, None)?;
     let sys_flags = if spec.privileged { nse } else { nse | MsFlags::MS_RDONLY };
@@ -357,12 +373,6 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path, console: bool) -
     )?;
     mount_at(root, "dev/shm", Kind::Dir, Some("shm"), Some("tmpfs"), nse, Some("mode=1777,size=65536k"))?;
     mount_at(root, "dev/mqueue", Kind::Dir, Some("mqueue"), Some("mqueue"), nse, None)?;
-    if console {
-        // The terminal the process got on stdin is its console, as runc does.
-        let fd = root.ensure("dev/console", Kind::File)?;
-        mount(Some("/proc/self/fd/0"), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| setup_err("bind /dev/console", e))?;
-    }
     for name in ["hostname", "hosts", "resolv.conf"] {
         let src = etc_dir.join(name);
         mount_at(
