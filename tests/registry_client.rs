@@ -786,3 +786,76 @@ fn stalled_body_times_out() {
     assert!(matches!(err, RegistryError::Transfer { .. }), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Push side.
+
+/// Push a config, a small layer (monolithic upload) and a 9 MiB layer (chunked upload) plus the manifest.
+fn push_image(client: &Client, dest: &Reference) -> (Vec<u8>, Vec<(Digest, Vec<u8>)>) {
+    let big: Vec<u8> = (0..(9u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
+    let small = b"small layer bytes".to_vec();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let blobs: Vec<(Digest, Vec<u8>)> =
+        [config, small, big].into_iter().map(|b| (Digest::of_bytes(&b), b)).collect();
+    for (d, b) in &blobs {
+        let sent = Mutex::new(0u64);
+        client.upload_blob(dest, d, b.len() as u64, &mut &b[..], &|n| *sent.lock().unwrap() = n).unwrap();
+        assert_eq!(*sent.lock().unwrap(), b.len() as u64);
+    }
+    let desc = |(d, b): &(Digest, Vec<u8>), mt: &str| serde_json::json!({ "mediaType": mt, "digest": d.to_string(), "size": b.len() });
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": desc(&blobs[0], "application/vnd.oci.image.config.v1+json"),
+        "layers": [desc(&blobs[1], "application/vnd.oci.image.layer.v1.tar"), desc(&blobs[2], "application/vnd.oci.image.layer.v1.tar")],
+    })
+    .to_string()
+    .into_bytes();
+    let digest = client.put_manifest(dest, OCI_MANIFEST, &manifest).unwrap();
+    assert_eq!(digest, Digest::of_bytes(&manifest));
+    (manifest, blobs)
+}
+
+#[test]
+fn pushes_to_real_registry() {
+    let reg = Registry::start(None);
+    let creds = tempfile::tempdir().unwrap();
+    let client = Client::new(test_config(creds.path())).unwrap();
+    let dest = r(&format!("{}/pushed/img:v1", reg.host()));
+    let (manifest, blobs) = push_image(&client, &dest);
+    assert_eq!(reg.skopeo_digest("pushed/img:v1", None), Digest::of_bytes(&manifest).to_string());
+    for (d, b) in &blobs {
+        assert_eq!(client.blob_exists(&dest, d).unwrap(), Some(b.len() as u64));
+    }
+    assert_eq!(client.blob_exists(&dest, &Digest::of_bytes(b"absent")).unwrap(), None);
+    // Pull back what was pushed (the big blob went up in chunks).
+    let res = client.resolve(&dest, &amd64()).unwrap();
+    assert_eq!(res.manifest_raw, manifest);
+    let big = client.fetch_blob_bytes(&dest, &blobs[2].0, 16 << 20).unwrap();
+    assert_eq!(big, blobs[2].1);
+    // Cross-repository mount: no upload needed; an unknown blob is declined.
+    let other = r(&format!("{}/other/img:v1", reg.host()));
+    assert!(client.mount_blob(&other, &blobs[2].0, "pushed/img").unwrap());
+    assert_eq!(client.blob_exists(&other, &blobs[2].0).unwrap(), Some(blobs[2].1.len() as u64));
+    assert!(!client.mount_blob(&other, &Digest::of_bytes(b"absent"), "pushed/img").unwrap());
+}
+
+#[test]
+fn push_needs_credentials_on_basic_auth_registry() {
+    let reg = Registry::start(Some(("pusher", "pw")));
+    let empty = tempfile::tempdir().unwrap();
+    let dest = r(&format!("{}/p/img:1", reg.host()));
+    let anon = Client::new(test_config(empty.path())).unwrap();
+    let err = anon.blob_exists(&dest, &Digest::of_bytes(b"x")).unwrap_err();
+    assert!(err.to_string().starts_with(&format!("push access denied for {}/p/img", reg.host())), "{err}");
+    let client = Client::new(test_config(empty.path())).unwrap();
+    client
+        .check_login(&reg.host(), &Credentials { username: "pusher".into(), password: "pw".into() })
+        .unwrap();
+    let (manifest, _) = push_image(&client, &dest);
+    assert_eq!(reg.skopeo_digest("p/img:1", Some("pusher:pw")), Digest::of_bytes(&manifest).to_string());
+    let bad = Client::new(test_config(empty.path())).unwrap();
+    let err = bad.check_login(&reg.host(), &Credentials { username: "pusher".into(), password: "no".into() });
+    assert!(matches!(err, Err(RegistryError::LoginFailed { .. })), "{err:?}");
+}
