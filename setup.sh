@@ -11,7 +11,7 @@ pkgs=(
   # fixture sources
   busybox-static debootstrap
   # tests and benchmarks
-  curl jq hyperfine apache2-utils python3 gcc pkg-config time
+  curl jq hyperfine apache2-utils python3 gcc pkg-config time openssl zstd
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -133,3 +133,30 @@ fn edge_and_hostile_fixtures_push() {
         assert_eq!(m["layers"].as_array().map(Vec::len), Some(1), "{case}: {m}");
     }
 }
+
+/// The token server's JWTs are accepted by the real registry: skopeo pushes and inspects through the
+/// Bearer flow; anonymous and wrong-password requests are refused by the token server.
+#[test]
+fn token_auth_registry_accepts_issued_tokens() {
+    let tokens = support::TokenServer::start("tok-user", "tok-pass", false);
+    let reg = TestRegistry::start_with_token(&tokens);
+    assert_eq!(http_status(&reg.addr, "/v2/"), Some(401));
+    reg.push_fixture("busybox", "library/busybox:latest");
+    let m = reg.skopeo_inspect("library/busybox:latest", true);
+    assert_eq!(m["schemaVersion"], 2);
+    let reqs = tokens.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.status == 200 && r.scopes.iter().any(|s| s == "repository:library/busybox:pull,push")),
+        "{reqs:?}"
+    );
+    assert!(reqs.iter().all(|r| r.service.as_deref() == Some(support::TOKEN_SERVICE)), "{reqs:?}");
+
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--creds", "tok-user:wrong"])
+        .arg(format!("docker://{}/library/busybox:latest", reg.addr))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(tokens.requests().iter().any(|r| r.status == 401 && r.account.as_deref() == Some("tok-user")));
+}

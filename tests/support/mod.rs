@@ -13,6 +13,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+mod token;
+#[allow(unused_imports)] // each test binary uses a different subset
+pub use token::{TokenRequest, TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
+
 /// The checkout this test binary was built from; scripts and fixtures are found relative to it so tests
 /// work from any clone.
 pub fn repo_root() -> PathBuf {
@@ -106,6 +110,7 @@ pub fn run_tool(program: &str, args: &[&str]) -> String {
 pub struct RegistryBuilder {
     htpasswd: Option<(String, String)>,
     auth_yaml: Option<String>,
+    token_creds: Option<(String, String)>,
     storage: Option<PathBuf>,
 }
 
@@ -120,6 +125,14 @@ impl RegistryBuilder {
     /// a test token server. Indent with two spaces; it is inserted verbatim.
     pub fn auth_yaml(mut self, yaml: &str) -> Self {
         self.auth_yaml = Some(yaml.to_owned());
+        self
+    }
+
+    /// Require Bearer tokens from `server` (distribution's `auth: token`); fixtures are pushed with the
+    /// server's credentials. The server must outlive the registry.
+    pub fn token(mut self, server: &TokenServer) -> Self {
+        self.auth_yaml = Some(server.registry_auth_yaml());
+        self.token_creds = Some(server.creds());
         self
     }
 
@@ -141,7 +154,7 @@ impl RegistryBuilder {
 pub struct TestRegistry {
     /// `127.0.0.1:PORT`, as used in image references (`ADDR/library/busybox:latest`).
     pub addr: String,
-    /// Credentials when started with htpasswd auth; used by [`TestRegistry::push_fixture`].
+    /// Credentials when started with htpasswd or token auth; used by [`TestRegistry::push_fixture`].
     pub creds: Option<(String, String)>,
     child: Child,
     dir: tempfile::TempDir,
@@ -152,6 +165,11 @@ impl TestRegistry {
     /// An open registry (no auth) with empty storage.
     pub fn start() -> TestRegistry {
         Self::builder().start()
+    }
+
+    /// A registry requiring Bearer tokens issued by `server` (see [`TokenServer`]).
+    pub fn start_with_token(server: &TokenServer) -> TestRegistry {
+        Self::builder().token(server).start()
     }
 
     /// A registry requiring Basic auth for `user`/`pass` (htpasswd, bcrypt).
@@ -216,7 +234,7 @@ impl TestRegistry {
                 }
                 if http_status(&addr, "/v2/").is_some() {
                     let child = guard.0.take().expect("child present until handed over");
-                    return TestRegistry { addr, creds: b.htpasswd, child, dir, storage };
+                    return TestRegistry { addr, creds: b.htpasswd.or(b.token_creds), child, dir, storage };
                 }
                 if Instant::now() > deadline {
                     panic!(
