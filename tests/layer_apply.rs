@@ -42,3 +42,88 @@ fn edge_layers_match_umoci_through_kernel_overlayfs() {
     assert!(diffs.is_empty(), "overlay (first) vs umoci (second):\n{}", diffs.join("\n"));
     assert!(ours.len() > 50, "suspiciously small tree: {}", ours.len());
 }
+
+/// A tiny tar builder for the cases the fixture script does not cover.
+fn tar_of(entries: &[(&str, char, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, arg) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(if *kind == 'd' { 0o755 } else { 0o644 });
+        h.set_mtime(1_600_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        match kind {
+            'f' => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(arg.len() as u64);
+                b.append_data(&mut h, name, arg.as_bytes()).unwrap();
+            }
+            'd' => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, name, &[][..]).unwrap();
+            }
+            'h' => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, name, arg).unwrap();
+            }
+            _ => unreachable!(),
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn same_layer_whiteout_rules_and_aufs_metadata() {
+    let t = tempfile::tempdir().unwrap();
+    let l = t.path().join("l");
+    let data = tar_of(&[
+        ("keep", 'f', "x"),
+        (".wh.keep", 'f', ""),      // whiteouts hide lower layers only: `keep` stays
+        (".wh.gone", 'f', ""),      // a plain whiteout
+        (".wh.redo", 'f', ""),      // whiteout, then children without a dir entry:
+        ("redo/child", 'f', "c"),   // `redo` becomes an opaque directory
+        (".wh..wh.plnk/", 'd', ""), // aufs bookkeeping, ignored with its content
+        (".wh..wh.plnk/1.2", 'f', "z"),
+        ("dir/", 'd', ""),
+        ("dir/.wh..wh..opq", 'f', ""),
+    ]);
+    let s = apply(&data[..], &l, &ApplyOptions::default()).unwrap();
+    assert_eq!((s.whiteouts, s.opaques, s.ignored), (2, 2, 2), "{s:?}");
+    assert_eq!(std::fs::read(l.join("keep")).unwrap(), b"x");
+    assert!(!l.join(".wh..wh.plnk").exists());
+    let snap = snapshot(&l).unwrap();
+    let kind = |p: &str| snap[std::path::Path::new(p)].kind;
+    use rimg::layer::tree::Kind;
+    assert_eq!(kind("gone"), Kind::Char);
+    assert_eq!(snap[std::path::Path::new("gone")].rdev, Some((0, 0)));
+    assert_eq!(kind("redo"), Kind::Dir);
+    for d in ["redo", "dir"] {
+        assert_eq!(
+            snap[std::path::Path::new(d)].xattrs.get("trusted.overlay.opaque").map(|v| &v[..]),
+            Some(&b"y"[..]),
+            "{d}"
+        );
+    }
+    // Directory mtimes are restored after their entries were written.
+    assert_eq!(snap[std::path::Path::new("dir")].mtime.0, 1_600_000_000);
+}
+
+#[test]
+fn hardlink_into_lower_without_lowers_is_an_error() {
+    let t = tempfile::tempdir().unwrap();
+    let data = tar_of(&[("a", 'h', "lower/file")]);
+    let err = apply(&data[..], &t.path().join("l"), &ApplyOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("\"a\": hard link target \"lower/file\" is neither in this layer"), "{err}");
+}
+
+#[test]
+fn reader_is_drained_past_the_end_of_archive() {
+    let t = tempfile::tempdir().unwrap();
+    let mut data = tar_of(&[("f", 'f', "x")]);
+    data.extend(std::iter::repeat_n(0u8, 20 * 1024)); // trailing padding, as tar(1) writes
+    let mut r = rimg::digest::HashingReader::new(&data[..]);
+    apply(&mut r, &t.path().join("l"), &ApplyOptions::default()).unwrap();
+    assert_eq!(r.count(), data.len() as u64);
+}

@@ -256,6 +256,10 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+fn is_aufs_meta(parent: &[u8]) -> bool {
+    parent.split(|&b| b == b'/').any(|c| c.starts_with(b".wh..wh."))
+}
+
 fn is_overlay_private(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
@@ -341,6 +345,11 @@ impl Ctx<'_> {
     ) -> Result<(), LayerError> {
         // Error helpers need self.path; it was moved out, so restore it for messages via a local closure.
         let (parent, name) = path::split(path);
+        if is_aufs_meta(parent) {
+            // Inside aufs bookkeeping directories (`.wh..wh.plnk/…`): not part of the image.
+            self.stats.ignored += 1;
+            return Ok(());
+        }
         if let Some(rest) = name.strip_prefix(b".wh.") {
             return self.whiteout(root, stack, path, parent, rest);
         }

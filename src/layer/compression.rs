@@ -68,7 +68,7 @@ impl Compression {
 
 /// Wrap `reader` (a compressed blob stream) in a decoder for `c`, producing the uncompressed tar stream.
 ///
-/// gzip uses [`flate2::read::MultiGzDecoder`]: Go's `gzip.Reader` (docker, containerd) reads
+/// gzip uses [`flate2::bufread::MultiGzDecoder`]: Go's `gzip.Reader` (docker, containerd) reads
 /// concatenated members by default, so a layer written by `pigz --independent` or by concatenation must
 /// decode here too; for the usual single member it behaves exactly like `GzDecoder`.
 pub fn decompress<'a, R: Read + Send + 'a>(
@@ -78,7 +78,7 @@ pub fn decompress<'a, R: Read + Send + 'a>(
     Ok(match c {
         Compression::None => Box::new(reader),
         Compression::Gzip => {
-            Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(128 * 1024, reader)))
+            Box::new(flate2::bufread::MultiGzDecoder::new(io::BufReader::with_capacity(128 * 1024, reader)))
         }
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::new(reader)?;

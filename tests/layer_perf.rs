@@ -1,0 +1,42 @@
+//! Throughput check for `layer::apply` against the floor `gzip -dc | tar -x` (run by hand, prints the
+//! ratio; no timing asserts):
+//! `LAYER_BENCH_TGZ=/path/layer.tar.gz cargo test --release --test layer_perf -- --ignored --nocapture`
+
+#[path = "layer_support.rs"]
+mod support;
+
+use rimg::layer::{apply, decompress, ApplyOptions, Compression};
+use std::fs::File;
+use std::process::Command;
+use std::time::Instant;
+
+#[test]
+#[ignore]
+fn apply_throughput_vs_gzip_tar() {
+    let Ok(tgz) = std::env::var("LAYER_BENCH_TGZ") else {
+        eprintln!("LAYER_BENCH_TGZ not set; skipping");
+        return;
+    };
+    let t = tempfile::tempdir_in(std::env::var("LAYER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let mut floor = f64::MAX;
+    let mut ours = f64::MAX;
+    for round in 0..3 {
+        let d = t.path().join(format!("tar{round}"));
+        std::fs::create_dir(&d).unwrap();
+        let s = Instant::now();
+        support::run(Command::new("sh").arg("-c").arg(format!("gzip -dc '{tgz}' | tar -x -C '{}'", d.display())));
+        floor = floor.min(s.elapsed().as_secs_f64());
+        std::fs::remove_dir_all(&d).unwrap();
+
+        let d = t.path().join(format!("rimg{round}"));
+        let s = Instant::now();
+        let r = decompress(Compression::Gzip, File::open(&tgz).unwrap()).unwrap();
+        let stats = apply(r, &d, &ApplyOptions::default()).unwrap();
+        ours = ours.min(s.elapsed().as_secs_f64());
+        if round == 0 {
+            eprintln!("{stats:?}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    eprintln!("gzip -dc | tar -x: {floor:.2}s   rimg apply: {ours:.2}s   ratio {:.2}", ours / floor);
+}
