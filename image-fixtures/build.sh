@@ -2,6 +2,7 @@
 # Builds rimg's fixture images as OCI image layouts (one layout directory per image name) from real sources:
 #   busybox  latest, multiarch  Debian's busybox-static binary + applet symlinks + minimal /etc
 #   alpine   3.20.3, latest     the official Alpine 3.20.3 minirootfs from ../shared/fixtures, upstream config
+#            3.20.3-zstd        the same with a zstd-compressed layer
 #   debian   bookworm           debootstrap minbase + procps/iproute2, plus an "adds" layer and a
 #                               "whiteouts + opaque dir" layer
 #   centos   latest             the same Debian image with a label saying it is a stand-in (no Docker Hub here)
@@ -124,7 +125,11 @@ else
     layout alpine '{layout: $layout, layer_cache: $lc, images: [
       {tags: ["3.20.3", "latest"],
        config: {Cmd: ["/bin/sh"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-       layers: [{tar: $tar, created_by: "ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / # buildkit"}]}]}' \
+       layers: [{tar: $tar, created_by: "ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / # buildkit"}]},
+      {tags: ["3.20.3-zstd"],
+       config: {Cmd: ["/bin/sh"], Env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+       layers: [{tar: $tar, compression: "zstd",
+                 created_by: "ADD alpine-minirootfs-3.20.3-x86_64.tar.gz / # buildkit, zstd-compressed"}]}]}' \
       --arg tar "$src/alpine-3.20.3.tar"
     stamp alpine "$h"
     log "alpine built in $((SECONDS - t))s"

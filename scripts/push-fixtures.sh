@@ -10,6 +10,7 @@
 #   busybox:latest    -> library/busybox:latest        OCI manifest
 #   busybox:multiarch -> library/busybox:multiarch     OCI index (amd64, arm64/v8 stand-in, attestation)
 #   alpine:3.20.3     -> library/alpine:3.20.3, latest Docker schema2 (converted by skopeo --format v2s2)
+#   alpine:3.20.3-zstd -> library/alpine:3.20.3-zstd  OCI manifest, zstd layer
 #   debian:bookworm   -> library/debian:bookworm       OCI manifest, 3 layers
 #   centos:latest     -> library/centos:latest         the Debian image + stand-in label (NOT CentOS)
 #   edge:latest       -> rimg/edge:latest              (when built)
@@ -52,6 +53,7 @@ default_tag() {
 flags_for() {
   case "$1" in
     busybox:multiarch) echo --all ;;
+    alpine:*-zstd) ;; # Docker schema2 has no zstd layer type: stays OCI
     alpine:*) echo --format v2s2 ;;
   esac
 }
@@ -94,6 +96,7 @@ push busybox:latest library/busybox:latest
 push busybox:multiarch library/busybox:multiarch
 push alpine:3.20.3 library/alpine:3.20.3
 push alpine:3.20.3 library/alpine:latest
+push alpine:3.20.3-zstd library/alpine:3.20.3-zstd
 push debian:bookworm library/debian:bookworm
 push centos:latest library/centos:latest
 for name in edge hostile large; do
