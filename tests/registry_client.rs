@@ -29,22 +29,37 @@ struct Registry {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(|dir| match htpasswd {
+            None => String::new(),
+            Some((user, pass)) => {
+                let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().unwrap();
+                assert!(out.status.success(), "htpasswd failed");
+                let path = dir.join("htpasswd");
+                std::fs::write(&path, out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: rimg-test\n    path: {}\n", path.display())
+            }
+        })
+    }
+
+    /// Start with distribution's token auth: JWTs from `realm`, signed by the key of `cert`.
+    fn start_token(realm: &str, cert: &Path) -> Registry {
+        Registry::start_with(|_| {
+            format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                cert.display()
+            )
+        })
+    }
+
+    /// Start with the `auth:` section `auth_yaml(dir)` returns (empty for none).
+    fn start_with(auth_yaml: impl FnOnce(&Path) -> String) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rimg-test\n",
             dir.path().join("data").display()
         );
-        if let Some((user, pass)) = htpasswd {
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().unwrap();
-            assert!(out.status.success(), "htpasswd failed");
-            let path = dir.path().join("htpasswd");
-            std::fs::write(&path, out.stdout).unwrap();
-            cfg.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: rimg-test\n    path: {}\n",
-                path.display()
-            ));
-        }
+        cfg.push_str(&auth_yaml(dir.path()));
         let cfg_path = dir.path().join("config.yml");
         std::fs::write(&cfg_path, cfg).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -363,6 +378,9 @@ fn htpasswd_basic_auth() {
     let anon = Client::new(test_config(empty.path())).unwrap();
     let err = anon.resolve(&reference, &amd64()).unwrap_err();
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.starts_with(&format!("pull access denied for {}/private/img: ", reg.host())), "{msg}");
+    assert!(msg.contains("insufficient") || msg.contains("authentication required"), "{msg}");
 }
 
 #[test]
@@ -858,4 +876,175 @@ fn push_needs_credentials_on_basic_auth_registry() {
     let bad = Client::new(test_config(empty.path())).unwrap();
     let err = bad.check_login(&reg.host(), &Credentials { username: "pusher".into(), password: "no".into() });
     assert!(matches!(err, Err(RegistryError::LoginFailed { .. })), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Token auth: the real registry verifying RS256 JWTs from a small token server (signed with openssl).
+
+const TOKEN_SERVICE: &str = "rimg-test-registry";
+const TOKEN_ISSUER: &str = "rimg-test-issuer";
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A token server: checks Basic credentials and issues JWTs granting the requested scopes to the one user
+/// (nothing to anonymous callers), signed RS256 by `openssl dgst` with the certificate in `x5c`.
+struct TokenServer {
+    fake: Fake,
+    cert: PathBuf,
+    issued: Arc<Mutex<usize>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    fn start(user: &'static str, pass: &'static str) -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rimg-test-token",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+        let der =
+            Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap();
+        assert!(der.status.success());
+        let x5c = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&der.stdout)
+        };
+        let issued = Arc::new(Mutex::new(0usize));
+        let issued2 = issued.clone();
+        let key2 = key.clone();
+        let fake = Fake::start(move |s, _| {
+            let url = url::Url::parse(&format!("http://x{}", s.path)).unwrap();
+            let scopes: Vec<String> =
+                url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).collect();
+            use base64::Engine as _;
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+            );
+            let authed = match s.header("authorization") {
+                None => false,
+                Some(h) if h == expected => true,
+                Some(_) => {
+                    return Reply::Full(
+                        401,
+                        vec![],
+                        br#"{"details":"incorrect username or password"}"#.to_vec(),
+                    )
+                }
+            };
+            let access: Vec<serde_json::Value> = if authed {
+                scopes
+                    .iter()
+                    .filter_map(|sc| {
+                        let mut parts = sc.splitn(3, ':');
+                        let (typ, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        Some(serde_json::json!({ "type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+            let header = serde_json::json!({ "typ": "JWT", "alg": "RS256", "x5c": [x5c] });
+            let claims = serde_json::json!({
+                "iss": TOKEN_ISSUER, "sub": if authed { user } else { "" }, "aud": TOKEN_SERVICE,
+                "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", s.path.len()),
+                "access": access,
+            });
+            let signing_input = format!(
+                "{}.{}",
+                b64url(header.to_string().as_bytes()),
+                b64url(claims.to_string().as_bytes())
+            );
+            let mut child = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign"])
+                .arg(&key2)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(signing_input.as_bytes()).unwrap();
+            let sig = child.wait_with_output().unwrap();
+            assert!(sig.status.success());
+            let jwt = format!("{signing_input}.{}", b64url(&sig.stdout));
+            *issued2.lock().unwrap() += 1;
+            // OAuth2-style field name, to exercise `access_token`.
+            ok(serde_json::json!({ "access_token": jwt, "expires_in": 300 }).to_string().as_bytes())
+        });
+        TokenServer { fake, cert, issued, _dir: dir }
+    }
+
+    fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.fake.port)
+    }
+}
+
+#[test]
+fn token_auth_with_real_registry() {
+    let tokens = TokenServer::start("tokenuser", "tokenpass");
+    let reg = Registry::start_token(&tokens.realm(), &tokens.cert);
+    reg.push_tiny("secure/img:t", Some("tokenuser:tokenpass"));
+    let expected = reg.skopeo_digest("secure/img:t", Some("tokenuser:tokenpass"));
+    let reference = r(&format!("{}/secure/img:t", reg.host()));
+    let empty = tempfile::tempdir().unwrap();
+
+    let before = *tokens.issued.lock().unwrap();
+    let client = Client::new(test_config(empty.path())).unwrap();
+    client.set_credentials(
+        &reg.host(),
+        Some(Credentials { username: "tokenuser".into(), password: "tokenpass".into() }),
+    );
+    let res = client.resolve(&reference, &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), expected);
+    let layer: Digest = res.manifest.layers()[0].digest().to_string().parse().unwrap();
+    let cfg: Digest = res.manifest.config().digest().to_string().parse().unwrap();
+    client.fetch_blob_bytes(&reference, &cfg, 1 << 20).unwrap();
+    let mut body = Vec::new();
+    { client.open_blob(&reference, &layer, 0).unwrap().reader }.read_to_end(&mut body).unwrap();
+    assert_eq!(Digest::of_bytes(&body), layer);
+    // One token served every request of the pull (per-registry, per-scope cache).
+    assert_eq!(*tokens.issued.lock().unwrap() - before, 1);
+    // The token flow also verifies logins.
+    client
+        .check_login(&reg.host(), &Credentials { username: "tokenuser".into(), password: "tokenpass".into() })
+        .unwrap();
+
+    let wrong = Client::new(test_config(empty.path())).unwrap();
+    wrong.set_credentials(
+        &reg.host(),
+        Some(Credentials { username: "tokenuser".into(), password: "nope".into() }),
+    );
+    let err = wrong.resolve(&reference, &amd64()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{msg}");
+    assert!(msg.contains("incorrect username or password") && !msg.contains('\n'), "{msg}");
+    let err = wrong
+        .check_login(&reg.host(), &Credentials { username: "tokenuser".into(), password: "nope".into() });
+    assert!(matches!(err, Err(RegistryError::LoginFailed { .. })), "{err:?}");
+
+    let anon = Client::new(test_config(empty.path())).unwrap();
+    let err = anon.resolve(&reference, &amd64()).unwrap_err();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.starts_with(&format!("pull access denied for {}/secure/img: ", reg.host())), "{msg}");
+    assert!(msg.contains("insufficient") || msg.contains("authentication required"), "{msg}");
 }

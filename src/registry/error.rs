@@ -25,8 +25,8 @@ impl std::fmt::Display for Access {
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry (or its token server) refused the credentials, or there were none and it wants some.
-    #[error("{access} access denied for {name}: {detail} (wrong credentials? try `rimg login {registry}`)")]
-    Denied { access: Access, name: String, registry: String, detail: String },
+    #[error("{access} access denied for {name}: {detail} ({hint})")]
+    Denied { access: Access, name: String, detail: String, hint: String },
     /// `rimg login` could not authenticate with the given credentials.
     #[error("login to {registry} failed: {detail}")]
     LoginFailed { registry: String, detail: String },

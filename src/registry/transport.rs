@@ -227,9 +227,14 @@ impl Transport {
                 return Ok(resp);
             }
             let new_challenge = challenge_of(&resp);
-            let detail = error_message(resp).unwrap_or_else(|| "unauthorized".into());
+            let challenge_error = match &new_challenge {
+                Some(Challenge::Bearer { error: Some(e), .. }) => e.replace('_', " "),
+                _ => "authentication required".into(),
+            };
+            // HEAD responses carry no body: fall back to what the challenge says.
+            let detail = error_message(resp).unwrap_or(challenge_error);
             if status == StatusCode::FORBIDDEN {
-                return Err(self.denied(req, detail));
+                return Err(self.denied(ep, req, detail));
             }
             match new_challenge {
                 Some(Challenge::Bearer { realm, service, scope, error }) => {
@@ -245,33 +250,32 @@ impl Transport {
                         matches!(&challenge, Some(Challenge::Bearer { realm: r, .. }) if *r == realm);
                     if fresh && same_realm && !widened && error.as_deref() != Some("invalid_token") {
                         // A token just issued for exactly this was refused: the account lacks access.
-                        return Err(self.denied(req, detail));
+                        return Err(self.denied(ep, req, detail));
                     }
                     challenge = Some(Challenge::Bearer { realm, service, scope: None, error: None });
                     force_fresh = true;
                 }
                 Some(Challenge::Basic { realm }) => {
-                    if auth.is_some() {
-                        return Err(self.denied(req, detail));
-                    }
-                    if self.credentials(&ep.cred_key)?.is_none() {
-                        return Err(self.denied(req, format!("{detail}: authentication required")));
+                    if auth.is_some() || self.credentials(&ep.cred_key)?.is_none() {
+                        return Err(self.denied(ep, req, detail));
                     }
                     challenge = Some(Challenge::Basic { realm });
                 }
-                None => return Err(self.denied(req, detail)),
+                None => return Err(self.denied(ep, req, detail)),
             }
         }
-        Err(self.denied(req, "unauthorized".into()))
+        Err(self.denied(ep, req, "unauthorized".into()))
     }
 
-    fn denied(&self, req: &Req, detail: String) -> RegistryError {
-        RegistryError::Denied {
-            access: req.access,
-            name: req.name.clone(),
-            registry: req.registry.clone(),
-            detail,
-        }
+    /// Access refused: the hint depends on whether credentials were offered.
+    fn denied(&self, ep: &Endpoint, req: &Req, detail: String) -> RegistryError {
+        let had_creds = matches!(self.credentials(&ep.cred_key), Ok(Some(_)));
+        let hint = if had_creds {
+            format!("wrong credentials for {}, or no access to this repository?", ep.cred_key)
+        } else {
+            format!("repository does not exist, or needs `rimg login {}`?", req.registry)
+        };
+        RegistryError::Denied { access: req.access, name: req.name.clone(), detail, hint }
     }
 
     /// The `Authorization` header for a request under `challenge`, fetching a token if needed.
@@ -351,7 +355,7 @@ impl Transport {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = error_message(resp).unwrap_or_else(|| "unauthorized".into());
             return Err(match req {
-                Some(r) => self.denied(r, detail),
+                Some(r) => self.denied(ep, r, detail),
                 None => terr(detail),
             });
         }
