@@ -14,6 +14,7 @@ use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -143,6 +144,46 @@ fn parse_digest(s: &str) -> Result<Digest, PullError> {
     s.parse().map_err(|e: crate::digest::InvalidDigest| PullError::Invalid(e.to_string()))
 }
 
+/// Which layers of this pull are finished, so a layer with hard links into the layers below it can wait
+/// for them. Workers take layers in index order, so everything a layer waits for is already in progress
+/// on another worker (or failed, which wakes the waiters too): waiting cannot deadlock.
+struct LayerBoard {
+    done: Mutex<Vec<bool>>,
+    changed: std::sync::Condvar,
+    failed: AtomicBool,
+}
+
+impl LayerBoard {
+    fn mark_done(&self, i: usize) {
+        if let Ok(mut d) = self.done.lock() {
+            d[i] = true;
+        }
+        self.changed.notify_all();
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+    }
+
+    /// Block until layers `0..i` are done; false if the pull failed meanwhile.
+    fn wait_below(&self, i: usize) -> bool {
+        let Ok(mut d) = self.done.lock() else { return false };
+        loop {
+            if self.failed.load(Ordering::SeqCst) {
+                return false;
+            }
+            if d[..i].iter().all(|x| *x) {
+                return true;
+            }
+            d = match self.changed.wait(d) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+    }
+}
+
 /// Fetch every layer with `jobs` workers; the first error stops the others from starting new layers.
 fn fetch_layers(
     store: &Store,
@@ -153,22 +194,40 @@ fn fetch_layers(
     progress: &Progress,
 ) -> Result<(), PullError> {
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
+    let board = LayerBoard {
+        done: Mutex::new(vec![false; layers.len()]),
+        changed: std::sync::Condvar::new(),
+        failed: AtomicBool::new(false),
+    };
     let first_error: Mutex<Option<PullError>> = Mutex::new(None);
+    let diff_ids: Vec<Digest> = layers.iter().map(|(_, d)| d.clone()).collect();
     std::thread::scope(|s| {
         for _ in 0..jobs.min(layers.len().max(1)) {
             s.spawn(|| loop {
-                if failed.load(Ordering::SeqCst) {
+                if board.failed.load(Ordering::SeqCst) {
                     return;
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some((desc, diff_id)) = layers.get(i) else { return };
-                if let Err(e) = fetch_layer(store, client, reference, desc, diff_id, progress) {
-                    failed.store(true, Ordering::SeqCst);
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
+                let job = LayerJob {
+                    store,
+                    client,
+                    reference,
+                    desc,
+                    diff_id,
+                    index: i,
+                    below: &diff_ids[..i],
+                    board: &board,
+                };
+                match fetch_layer(&job, progress) {
+                    Ok(()) => board.mark_done(i),
+                    Err(e) => {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        board.fail();
+                        return;
                     }
-                    return;
                 }
             });
         }
@@ -183,17 +242,35 @@ fn fetch_layers(
 /// broke. The registry client retries requests itself; this covers failures in the middle of a body.
 const LAYER_ATTEMPTS: usize = 4;
 
-fn fetch_layer(
-    store: &Store,
-    client: &Client,
-    reference: &Reference,
-    desc: &Descriptor,
-    diff_id: &Digest,
-    progress: &Progress,
-) -> Result<(), PullError> {
+/// One layer of a pull and what it needs to know about the others.
+struct LayerJob<'a> {
+    store: &'a Store,
+    client: &'a Client,
+    reference: &'a Reference,
+    desc: &'a Descriptor,
+    diff_id: &'a Digest,
+    index: usize,
+    below: &'a [Digest],
+    board: &'a LayerBoard,
+}
+
+impl LayerJob<'_> {
+    /// The directories of the layers below, top first (what `layer::apply` searches for hard link targets).
+    fn lowers(&self) -> Vec<PathBuf> {
+        lower_dirs(self.store, self.below)
+    }
+}
+
+/// Layer directories for `below` (bottom first), top first.
+fn lower_dirs(store: &Store, below: &[Digest]) -> Vec<PathBuf> {
+    below.iter().rev().map(|d| store.layer_dir(d)).collect()
+}
+
+fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError> {
+    let (store, desc, diff_id) = (job.store, job.desc, job.diff_id);
     let digest = parse_digest(desc.digest().as_ref())?;
     let media_type = desc.media_type().to_string();
-    let compression = Some(media_type.as_str());
+    let media = Some(media_type.as_str());
     let mut task = progress.task(digest.short(), Some(desc.size()));
     if store.has_layer(diff_id) && store.has_blob(&digest) {
         task.finish("Already exists");
@@ -214,10 +291,7 @@ fn fetch_layer(
     if ingest.already_complete() {
         if let Some(staging) = staging {
             task.status("Extracting");
-            let file = File::open(store.blob_path(&digest)).map_err(|e| io_err(&digest, e))?;
-            let (_, actual_diff) = stream_layer(file, compression, Some(staging.path()), &digest)?;
-            check_diff_id(&digest, diff_id, &actual_diff)?;
-            staging.commit()?;
+            unpack_staged(store, &digest, diff_id, staging, job)?;
         }
         task.finish("Already exists");
         return Ok(());
@@ -232,7 +306,7 @@ fn fetch_layer(
             offset = 0;
         }
         task.status(if offset > 0 { "Resuming" } else { "Downloading" });
-        let stream = client.open_blob(reference, &digest, offset)?;
+        let stream = job.client.open_blob(job.reference, &digest, offset)?;
         if stream.started_at != offset {
             // The server ignored our Range: start over from byte 0.
             ingest.reset()?;
@@ -248,15 +322,33 @@ fn fetch_layer(
             broken: broken.clone(),
             task: &task,
         };
-        let compressed = HashingReader::new(local.chain(tee));
+        let mut compressed = HashingReader::new(local.chain(tee));
         if let Some(staging) = &staging {
             // A retry unpacks from scratch: a half-applied layer cannot be continued.
             if staging.path().symlink_metadata().is_ok() {
                 crate::store::layers::remove_tree(staging.path())?;
             }
         }
-        match stream_layer_from(compressed, compression, staging.as_ref().map(|s| s.path()), &digest) {
-            Ok((actual, size, actual_diff)) => {
+        let dest = staging.as_ref().map(|s| s.path());
+        let mut deferred = false;
+        let applied = match unpack_stream(&mut compressed, media, dest, &[], &digest) {
+            // Hard links into lower layers that are still being pulled: finish the download now, unpack
+            // from the stored blob once the layers below are in place.
+            Err(PullError::Layer { source: layer::LayerError::LinkTargetMissing { .. }, .. })
+                if job.index > 0 =>
+            {
+                deferred = true;
+                Ok(None)
+            }
+            other => other,
+        }
+        .and_then(|diff| {
+            io::copy(&mut compressed, &mut io::sink()).map_err(|e| io_err(&digest, e))?;
+            Ok(diff)
+        });
+        match applied {
+            Ok(actual_diff) => {
+                let (actual, size, _) = compressed.finish();
                 if size != desc.size() {
                     ingest.reset()?;
                     return Err(PullError::Verify {
@@ -273,8 +365,15 @@ fn fetch_layer(
                 })?;
                 if let Some(staging) = staging {
                     task.status("Extracting");
-                    check_diff_id(&digest, diff_id, &actual_diff)?;
-                    staging.commit()?;
+                    if deferred {
+                        if !job.board.wait_below(job.index) {
+                            return Err(PullError::Invalid("pull aborted".into()));
+                        }
+                        unpack_staged(store, &digest, diff_id, staging, job)?;
+                    } else {
+                        check_diff_id(&digest, diff_id, &actual_diff)?;
+                        staging.commit()?;
+                    }
                 }
                 task.finish("Pull complete");
                 return Ok(());
@@ -295,6 +394,27 @@ fn fetch_layer(
     }
 }
 
+/// Unpack a stored blob into `staging`, with the lower layers available for hard links.
+fn unpack_staged(
+    store: &Store,
+    digest: &Digest,
+    diff_id: &Digest,
+    staging: crate::store::layers::LayerStaging,
+    job: &LayerJob<'_>,
+) -> Result<(), PullError> {
+    if staging.path().symlink_metadata().is_ok() {
+        crate::store::layers::remove_tree(staging.path())?;
+    }
+    let lowers = job.lowers();
+    let file = File::open(store.blob_path(digest)).map_err(|e| io_err(digest, e))?;
+    let mut r = HashingReader::new(file);
+    let actual =
+        unpack_stream(&mut r, Some(job.desc.media_type().as_ref()), Some(staging.path()), &lowers, digest)?;
+    check_diff_id(digest, diff_id, &actual)?;
+    staging.commit()?;
+    Ok(())
+}
+
 fn check_diff_id(digest: &Digest, expected: &Digest, actual: &Option<Digest>) -> Result<(), PullError> {
     match actual {
         Some(a) if a != expected => Err(PullError::Verify {
@@ -309,38 +429,24 @@ fn io_err(digest: &Digest, e: io::Error) -> PullError {
     PullError::Verify { digest: digest.clone(), reason: e.to_string() }
 }
 
-fn stream_layer(
-    file: File,
+/// Decompress, hash and (when `dest` is given) unpack a layer stream. Returns the diff_id when unpacked.
+/// The caller drains and hashes whatever of the compressed stream is left (the gzip trailer, padding).
+fn unpack_stream<R: Read + Send>(
+    compressed: &mut HashingReader<R>,
     media_type: Option<&str>,
-    dest: Option<&std::path::Path>,
+    dest: Option<&Path>,
+    lowers: &[PathBuf],
     digest: &Digest,
-) -> Result<(Digest, Option<Digest>), PullError> {
-    let (d, _, diff) = stream_layer_from(HashingReader::new(Box::new(file)), media_type, dest, digest)?;
-    Ok((d, diff))
-}
-
-/// Consume a compressed layer stream once: hash it, and (when `dest` is given) decompress, hash and unpack
-/// it. Returns the blob digest, its size and the diff_id.
-fn stream_layer_from<R: Read + Send>(
-    mut compressed: HashingReader<R>,
-    media_type: Option<&str>,
-    dest: Option<&std::path::Path>,
-    digest: &Digest,
-) -> Result<(Digest, u64, Option<Digest>), PullError> {
-    let mut diff_id = None;
-    if let Some(dest) = dest {
-        let (_, decoded) =
-            layer::decompress_auto(media_type, &mut compressed).map_err(|e| io_err(digest, e))?;
-        let mut plain = HashingReader::new(decoded);
-        layer::apply(&mut plain, dest, &ApplyOptions::default())
-            .map_err(|source| PullError::Layer { digest: digest.clone(), source })?;
-        // The tar may end before the stream does (padding blocks, the gzip trailer): hash all of it.
-        io::copy(&mut plain, &mut io::sink()).map_err(|e| io_err(digest, e))?;
-        diff_id = Some(plain.finish().0);
-    }
-    io::copy(&mut compressed, &mut io::sink()).map_err(|e| io_err(digest, e))?;
-    let (d, n, _) = compressed.finish();
-    Ok((d, n, diff_id))
+) -> Result<Option<Digest>, PullError> {
+    let Some(dest) = dest else { return Ok(None) };
+    let (_, decoded) = layer::decompress_auto(media_type, compressed).map_err(|e| io_err(digest, e))?;
+    let mut plain = HashingReader::new(decoded);
+    let opts = ApplyOptions { lowers: lowers.to_vec(), ..ApplyOptions::default() };
+    layer::apply(&mut plain, dest, &opts)
+        .map_err(|source| PullError::Layer { digest: digest.clone(), source })?;
+    // The tar may end before the stream does (padding blocks): hash all of it.
+    io::copy(&mut plain, &mut io::sink()).map_err(|e| io_err(digest, e))?;
+    Ok(Some(plain.finish().0))
 }
 
 /// Passes network bytes through while appending them to the ingest file, so a broken download keeps what
@@ -374,14 +480,21 @@ fn now_rfc3339() -> String {
 }
 
 /// Unpack a layer whose blob is already in the store (after `load`, or when only the directory was
-/// removed), verifying its diff_id.
-pub fn unpack_blob(store: &Store, blob: &Digest, diff_id: &Digest) -> Result<(), PullError> {
+/// removed), verifying its diff_id. `below` are the diff_ids of the layers under it, bottom first (they
+/// must be unpacked already: hard links may point into them).
+pub fn unpack_blob(
+    store: &Store,
+    blob: &Digest,
+    diff_id: &Digest,
+    below: &[Digest],
+) -> Result<(), PullError> {
     let staging = store.stage_layer(diff_id)?;
     if staging.already_complete() {
         return Ok(());
     }
     let file = File::open(store.blob_path(blob)).map_err(|e| io_err(blob, e))?;
-    let (_, actual) = stream_layer(file, None, Some(staging.path()), blob)?;
+    let mut r = HashingReader::new(file);
+    let actual = unpack_stream(&mut r, None, Some(staging.path()), &lower_dirs(store, below), blob)?;
     check_diff_id(blob, diff_id, &actual)?;
     staging.commit()?;
     Ok(())

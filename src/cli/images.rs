@@ -512,8 +512,11 @@ pub fn save(a: SaveArgs, g: &Globals) -> anyhow::Result<i32> {
 
 pub fn load(a: LoadArgs, g: &Globals) -> anyhow::Result<i32> {
     let store = open_store(g)?;
-    let unpack = |s: &Store, blob: &crate::digest::Digest, diff: &crate::digest::Digest| {
-        crate::pull::unpack_blob(s, blob, diff).map_err(|e| e.to_string())
+    let unpack = |s: &Store,
+                  blob: &crate::digest::Digest,
+                  diff: &crate::digest::Digest,
+                  below: &[crate::digest::Digest]| {
+        crate::pull::unpack_blob(s, blob, diff, below).map_err(|e| e.to_string())
     };
     let loaded = match &a.input {
         Some(p) => {

@@ -152,12 +152,13 @@ pub struct Loaded {
     pub id: Digest,
 }
 
-/// Load every image of a docker-archive or OCI-layout tar. `unpack` materialises one layer blob (already in
-/// the store) into its layer directory and checks its diff_id; the pull module provides it.
+/// Load every image of a docker-archive or OCI-layout tar. `unpack(store, blob, diff_id, below)`
+/// materialises one layer blob (already in the store) into its layer directory and checks its diff_id;
+/// the pull module provides it.
 pub fn load(
     store: &Store,
     input: impl Read,
-    unpack: &dyn Fn(&Store, &Digest, &Digest) -> std::result::Result<(), String>,
+    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
 ) -> Result<Vec<Loaded>> {
     let _gc = store.lock_shared("gc")?;
     let dir = store.ingest_dir().join(format!("load-{}", std::process::id()));
@@ -195,7 +196,7 @@ fn load_oci_manifest(
     dir: &Path,
     desc: Desc,
     name: Option<String>,
-    unpack: &dyn Fn(&Store, &Digest, &Digest) -> std::result::Result<(), String>,
+    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
 ) -> Result<Loaded> {
     let media = desc.media_type.clone().unwrap_or_default();
     if media == MEDIA_OCI_INDEX || media == MEDIA_DOCKER_LIST {
@@ -230,11 +231,11 @@ fn load_oci_manifest(
     if diff_ids.len() != manifest.layers().len() {
         return Err(corrupt("config", &id, "diff_ids and layers differ in number"));
     }
-    for (l, diff) in manifest.layers().iter().zip(&diff_ids) {
+    for (i, (l, diff)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
         let d: Digest = l.digest().to_string().parse()?;
         import_blob(store, dir, &d)?;
         if !store.has_layer(diff) {
-            unpack(store, &d, diff).map_err(|e| corrupt("layer", &d, e))?;
+            unpack(store, &d, diff, &diff_ids[..i]).map_err(|e| corrupt("layer", &d, e))?;
         }
     }
     store.add_image(ImageEntry {
@@ -252,7 +253,7 @@ fn load_legacy(
     store: &Store,
     dir: &Path,
     item: LegacyItem,
-    unpack: &dyn Fn(&Store, &Digest, &Digest) -> std::result::Result<(), String>,
+    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
 ) -> Result<Vec<Loaded>> {
     let cfg_path = safe_join(dir, &item.config)?;
     let cfg_raw = fs::read(&cfg_path).ctx("read", &cfg_path)?;
@@ -266,7 +267,7 @@ fn load_legacy(
         return Err(corrupt("config", &id, "diff_ids and layers differ in number"));
     }
     let mut layers = Vec::new();
-    for (path, diff) in item.layers.iter().zip(&diff_ids) {
+    for (i, (path, diff)) in item.layers.iter().zip(&diff_ids).enumerate() {
         let p = safe_join(dir, path)?;
         let (d, size) = import_file(store, &p)?;
         let mut magic = [0u8; 4];
@@ -277,7 +278,7 @@ fn load_legacy(
             _ => "application/vnd.oci.image.layer.v1.tar",
         };
         if !store.has_layer(diff) {
-            unpack(store, &d, diff).map_err(|e| corrupt("layer", &d, e))?;
+            unpack(store, &d, diff, &diff_ids[..i]).map_err(|e| corrupt("layer", &d, e))?;
         }
         layers.push(serde_json::json!({"mediaType": media, "digest": d.to_string(), "size": size}));
     }
