@@ -1048,3 +1048,39 @@ fn token_auth_with_real_registry() {
     assert!(msg.starts_with(&format!("pull access denied for {}/secure/img: ", reg.host())), "{msg}");
     assert!(msg.contains("insufficient") || msg.contains("authentication required"), "{msg}");
 }
+
+#[test]
+fn unsatisfiable_range_at_end_or_beyond() {
+    let blob = b"0123456789".to_vec();
+    let digest = Digest::of_bytes(&blob);
+    let b2 = blob.clone();
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        let start = s.header("range").and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok());
+        match start {
+            Some(n) if n >= b2.len() => Reply::Full(416, vec![hdr("Content-Range", "bytes */10")], vec![]),
+            Some(n) => {
+                Reply::Full(206, vec![hdr("Content-Range", &format!("bytes {n}-9/10"))], b2[n..].to_vec())
+            }
+            None => ok(&b2),
+        }
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    // Already complete: nothing left to read.
+    let s = client.open_blob(&reference, &digest, 10).unwrap();
+    assert_eq!((s.started_at, s.total_len), (10, Some(10)));
+    let mut rest = Vec::new();
+    { s.reader }.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // A stale offset past the end: start over from 0.
+    let s = client.open_blob(&reference, &digest, 25).unwrap();
+    assert_eq!(s.started_at, 0);
+    let mut all = Vec::new();
+    { s.reader }.read_to_end(&mut all).unwrap();
+    assert_eq!(all, blob);
+    let s = client.open_blob(&reference, &digest, 4).unwrap();
+    assert_eq!((s.started_at, s.total_len), (4, Some(10)));
+}

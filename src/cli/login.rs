@@ -68,16 +68,25 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
         None => {
             let username = match a.username {
                 Some(u) => u,
-                None => prompt("Username: ", false)?,
+                None => match prompt("Username: ", false) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return Ok(1);
+                    }
+                },
             };
             let password = if a.password_stdin {
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line).context("reading password from stdin")?;
                 line.trim_end_matches(['\n', '\r']).to_string()
             } else {
-                match a.password {
-                    Some(p) => p,
-                    None => prompt("Password: ", true)?,
+                match a.password.map(Ok).unwrap_or_else(|| prompt("Password: ", true)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        return Ok(1);
+                    }
                 }
             };
             if username.is_empty() || password.is_empty() {

@@ -454,6 +454,24 @@ impl Client {
                 let _ = error_message(resp);
                 Err(RegistryError::BlobUnknown { name: r.name(), digest: d.clone() })
             }
+            StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+                // `bytes */TOTAL`: asking from the very end of a complete blob yields nothing more to read;
+                // any other unsatisfiable offset is the caller's stale partial file: start over from 0.
+                let total = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().strip_prefix("bytes */"))
+                    .and_then(|t| t.trim().parse::<u64>().ok());
+                drop(resp);
+                if total == Some(offset) {
+                    let mut get = self.req(r, Method::GET, format!("v2/{}/blobs/{d}", r.repository), Access::Pull);
+                    get.method = Method::HEAD;
+                    let head = self.t.send(ep, &get)?;
+                    return Ok((head, total, offset));
+                }
+                self.blob_response(ep, r, d, 0)
+            }
             _ => Err(self.t.status_error(resp, "GET", &ep.display, None)),
         }
     }

@@ -11,11 +11,13 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFT
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
 /// Most redirects followed for one request (blob storage uses one or two).
 const MAX_REDIRECTS: usize = 10;
+/// How long a mirror that failed its ping is skipped.
+const MIRROR_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Most bytes of an error response read to find the registry's error message.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 
@@ -69,6 +71,9 @@ pub(crate) struct Transport {
     http_insecure: Http,
     tokens: TokenCache,
     endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// Mirrors whose ping failed, and when: skipped for [`MIRROR_RETRY_AFTER`] instead of being re-pinged
+    /// (with backoff) before every blob.
+    dead_mirrors: Mutex<HashMap<String, (Instant, String)>>,
     creds: Mutex<HashMap<String, Option<Credentials>>>,
 }
 
@@ -90,6 +95,7 @@ impl Transport {
             cfg,
             tokens: TokenCache::default(),
             endpoints: Mutex::new(HashMap::new()),
+            dead_mirrors: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
         })
     }
@@ -174,12 +180,37 @@ impl Transport {
         if let Some(ep) = self.endpoints.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(ep.clone());
         }
+        if c.mirror {
+            let dead = self.dead_mirrors.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((when, reason)) = dead.get(&key).filter(|(when, _)| when.elapsed() < MIRROR_RETRY_AFTER) {
+                log::debug!("skipping mirror {key}, failed {:?} ago", when.elapsed());
+                return Err(RegistryError::Unreachable { registry: c.display.clone(), reason: reason.clone() });
+            }
+        }
+        let result = self.ping(c, &key);
+        if let (true, Err(e)) = (c.mirror, &result) {
+            let mut dead = self.dead_mirrors.lock().unwrap_or_else(|e| e.into_inner());
+            let reason = match e {
+                RegistryError::Unreachable { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            dead.insert(key, (Instant::now(), reason));
+        }
+        result
+    }
+
+    fn ping(&self, c: &Candidate, key: &str) -> Result<Endpoint, RegistryError> {
         let mut last_err = None;
         for (i, base) in c.urls.iter().enumerate() {
             let http = if c.insecure_tls { &self.http_insecure } else { &self.http };
             let Ok(url) = base.join("v2/") else { continue };
-            // Probing https on a plain-http registry fails fast; retry only the last scheme.
-            let retries = if i + 1 < c.urls.len() { 0 } else { self.cfg.max_retries };
+            // Probing https on a plain-http registry fails fast; retry only the last scheme. A mirror gets
+            // one retry at most: the origin is there to fall back to.
+            let retries = match (i + 1 < c.urls.len(), c.mirror) {
+                (true, _) => 0,
+                (false, true) => self.cfg.max_retries.min(1),
+                (false, false) => self.cfg.max_retries,
+            };
             match self.send_retrying(&c.display, || http.get(url.clone()), retries) {
                 Ok(resp) => {
                     let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
@@ -198,7 +229,7 @@ impl Transport {
                     };
                     log::debug!("registry endpoint {} ({:?})", ep.base, ep.challenge);
                     let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-                    map.insert(key, ep.clone());
+                    map.insert(key.to_string(), ep.clone());
                     return Ok(ep);
                 }
                 Err(e) => {
