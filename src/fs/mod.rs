@@ -247,6 +247,9 @@ pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Re
     fcfg.clone_fd = true;
     // fuser's own mount handling would later unmount "whatever is at the path" after the session ends
     // (racing a new mount there), so mount(2) is done here and fuser only gets the descriptor.
+    let notifier = Arc::new(std::sync::OnceLock::new());
+    let mut fs = fs;
+    fs.notifier = notifier.clone();
     let session = match fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg) {
         Ok(s) => s,
         Err(e) => {
@@ -254,6 +257,7 @@ pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Re
             return Err(merr(e));
         }
     };
+    let _ = notifier.set(session.notifier());
     Ok(Prepared { session, mountpoint: mountpoint.to_owned() })
 }
 

@@ -572,13 +572,16 @@ impl Filesystem for Overlay {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        // trusted.* names are visible only to privileged callers (the kernel filters them for the
+        // underlying filesystem by the caller's capabilities; here the caller's uid stands in)
+        let privileged = req.uid() == 0;
         let r = self.loc(ino.0).and_then(|((d, n), _)| sys::list_xattr(d.as_raw_fd(), &n));
         match r {
             Ok(list) => {
                 let mut out = Vec::with_capacity(list.len());
                 for a in list.split(|b| *b == 0).filter(|a| !a.is_empty()) {
-                    if !private_xattr(a) {
+                    if !private_xattr(a) && (privileged || !a.starts_with(b"trusted.")) {
                         out.extend_from_slice(a);
                         out.push(0);
                     }

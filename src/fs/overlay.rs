@@ -79,6 +79,8 @@ pub struct Overlay {
     tmp_seq: AtomicU64,
     /// The kernel accepted FUSE_PASSTHROUGH.
     pub passthrough: AtomicBool,
+    /// Channel for telling the kernel that cached attributes went stale (set once the session exists).
+    pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 /// Where a node's current copy is: a directory fd and a name in it (empty = the fd itself).
@@ -139,6 +141,7 @@ impl Overlay {
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
+            notifier: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -354,7 +357,17 @@ impl Overlay {
             }
             n.keys.push(key);
         }
+        drop(t);
+        // a directory copied up as a side effect now reports other attributes (st_nlink of a merged dir)
+        self.invalidate_attr(ino);
         Ok(())
+    }
+
+    /// Drop the kernel's cached attributes of `ino` (never its page cache).
+    pub fn invalidate_attr(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_inode(INodeNo(ino), -1, 0);
+        }
     }
 
     /// Bring the data of a metacopy upper file up, in place, and drop the metacopy mark.
@@ -624,15 +637,18 @@ impl Overlay {
                 (false, true) => return Err(libc::EISDIR),
                 _ => {}
             }
+        }
+        // as the kernel: type checks (VFS) first, then EXDEV, then emptiness of the target
+        let src_has_lower = src.dir.as_ref().is_some_and(|d| !d.lowers.is_empty());
+        if src_has_lower && !self.opts.redirect_dir {
+            return Err(libc::EXDEV);
+        }
+        if let Some(d) = &dst {
             if let Some(dd) = &d.dir {
                 if !self.merged_empty(dd, 0)? {
                     return Err(libc::ENOTEMPTY);
                 }
             }
-        }
-        let src_has_lower = src.dir.as_ref().is_some_and(|d| !d.lowers.is_empty());
-        if src_has_lower && !self.opts.redirect_dir {
-            return Err(libc::EXDEV);
         }
         // the source node must exist in the table for copy-up
         {

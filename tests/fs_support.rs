@@ -1,0 +1,342 @@
+//! Shared helpers for the FUSE overlay tests (included by `tests/fs_*.rs` via `#[path]`): real kernel
+//! overlayfs and rimg mounts with Drop guards, per-thread credentials for unprivileged callers, layer
+//! fixtures and tree snapshots.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rimg::fs::{MountOptions, OverlayConfig, OverlayMount};
+
+/// Unprivileged test user.
+pub const USER: (u32, u32) = (1000, 1000);
+
+/// A kernel overlayfs mount, unmounted on drop.
+pub struct KernelMount(pub PathBuf);
+
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Mount kernel overlayfs.
+pub fn kernel_mount(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    mnt: &Path,
+    extra: &str,
+) -> std::io::Result<KernelMount> {
+    let l: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let mut data = format!("lowerdir={}", l.join(":"));
+    if let Some((u, w)) = upper {
+        data.push_str(&format!(",upperdir={},workdir={}", u.display(), w.display()));
+    }
+    if !extra.is_empty() {
+        data.push(',');
+        data.push_str(extra);
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        mnt,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    Ok(KernelMount(mnt.to_owned()))
+}
+
+/// Options matching a kernel overlayfs mount with default options on this kernel.
+pub fn kernel_like_options() -> MountOptions {
+    MountOptions { redirect_dir: false, metacopy: false, threads: 2, ..MountOptions::default() }
+}
+
+/// Mount rimg's overlay in this process.
+pub fn rimg_mount(
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+    mnt: &Path,
+    opts: &MountOptions,
+) -> OverlayMount {
+    let cfg = OverlayConfig {
+        lowers: lowers.to_vec(),
+        upper: upper.map(|(u, _)| u.to_owned()),
+        work: upper.map(|(_, w)| w.to_owned()),
+    };
+    rimg::fs::mount(cfg, mnt, opts).expect("rimg mount")
+}
+
+/// A scratch directory with `l1 l2 u w m` (+ more on demand).
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = tempfile::Builder::new().prefix("rimg-fs-").tempdir_in("/tmp").expect("tempdir");
+        // unprivileged callers must be able to reach the mount points
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Scratch { dir }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p
+    }
+}
+
+/// Run `f` on a thread whose (and only whose) credentials are (uid, gid), as a container process would
+/// be. Raw syscalls: glibc's wrappers would change every thread of the process.
+pub fn as_user<T: Send>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: raw per-thread credential changes on this thread only.
+            unsafe {
+                assert_eq!(libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()), 0);
+                assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+                assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+            }
+            f()
+        })
+        .join()
+        .expect("user thread")
+    })
+}
+
+pub fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path")
+}
+
+pub fn write(p: &Path, data: &str) {
+    std::fs::write(p, data).expect("write");
+}
+
+pub fn mknod_whiteout(p: &Path) {
+    nix::sys::stat::mknod(p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+        .expect("whiteout");
+}
+
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let n = CString::new(name).expect("name");
+    // SAFETY: valid strings and buffer.
+    let r = unsafe { libc::lsetxattr(cpath(p).as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
+}
+
+pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let n = CString::new(name).expect("name");
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid strings and buffer.
+    let r = unsafe { libc::lgetxattr(cpath(p).as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return None;
+    }
+    buf.truncate(r as usize);
+    Some(buf)
+}
+
+pub fn list_xattrs(p: &Path) -> Vec<String> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid strings and buffer.
+    let r = unsafe { libc::llistxattr(cpath(p).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r <= 0 {
+        return Vec::new();
+    }
+    buf.truncate(r as usize);
+    let mut v: Vec<String> = buf
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn chown(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).expect("chown");
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// The two-layer fixture used by most tests: l2 (bottom) and l1 (top) in kernel overlay format.
+pub fn build_lowers(l1: &Path, l2: &Path) {
+    let mk = |p: &Path| std::fs::create_dir_all(p).expect("mkdir");
+    // bottom layer
+    mk(&l2.join("dir1/sub"));
+    write(&l2.join("dir1/f2"), "lower2 f2\n");
+    write(&l2.join("dir1/sub/f3"), "lower2 f3\n");
+    mk(&l2.join("dir2"));
+    write(&l2.join("dir2/g"), "g\n");
+    write(&l2.join("file1"), "l2 file1\n");
+    mk(&l2.join("userdir"));
+    write(&l2.join("userdir/uf"), "user file\n");
+    chown(&l2.join("userdir/uf"), USER.0, USER.1);
+    chown(&l2.join("userdir"), USER.0, USER.1);
+    mk(&l2.join("rootonly"));
+    write(&l2.join("rootonly/secret"), "secret\n");
+    chmod(&l2.join("rootonly"), 0o700);
+    mk(&l2.join("sticky"));
+    write(&l2.join("sticky/rootfile"), "r\n");
+    chmod(&l2.join("sticky"), 0o1777);
+    write(&l2.join("hidden_by_wh"), "should not show\n");
+    mk(&l2.join("opaque_dir"));
+    write(&l2.join("opaque_dir/old"), "old\n");
+    mk(&l2.join("sgid"));
+    chown(&l2.join("sgid"), 0, 2000);
+    chmod(&l2.join("sgid"), 0o2777);
+    write(&l2.join("ro_file"), "read only\n");
+    chmod(&l2.join("ro_file"), 0o444);
+    set_xattr(&l2.join("file1"), "user.origin", b"l2");
+    // top layer
+    write(&l1.join("file1"), "l1 file1\n");
+    set_xattr(&l1.join("file1"), "user.origin", b"l1");
+    set_xattr(&l1.join("file1"), "trusted.note", b"t");
+    mk(&l1.join("dir1"));
+    write(&l1.join("dir1/f4"), "lower1 f4\n");
+    mknod_whiteout(&l1.join("hidden_by_wh"));
+    mk(&l1.join("opaque_dir"));
+    write(&l1.join("opaque_dir/new"), "new\n");
+    set_xattr(&l1.join("opaque_dir"), "trusted.overlay.opaque", b"y");
+    std::os::unix::fs::symlink("file1", l1.join("sym")).expect("symlink");
+    nix::unistd::mkfifo(&l1.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).expect("fifo");
+    chmod(&l1.join("dir1"), 0o755);
+}
+
+/// One object of a tree snapshot.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct Obj {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// size for regular files, 0 otherwise
+    pub size: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+    pub content: Vec<u8>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+fn kind_char(ft: std::fs::FileType) -> char {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        'd'
+    } else if ft.is_symlink() {
+        'l'
+    } else if ft.is_fifo() {
+        'p'
+    } else if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else if ft.is_socket() {
+        's'
+    } else {
+        'f'
+    }
+}
+
+/// Snapshot a tree (metadata, contents, xattrs) for comparison; `ignore_xattr` filters xattrs that are
+/// expected to differ (kernel-private bookkeeping such as trusted.overlay.origin).
+pub fn snapshot(root: &Path, ignore_xattr: &dyn Fn(&str) -> bool, dir_nlink: bool) -> BTreeMap<String, Obj> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let p = root.join(&rel);
+        let Ok(md) = std::fs::symlink_metadata(&p) else { continue };
+        let kind = kind_char(md.file_type());
+        let content = match kind {
+            'f' => std::fs::read(&p).unwrap_or_else(|e| format!("<{e}>").into_bytes()),
+            'l' => std::fs::read_link(&p).map(|t| t.as_os_str().as_bytes().to_vec()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let xattrs = list_xattrs(&p)
+            .into_iter()
+            .filter(|n| !ignore_xattr(n))
+            .map(|n| {
+                let v = get_xattr(&p, &n).unwrap_or_default();
+                (n, v)
+            })
+            .collect();
+        out.insert(
+            rel.display().to_string(),
+            Obj {
+                kind,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                size: if kind == 'f' { md.size() } else { 0 },
+                // the kernel hardlinks its whiteouts to one shared inode; the link count means nothing
+                nlink: if (kind == 'd' && !dir_nlink) || (kind == 'c' && md.rdev() == 0) {
+                    0
+                } else {
+                    md.nlink()
+                },
+                rdev: md.rdev(),
+                content,
+                xattrs,
+            },
+        );
+        if kind == 'd' {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+                names.sort();
+                for n in names {
+                    stack.push(rel.join(n));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Xattrs the kernel writes for its own bookkeeping that rimg does not (documented deviation).
+pub fn kernel_private_xattr(n: &str) -> bool {
+    matches!(
+        n,
+        "trusted.overlay.origin"
+            | "trusted.overlay.impure"
+            | "trusted.overlay.nlink"
+            | "trusted.overlay.upper"
+            | "trusted.overlay.uuid"
+    )
+}
+
+/// Describe the first difference between two snapshots.
+pub fn diff(a: &BTreeMap<String, Obj>, b: &BTreeMap<String, Obj>) -> Option<String> {
+    for (k, v) in a {
+        match b.get(k) {
+            None => return Some(format!("{k}: only in first ({v:?})")),
+            Some(w) if w != v => return Some(format!("{k}: {v:?} != {w:?}")),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            return Some(format!("{k}: only in second ({:?})", b[k]));
+        }
+    }
+    None
+}
+
+/// File descriptors this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads of this process.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Mounts at or below `p` in this mount namespace.
+pub fn mounts_under(p: &Path) -> usize {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let needle = p.display().to_string();
+    s.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&needle))).count()
+}
