@@ -2,4 +2,5 @@
 //! on the FUSE rootfs and turning each step's upper directory into a layer is the builder's job.
 
 pub mod dockerfile;
+pub mod image;
 pub mod words;

@@ -120,3 +120,26 @@ impl Ingest {
         &self.digest
     }
 }
+
+impl Store {
+    /// A private temp file in the ingest area for a blob whose digest is known only once it is written
+    /// (a layer being built). Hand it to [`Store::commit_temp_blob`] when done.
+    pub fn temp_blob_path(&self) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        self.ingest_dir().join(format!("tmp-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Move a finished temp file under its digest (computed by the writer while writing). If the blob
+    /// exists already the temp file is simply dropped: same digest, same bytes.
+    pub fn commit_temp_blob(&self, tmp: &std::path::Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            fs::remove_file(tmp).ctx("remove", tmp)?;
+            return Ok(());
+        }
+        File::open(tmp).and_then(|f| f.sync_all()).ctx("sync", tmp)?;
+        fs::rename(tmp, &dest).ctx("commit", &dest)?;
+        super::sync_dir(dest.parent().unwrap_or(self.root()))
+    }
+}
