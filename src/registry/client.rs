@@ -465,7 +465,8 @@ impl Client {
                     .and_then(|t| t.trim().parse::<u64>().ok());
                 drop(resp);
                 if total == Some(offset) {
-                    let mut get = self.req(r, Method::GET, format!("v2/{}/blobs/{d}", r.repository), Access::Pull);
+                    let mut get =
+                        self.req(r, Method::GET, format!("v2/{}/blobs/{d}", r.repository), Access::Pull);
                     get.method = Method::HEAD;
                     let head = self.t.send(ep, &get)?;
                     return Ok((head, total, offset));
@@ -610,6 +611,33 @@ impl Read for ResumingReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_is_shareable_between_threads() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<Client>();
+        fn assert_send<T: Send>() {}
+        assert_send::<BlobStream>();
+    }
+
+    #[test]
+    fn docker_schema2_manifest_parses() {
+        let body = br#"{
+           "schemaVersion": 2,
+           "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1469,
+                      "digest": "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+           "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 2,
+                       "digest": "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]
+        }"#;
+        let (kind, mt) = manifest::classify(body, Some(manifest::DOCKER_MANIFEST)).unwrap();
+        assert_eq!((kind, mt.as_str()), (ManifestKind::Image, manifest::DOCKER_MANIFEST));
+        let m: oci_spec::image::ImageManifest = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            m.layers()[0].media_type().to_string(),
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
 
     #[test]
     fn content_range() {

@@ -144,7 +144,9 @@ impl Transport {
             urls,
             display: host.to_string(),
             cred_key: registry.to_string(),
-            insecure_tls: self.cfg.is_insecure(host),
+            // As docker: registries allowed over plain HTTP (loopback included) are also tried over https
+            // without certificate verification first.
+            insecure_tls: self.cfg.allows_http(host),
             mirror: false,
         });
         out
@@ -157,21 +159,28 @@ impl Transport {
         map.insert(registry.to_string(), creds);
     }
 
-    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    /// Credentials for `registry`: an override, else docker's config (looked up once, then cached).
+    fn credentials(&self, registry: &str) -> Option<Credentials> {
         if let Some(c) = self.creds.lock().unwrap_or_else(|e| e.into_inner()).get(registry) {
-            return Ok(c.clone());
+            return c.clone();
         }
         let dir = match &self.cfg.docker_config_dir {
             Some(d) => Some(d.clone()),
             None => default_dir().ok(),
         };
-        let found = match dir {
-            Some(d) => DockerConfig::load(&d)?.lookup(registry)?,
+        // Unreadable credentials (a broken config.json, a credential helper that is not installed) must not
+        // make public images unpullable: warn and go anonymous; a private image then fails with "denied".
+        let found = match dir.map(|d| DockerConfig::load(&d).and_then(|c| c.lookup(registry))) {
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                log::warn!("{e}; continuing without credentials for {registry}");
+                None
+            }
             None => None,
         };
         let mut map = self.creds.lock().unwrap_or_else(|e| e.into_inner());
         map.insert(registry.to_string(), found.clone());
-        Ok(found)
+        found
     }
 
     /// Ping `/v2/` to settle the scheme and learn the auth challenge; cached per candidate.
@@ -182,9 +191,14 @@ impl Transport {
         }
         if c.mirror {
             let dead = self.dead_mirrors.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((when, reason)) = dead.get(&key).filter(|(when, _)| when.elapsed() < MIRROR_RETRY_AFTER) {
+            if let Some((when, reason)) =
+                dead.get(&key).filter(|(when, _)| when.elapsed() < MIRROR_RETRY_AFTER)
+            {
                 log::debug!("skipping mirror {key}, failed {:?} ago", when.elapsed());
-                return Err(RegistryError::Unreachable { registry: c.display.clone(), reason: reason.clone() });
+                return Err(RegistryError::Unreachable {
+                    registry: c.display.clone(),
+                    reason: reason.clone(),
+                });
             }
         }
         let result = self.ping(c, &key);
@@ -287,7 +301,7 @@ impl Transport {
                     force_fresh = true;
                 }
                 Some(Challenge::Basic { realm }) => {
-                    if auth.is_some() || self.credentials(&ep.cred_key)?.is_none() {
+                    if auth.is_some() || self.credentials(&ep.cred_key).is_none() {
                         return Err(self.denied(ep, req, detail));
                     }
                     challenge = Some(Challenge::Basic { realm });
@@ -300,7 +314,7 @@ impl Transport {
 
     /// Access refused: the hint depends on whether credentials were offered.
     fn denied(&self, ep: &Endpoint, req: &Req, detail: String) -> RegistryError {
-        let had_creds = matches!(self.credentials(&ep.cred_key), Ok(Some(_)));
+        let had_creds = self.credentials(&ep.cred_key).is_some();
         let hint = if had_creds {
             format!("wrong credentials for {}, or no access to this repository?", ep.cred_key)
         } else {
@@ -321,7 +335,7 @@ impl Transport {
         match challenge {
             None => Ok((None, false)),
             Some(Challenge::Basic { .. }) => {
-                Ok((self.credentials(&ep.cred_key)?.map(|c| c.basic_header()), false))
+                Ok((self.credentials(&ep.cred_key).map(|c| c.basic_header()), false))
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let cache_key = format!("{}|{}|{}", ep.display, realm, service.as_deref().unwrap_or(""));
@@ -333,7 +347,7 @@ impl Transport {
                 } else {
                     self.tokens.forget(&cache_key, &scope_key);
                 }
-                let creds = self.credentials(&ep.cred_key)?;
+                let creds = self.credentials(&ep.cred_key);
                 let (token, lifetime) =
                     self.fetch_token(ep, realm, service.as_deref(), scopes, creds.as_ref(), Some(req))?;
                 self.tokens.put(&cache_key, &scope_key, token.clone(), lifetime);
