@@ -38,7 +38,17 @@ impl Overlay {
             let mode = if flags & libc::O_TRUNC != 0 { CopyMode::Empty } else { CopyMode::Full };
             self.copy_up(ino, mode)?;
         }
-        let ((dir, name), upper) = self.loc(ino)?;
+        let ((dir, name), upper) = {
+            let t = lock(&self.t);
+            match t.nodes.get(&ino) {
+                // a metacopy file's data is still in the lower layer (opens for write copied it up above)
+                Some(n) if n.metacopy && !write => {
+                    let l = n.lower.as_ref().ok_or(libc::EIO)?;
+                    ((l.dir.clone(), l.name.clone()), false)
+                }
+                _ => Self::loc_locked(&t, ino)?,
+            }
+        };
         let oflags = if upper && !self.opts.read_only { libc::O_RDWR } else { libc::O_RDONLY };
         let extra = flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
         let fd = match sys::open_at(dir.as_raw_fd(), &name, oflags | extra, 0) {

@@ -1,0 +1,396 @@
+//! One test per overlay semantics bullet, on real rimg mounts (and kernel overlayfs mounts where the
+//! point is that the kernel reads what rimg wrote).
+
+#[path = "fs_support.rs"]
+mod support;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rimg::fs::MountOptions;
+use support::*;
+
+struct Fixture {
+    s: Scratch,
+    lowers: Vec<PathBuf>,
+    u: PathBuf,
+    w: PathBuf,
+    m: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let s = Scratch::new();
+    let (l1, l2) = (s.path("l1"), s.path("l2"));
+    build_lowers(&l1, &l2);
+    let (u, w, m) = (s.path("u"), s.path("w"), s.path("m"));
+    Fixture { lowers: vec![l1, l2], u, w, m, s }
+}
+
+fn mount(f: &Fixture, opts: &MountOptions) -> rimg::fs::OverlayMount {
+    rimg_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, opts)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+#[test]
+fn lookup_whiteouts_opaque_and_merged_readdir() {
+    let f = fixture();
+    // AUFS-style and rootless markers in a third layer
+    let l3 = f.s.path("l3");
+    std::fs::create_dir_all(l3.join("dir2")).unwrap();
+    write(&l3.join("dir2/from_l3"), "x");
+    write(&l3.join("aufs_hidden"), "x");
+    let l4 = f.s.path("l4");
+    std::fs::create_dir_all(l4.join("udir")).unwrap();
+    write(&l4.join("udir/below"), "x");
+    std::fs::create_dir_all(l3.join("udir")).unwrap();
+    set_xattr(&l3.join("udir"), "user.overlay.opaque", b"y");
+    write(&l3.join("udir/above"), "x");
+    let l0 = f.s.path("l0");
+    write(&l0.join(".wh.aufs_hidden"), "");
+    let lowers = vec![l0, f.lowers[0].clone(), f.lowers[1].clone(), l3, l4];
+    let _m = rimg_mount(&lowers, Some((&f.u, &f.w)), &f.m, &MountOptions::default());
+    let m = &f.m;
+    assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n", "top layer wins");
+    assert!(!m.join("hidden_by_wh").exists(), "0/0 whiteout hides the lower file");
+    assert!(!m.join("aufs_hidden").exists(), ".wh. file hides the lower file");
+    assert_eq!(names(&m.join("opaque_dir")), vec!["new"], "opaque dir hides lower content");
+    assert_eq!(names(&m.join("udir")), vec!["above"], "user.overlay.opaque honoured");
+    assert_eq!(names(&m.join("dir1")), vec!["f2", "f4", "sub"], "merged without duplicates");
+    assert_eq!(names(&m.join("dir2")), vec!["from_l3", "g"]);
+    let root = names(m);
+    assert!(!root.iter().any(|n| n.starts_with(".wh.")), "no whiteout markers listed: {root:?}");
+    // . and .., and a listing that is stable across seeks
+    let c = cpath(&m.join("dir1"));
+    // SAFETY: opendir/readdir/telldir/seekdir on a valid directory stream.
+    unsafe {
+        let d = libc::opendir(c.as_ptr());
+        assert!(!d.is_null());
+        let mut first = Vec::new();
+        let mut positions = Vec::new();
+        loop {
+            let pos = libc::telldir(d);
+            let e = libc::readdir(d);
+            if e.is_null() {
+                break;
+            }
+            positions.push(pos);
+            first.push(std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned());
+        }
+        assert!(first.contains(&".".to_string()) && first.contains(&"..".to_string()));
+        libc::seekdir(d, positions[2]);
+        let e = libc::readdir(d);
+        assert_eq!(std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy(), first[2]);
+        libc::closedir(d);
+    }
+    // st_nlink: merged directories report 1 (as kernel overlayfs does), pure ones the real count
+    assert_eq!(std::fs::metadata(m.join("dir1")).unwrap().nlink(), 1);
+    assert_eq!(std::fs::metadata(m.join("dir1/sub")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn copy_up_keeps_owner_mode_times_xattrs() {
+    let f = fixture();
+    let l1 = &f.lowers[0];
+    chown(&l1.join("file1"), 1234, 4321);
+    chmod(&l1.join("file1"), 0o4751);
+    let t = nix::sys::time::TimeSpec::new(1_000_000, 5);
+    nix::sys::stat::utimensat(
+        None,
+        &l1.join("file1"),
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let opts = MountOptions { metacopy: false, ..MountOptions::default() };
+    let _m = mount(&f, &opts);
+    // setxattr forces a copy-up of the file and of its parents
+    set_xattr(&f.m.join("dir1/sub/f3"), "user.new", b"1");
+    let up = std::fs::symlink_metadata(f.u.join("dir1/sub")).unwrap();
+    assert!(up.is_dir(), "parents copied up first");
+    assert_eq!(get_xattr(&f.u.join("dir1/sub/f3"), "user.new").as_deref(), Some(&b"1"[..]));
+    // a read-write open copies up data and metadata
+    let mut fh = std::fs::OpenOptions::new().read(true).write(true).open(f.m.join("file1")).unwrap();
+    let mut s = String::new();
+    fh.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "l1 file1\n");
+    drop(fh);
+    let md = std::fs::symlink_metadata(f.u.join("file1")).unwrap();
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (1234, 4321, 0o4751));
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000, 5));
+    assert_eq!(get_xattr(&f.u.join("file1"), "user.origin").as_deref(), Some(&b"l1"[..]));
+    assert_eq!(get_xattr(&f.u.join("file1"), "trusted.note").as_deref(), Some(&b"t"[..]));
+    assert_eq!(std::fs::read_to_string(f.u.join("file1")).unwrap(), "l1 file1\n");
+    // O_APPEND and O_TRUNC
+    let mut a = std::fs::OpenOptions::new().append(true).open(f.m.join("dir2/g")).unwrap();
+    a.write_all(b"more\n").unwrap();
+    drop(a);
+    assert_eq!(std::fs::read_to_string(f.m.join("dir2/g")).unwrap(), "g\nmore\n");
+    std::fs::write(f.m.join("dir1/f2"), "new").unwrap();
+    assert_eq!(std::fs::read_to_string(f.m.join("dir1/f2")).unwrap(), "new");
+    assert_eq!(
+        std::fs::read_to_string(f.lowers[1].join("dir1/f2")).unwrap(),
+        "lower2 f2\n",
+        "lower untouched"
+    );
+    // fsync and fallocate
+    let fh = std::fs::OpenOptions::new().write(true).open(f.m.join("dir1/f2")).unwrap();
+    fh.sync_all().unwrap();
+    nix::fcntl::fallocate(
+        std::os::fd::AsRawFd::as_raw_fd(&fh),
+        nix::fcntl::FallocateFlags::empty(),
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(fh.metadata().unwrap().len(), 1 << 20);
+}
+
+#[test]
+fn unlink_rmdir_leave_whiteouts_and_mkdir_makes_opaque() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    let m = &f.m;
+    std::fs::remove_file(m.join("dir1/f2")).unwrap();
+    std::fs::remove_dir_all(m.join("dir2")).unwrap();
+    assert!(!m.join("dir2").exists());
+    let wh = std::fs::symlink_metadata(f.u.join("dir2")).unwrap();
+    assert_eq!((wh.mode() & libc::S_IFMT, wh.rdev()), (libc::S_IFCHR, 0), "dir2 whiteout");
+    let wh = std::fs::symlink_metadata(f.u.join("dir1/f2")).unwrap();
+    assert_eq!((wh.mode() & libc::S_IFMT, wh.rdev()), (libc::S_IFCHR, 0), "f2 whiteout");
+    std::fs::create_dir(m.join("dir2")).unwrap();
+    assert!(names(&m.join("dir2")).is_empty(), "new dir over a whiteout is empty");
+    assert_eq!(get_xattr(&f.u.join("dir2"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(errno_of(std::fs::remove_dir(m.join("dir1"))), libc::ENOTEMPTY);
+    // hardlinks, symlinks, fifos, sockets, device nodes, xattrs
+    std::fs::hard_link(m.join("file1"), m.join("hl")).unwrap();
+    assert_eq!(
+        std::fs::metadata(m.join("hl")).unwrap().ino(),
+        std::fs::metadata(m.join("file1")).unwrap().ino()
+    );
+    assert_eq!(std::fs::metadata(m.join("hl")).unwrap().nlink(), 2);
+    std::os::unix::fs::symlink("dir1/f4", m.join("sl")).unwrap();
+    assert_eq!(std::fs::read_to_string(m.join("sl")).unwrap(), "lower1 f4\n");
+    nix::unistd::mkfifo(&m.join("ff"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(m.join("sock")).unwrap();
+    nix::sys::stat::mknod(
+        &m.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        libc::makedev(1, 3),
+    )
+    .unwrap();
+    std::fs::write(m.join("null"), "discarded").unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(m.join("ff")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(m.join("sock")).unwrap().file_type().is_socket());
+    assert_eq!(std::fs::symlink_metadata(m.join("null")).unwrap().rdev(), libc::makedev(1, 3));
+    for x in ["user.a", "trusted.b", "security.c"] {
+        set_xattr(&m.join("dir1/f4"), x, b"v");
+        assert_eq!(get_xattr(&m.join("dir1/f4"), x).as_deref(), Some(&b"v"[..]), "{x}");
+    }
+    assert!(get_xattr(&m.join("opaque_dir"), "trusted.overlay.opaque").is_none(), "private xattrs hidden");
+}
+
+#[test]
+fn rename_of_lower_directory_uses_redirect_and_kernel_reads_it() {
+    let f = fixture();
+    {
+        let _m = mount(&f, &MountOptions::default());
+        std::fs::rename(f.m.join("dir1"), f.m.join("dir2/moved")).unwrap();
+        assert!(!f.m.join("dir1").exists());
+        assert_eq!(names(&f.m.join("dir2/moved")), vec!["f2", "f4", "sub"]);
+        assert_eq!(std::fs::read_to_string(f.m.join("dir2/moved/sub/f3")).unwrap(), "lower2 f3\n");
+        std::fs::rename(f.m.join("file1"), f.m.join("dir2/moved/file1")).unwrap();
+    }
+    assert_eq!(
+        get_xattr(&f.u.join("dir2/moved"), "trusted.overlay.redirect").as_deref(),
+        Some(&b"/dir1"[..])
+    );
+    // the kernel, with redirect_dir=on, sees the same tree in what rimg wrote
+    let km = f.s.path("km");
+    let _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &km, "redirect_dir=on").expect("kernel mount");
+    assert!(!km.join("dir1").exists());
+    assert_eq!(names(&km.join("dir2/moved")), vec!["f2", "f4", "file1", "sub"]);
+    assert_eq!(std::fs::read_to_string(km.join("dir2/moved/sub/f3")).unwrap(), "lower2 f3\n");
+}
+
+#[test]
+fn chmod_of_big_lower_file_is_metadata_only() {
+    let f = fixture();
+    let big = f.lowers[1].join("big");
+    let fh = std::fs::File::create(&big).unwrap();
+    fh.set_len(1 << 30).unwrap();
+    fh.write_all_at(b"tail", (1 << 30) - 4).unwrap();
+    drop(fh);
+    {
+        let _m = mount(&f, &MountOptions::default());
+        std::fs::set_permissions(f.m.join("big"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let up = std::fs::metadata(f.u.join("big")).unwrap();
+        assert_eq!(up.blocks(), 0, "no data copied");
+        assert_eq!(up.len(), 1 << 30);
+        assert!(get_xattr(&f.u.join("big"), "trusted.overlay.metacopy").is_some());
+        let mut b = [0u8; 4];
+        std::fs::File::open(f.m.join("big")).unwrap().read_exact_at(&mut b, (1 << 30) - 4).unwrap();
+        assert_eq!(&b, b"tail", "data still read from the lower layer");
+        assert_eq!(std::fs::metadata(f.m.join("big")).unwrap().mode() & 0o777, 0o600);
+    }
+    let km = f.s.path("km");
+    let _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &km, "metacopy=on,redirect_dir=on")
+        .expect("kernel mount");
+    let mut b = [0u8; 4];
+    std::fs::File::open(km.join("big")).unwrap().read_exact_at(&mut b, (1 << 30) - 4).unwrap();
+    assert_eq!(&b, b"tail", "kernel reads the metacopy file's data from the lower layer");
+    assert_eq!(std::fs::metadata(km.join("big")).unwrap().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn metacopy_file_gets_its_data_on_write() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    std::os::unix::fs::lchown(f.m.join("dir2/g"), Some(5), Some(5)).unwrap();
+    assert!(get_xattr(&f.u.join("dir2/g"), "trusted.overlay.metacopy").is_some());
+    let mut fh = std::fs::OpenOptions::new().read(true).write(true).open(f.m.join("dir2/g")).unwrap();
+    fh.seek(SeekFrom::End(0)).unwrap();
+    fh.write_all(b"h\n").unwrap();
+    drop(fh);
+    assert_eq!(std::fs::read_to_string(f.m.join("dir2/g")).unwrap(), "g\nh\n");
+    assert!(get_xattr(&f.u.join("dir2/g"), "trusted.overlay.metacopy").is_none());
+    assert_eq!(std::fs::read_to_string(f.u.join("dir2/g")).unwrap(), "g\nh\n");
+}
+
+#[test]
+fn permissions_are_enforced_for_unprivileged_callers() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    let m = f.m.clone();
+    as_user(USER.0, USER.1, || {
+        assert_eq!(errno_of(std::fs::read(m.join("rootonly/secret"))), libc::EACCES);
+        assert_eq!(errno_of(std::fs::read_dir(m.join("rootonly"))), libc::EACCES);
+        assert_eq!(errno_of(std::fs::write(m.join("newfile"), "x")), libc::EACCES);
+        assert_eq!(errno_of(std::fs::OpenOptions::new().write(true).open(m.join("ro_file"))), libc::EACCES);
+        assert_eq!(errno_of(std::fs::remove_file(m.join("file1"))), libc::EACCES);
+        assert_eq!(errno_of(std::fs::remove_file(m.join("sticky/rootfile"))), libc::EPERM);
+        assert_eq!(
+            errno_of(std::fs::set_permissions(
+                m.join("file1"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o777)
+            )),
+            libc::EPERM
+        );
+        std::fs::write(m.join("userdir/mine"), "x").unwrap();
+        std::fs::write(m.join("sticky/mine"), "x").unwrap();
+        std::fs::write(m.join("sgid/mine"), "x").unwrap();
+        std::fs::create_dir(m.join("sgid/minedir")).unwrap();
+        std::fs::write(m.join("userdir/uf"), "changed").unwrap();
+    });
+    let md = std::fs::metadata(m.join("userdir/mine")).unwrap();
+    assert_eq!((md.uid(), md.gid()), USER, "created as the caller");
+    let md = std::fs::metadata(m.join("sgid/mine")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (USER.0, 2000), "setgid directory passes on its group");
+    let md = std::fs::metadata(m.join("sgid/minedir")).unwrap();
+    assert_eq!(md.gid(), 2000);
+    assert!(md.mode() & libc::S_ISGID != 0, "and its setgid bit to subdirectories");
+    assert_eq!(std::fs::read_to_string(m.join("userdir/uf")).unwrap(), "changed");
+}
+
+#[test]
+fn files_over_4gib_and_shared_writable_mmap() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    let p = f.m.join("huge");
+    let fh = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&p).unwrap();
+    let off = 5u64 << 30;
+    fh.write_all_at(b"end", off).unwrap();
+    drop(fh);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), off + 3);
+    let mut b = [0u8; 3];
+    std::fs::File::open(&p).unwrap().read_exact_at(&mut b, off).unwrap();
+    assert_eq!(&b, b"end");
+    // shared writable mapping of a lower file (copied up on the read-write open)
+    let fh = std::fs::OpenOptions::new().read(true).write(true).open(f.m.join("dir1/f4")).unwrap();
+    let len = fh.metadata().unwrap().len() as usize;
+    // SAFETY: mapping a regular file we hold open; unmapped before the file is closed.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&fh),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        *(p as *mut u8) = b'L';
+        assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+        libc::munmap(p, len);
+    }
+    drop(fh);
+    assert_eq!(std::fs::read_to_string(f.m.join("dir1/f4")).unwrap(), "Lower1 f4\n");
+    assert_eq!(std::fs::read_to_string(f.u.join("dir1/f4")).unwrap(), "Lower1 f4\n");
+}
+
+#[test]
+fn inode_numbers_are_stable_for_the_life_of_the_mount() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    let m = &f.m;
+    let before: Vec<u64> = ["file1", "dir1", "dir1/sub/f3", "dir2/g"]
+        .iter()
+        .map(|p| std::fs::symlink_metadata(m.join(p)).unwrap().ino())
+        .collect();
+    // copy-ups of all of them
+    std::fs::write(m.join("file1"), "x").unwrap();
+    set_xattr(&m.join("dir1"), "user.x", b"1");
+    std::fs::OpenOptions::new().append(true).open(m.join("dir1/sub/f3")).unwrap().write_all(b"y").unwrap();
+    std::os::unix::fs::lchown(m.join("dir2/g"), Some(7), None).unwrap();
+    // make the kernel forget its inodes
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let after: Vec<u64> = ["file1", "dir1", "dir1/sub/f3", "dir2/g"]
+        .iter()
+        .map(|p| std::fs::symlink_metadata(m.join(p)).unwrap().ino())
+        .collect();
+    assert_eq!(before, after);
+    // and a rename keeps it too
+    std::fs::rename(m.join("file1"), m.join("dir1/renamed")).unwrap();
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    assert_eq!(std::fs::symlink_metadata(m.join("dir1/renamed")).unwrap().ino(), before[0]);
+}
+
+#[test]
+fn statfs_reports_the_upper_filesystem() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    let a = nix::sys::statvfs::statvfs(&f.m).unwrap();
+    let b = nix::sys::statvfs::statvfs(&f.u).unwrap();
+    assert_eq!((a.blocks(), a.block_size(), a.files()), (b.blocks(), b.block_size(), b.files()));
+}
+
+#[test]
+fn read_only_without_upper() {
+    let f = fixture();
+    let _m = rimg_mount(&f.lowers, None, &f.m, &MountOptions::default());
+    assert_eq!(std::fs::read_to_string(f.m.join("file1")).unwrap(), "l1 file1\n");
+    assert_eq!(errno_of(std::fs::write(f.m.join("x"), "x")), libc::EROFS);
+    assert_eq!(errno_of(std::fs::remove_file(f.m.join("file1"))), libc::EROFS);
+    let _ = CString::new("x");
+    let _ = std::fs::OpenOptions::new().custom_flags(0);
+}
