@@ -17,14 +17,17 @@ fn apply_throughput_vs_gzip_tar() {
         eprintln!("LAYER_BENCH_TGZ not set; skipping");
         return;
     };
-    let t = tempfile::tempdir_in(std::env::var("LAYER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let t =
+        tempfile::tempdir_in(std::env::var("LAYER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
     let mut floor = f64::MAX;
     let mut ours = f64::MAX;
     for round in 0..3 {
         let d = t.path().join(format!("tar{round}"));
         std::fs::create_dir(&d).unwrap();
         let s = Instant::now();
-        support::run(Command::new("sh").arg("-c").arg(format!("gzip -dc '{tgz}' | tar -x -C '{}'", d.display())));
+        support::run(
+            Command::new("sh").arg("-c").arg(format!("gzip -dc '{tgz}' | tar -x -C '{}'", d.display())),
+        );
         floor = floor.min(s.elapsed().as_secs_f64());
         std::fs::remove_dir_all(&d).unwrap();
 

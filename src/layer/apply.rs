@@ -18,10 +18,11 @@ use super::LayerError;
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use tar::EntryType;
 
 /// Knobs for [`apply`]. The limits bound what a hostile layer can make rimg do; the defaults are far
@@ -88,8 +89,98 @@ const COPY_BUF: usize = 256 * 1024;
 /// Apply the uncompressed layer tar `reader` into `dest` (created if missing) in kernel-overlayfs
 /// format, and read `reader` to its end (so a hashing reader underneath sees every byte).
 ///
+/// Reading (and with it decompression and any hashing the caller stacked under `reader`) runs on a
+/// second thread, pipelined with the file writes on this one, the way `gzip -dc | tar -x` uses two
+/// processes.
+///
 /// On error the directory is left partially written; the caller discards it.
-pub fn apply<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats, LayerError> {
+pub fn apply<R: Read + Send>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<ApplyStats, LayerError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+        let (back_tx, back_rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
+        let producer = scope.spawn(move || pump(reader, tx, back_rx));
+        let res = apply_buffered(ChanReader { rx, back: back_tx, cur: Vec::new(), pos: 0 }, dest, opts);
+        // On an early error the reader was dropped, so the pump stops at its next send.
+        let _ = producer.join();
+        res
+    })
+}
+
+const PIPE_CHUNK: usize = 512 * 1024;
+const PIPE_DEPTH: usize = 8;
+
+/// The reading side of [`apply`]: fill chunks from `reader` and send them on, reusing returned chunks.
+fn pump<R: Read>(mut reader: R, tx: mpsc::SyncSender<io::Result<Vec<u8>>>, back: mpsc::Receiver<Vec<u8>>) {
+    loop {
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(PIPE_CHUNK, 0);
+        let mut n = 0;
+        while n < buf.len() {
+            match reader.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        buf.truncate(n);
+        if tx.send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The consuming side: chunks from [`pump`] as one buffered stream.
+struct ChanReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    back: mpsc::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChanReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let old = std::mem::replace(&mut self.cur, next);
+                    let _ = self.back.try_send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(&[]), // the pump finished: end of stream
+            }
+        }
+        Ok(&self.cur[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
+/// [`apply`] on the current thread, from a buffered reader.
+fn apply_buffered<B: BufRead>(
+    mut reader: B,
+    dest: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, LayerError> {
     match std::fs::create_dir(dest) {
         Ok(()) => {
             std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))
@@ -99,7 +190,6 @@ pub fn apply<R: Read>(reader: R, dest: &Path, opts: &ApplyOptions) -> Result<App
         Err(e) => return Err(LayerError::io_path(dest, "create", e)),
     }
     let root = sys::open_dir(dest).map_err(|e| LayerError::io_path(dest, "open", e))?;
-    let mut reader = io::BufReader::with_capacity(COPY_BUF, reader);
     let mut ctx = Ctx {
         opts,
         stats: ApplyStats::default(),
@@ -847,13 +937,10 @@ impl Ctx<'_> {
         path: &[u8],
         target: &[u8],
     ) -> Result<(), LayerError> {
-        let not_found = |s: &Self| LayerError::Invalid {
+        let not_found = |s: &Self| LayerError::LinkTargetMissing {
             path: lossy(path),
-            reason: format!(
-                "hard link target {:?} is neither in this layer nor in the {} layer(s) below",
-                lossy(target),
-                s.opts.lowers.len()
-            ),
+            target: lossy(target),
+            lowers: s.opts.lowers.len(),
         };
         let found = lower::lookup(&self.opts.lowers, target)
             .map_err(|e| self.with_path(path, |s| s.err_io("look up in lower layers", e)))?;

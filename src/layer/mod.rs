@@ -45,6 +45,18 @@ pub enum LayerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A hard link points at a file that is neither in this layer nor in the given lower layers. When
+    /// `lowers` is 0 and the layer has parents, apply it again once they are applied (parallel pulls
+    /// apply layers without their lowers first).
+    #[error("layer entry {path:?}: hard link target {target:?} is neither in this layer nor in the {lowers} layer(s) below")]
+    LinkTargetMissing {
+        /// The link's (cleaned) name.
+        path: String,
+        /// The (cleaned) target name.
+        target: String,
+        /// How many lower layers were searched.
+        lowers: usize,
+    },
     /// The layer exceeds a configured limit ([`ApplyOptions`]).
     #[error("layer exceeds the limit on {what} ({limit})")]
     Limit {
