@@ -23,6 +23,7 @@ fn free_port() -> u16 {
 /// A `docker-registry serve` process on a free loopback port with its own storage; killed on drop.
 struct Registry {
     child: Child,
+    ip: String,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -53,10 +54,15 @@ impl Registry {
 
     /// Start with the `auth:` section `auth_yaml(dir)` returns (empty for none).
     fn start_with(auth_yaml: impl FnOnce(&Path) -> String) -> Registry {
+        Registry::start_at("127.0.0.1", "", auth_yaml)
+    }
+
+    /// Start listening on `ip`, with `http_extra` (e.g. a `tls:` block, indented) in the `http:` section.
+    fn start_at(ip: &str, http_extra: &str, auth_yaml: impl FnOnce(&Path) -> String) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rimg-test\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n  secret: rimg-test\n{http_extra}",
             dir.path().join("data").display()
         );
         cfg.push_str(&auth_yaml(dir.path()));
@@ -70,9 +76,9 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry (run setup.sh)");
-        let reg = Registry { child, port, dir };
+        let reg = Registry { child, ip: ip.to_string(), port, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((ip, port)).is_err() {
             assert!(Instant::now() < deadline, "registry did not start: {}", reg.log());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -80,7 +86,7 @@ impl Registry {
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     fn log(&self) -> String {
@@ -1109,4 +1115,63 @@ fn probe_blob_throughput() {
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!("{total} bytes in {secs:.2}s = {:.0} MiB/s", total as f64 / secs / 1048576.0);
+}
+
+/// A non-loopback IPv4 address of this machine, to test what loopback gets for free.
+fn non_loopback_ip() -> Option<String> {
+    let out = Command::new("hostname").arg("-I").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .map(String::from)
+}
+
+#[test]
+fn insecure_registries_plain_http_and_self_signed_tls() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("no non-loopback IPv4 address: skipping");
+        return;
+    };
+    let creds = tempfile::tempdir().unwrap();
+    let client_for = |insecure: Vec<String>| {
+        let mut cfg = test_config(creds.path());
+        cfg.max_retries = 0;
+        cfg.insecure = insecure;
+        Client::new(cfg).unwrap()
+    };
+
+    // Plain HTTP on a non-loopback address: refused unless listed as insecure (docker's rule).
+    let plain = Registry::start_at(&ip, "", |_| String::new());
+    plain.push_tiny("test/img:t", None);
+    let reference = r(&format!("{}/test/img:t", plain.host()));
+    let err = client_for(vec![]).resolve(&reference, &amd64()).unwrap_err();
+    eprintln!("plain http, not insecure: {err}");
+    assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    let res = client_for(vec![plain.host()]).resolve(&reference, &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), plain.skopeo_digest("test/img:t", None));
+    // Listing the network also works, as dockerd's CIDR entries.
+    client_for(vec![format!("{ip}/32")]).resolve(&reference, &amd64()).unwrap();
+
+    // Self-signed TLS: certificate refused unless insecure, then https is used without verification.
+    let tls_dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (tls_dir.path().join("cert.pem"), tls_dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=rimg-test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tls = format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+    let secure = Registry::start_at(&ip, &tls, |_| String::new());
+    secure.push_tiny("test/img:t", None);
+    let reference = r(&format!("{}/test/img:t", secure.host()));
+    let err = client_for(vec![]).resolve(&reference, &amd64()).unwrap_err();
+    eprintln!("self-signed, not insecure: {err}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    let res = client_for(vec![secure.host()]).resolve(&reference, &amd64()).unwrap();
+    assert_eq!(res.digest.to_string(), secure.skopeo_digest("test/img:t", None));
 }

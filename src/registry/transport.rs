@@ -252,10 +252,27 @@ impl Transport {
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| RegistryError::Unreachable {
+        let err = last_err.unwrap_or_else(|| RegistryError::Unreachable {
             registry: c.display.clone(),
             reason: "no usable URL".into(),
-        }))
+        });
+        // TLS failures on an https-only registry usually mean plain HTTP or a private CA: say what to do.
+        match err {
+            RegistryError::Unreachable { registry, reason } if !c.mirror && c.urls.len() == 1 => {
+                let lower = reason.to_lowercase();
+                let reason = if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+                    format!("TLS handshake failed ({reason}): if it serves plain HTTP, use --insecure-registry {registry}")
+                } else if lower.contains("certificate") {
+                    format!(
+                        "{reason}: if it uses a self-signed certificate, use --insecure-registry {registry}"
+                    )
+                } else {
+                    reason
+                };
+                Err(RegistryError::Unreachable { registry, reason })
+            }
+            other => Err(other),
+        }
     }
 
     /// Send `req` to `ep` with authentication, retries and redirects. Returns the final response whatever
