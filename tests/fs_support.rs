@@ -334,6 +334,21 @@ pub fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
+/// Threads of this process that serve FUSE requests (fuser names them "fuser-N").
+pub fn fuse_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    std::fs::read_to_string(e.path().join("comm"))
+                        .map(|c| c.starts_with("fuser"))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Mounts at or below `p` in this mount namespace.
 pub fn mounts_under(p: &Path) -> usize {
     let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
