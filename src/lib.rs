@@ -17,6 +17,7 @@ pub mod fs;
 pub mod layer;
 pub mod progress;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod runtime;

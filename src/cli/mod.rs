@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod build;
 mod containers;
 mod images;
 mod login;
@@ -64,6 +65,10 @@ enum Command {
     Save(images::SaveArgs),
     /// Load images from a docker-archive or OCI-layout tar.
     Load(images::LoadArgs),
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// Push an image to a registry.
+    Push(build::PushArgs),
     /// Store credentials for a registry in ~/.docker/config.json.
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -127,6 +132,8 @@ pub fn main() -> i32 {
         Command::Image(a) => images::image(a, g),
         Command::Save(a) => images::save(a, g),
         Command::Load(a) => images::load(a, g),
+        Command::Build(a) => build::build(a, g),
+        Command::Push(a) => build::push(a, g),
         Command::Login(a) => login::login(a, g),
         Command::Logout(a) => login::logout(a, g),
         Command::Mount(a) => mount::mount(a, g),
