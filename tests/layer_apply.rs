@@ -127,3 +127,43 @@ fn reader_is_drained_past_the_end_of_archive() {
     apply(&mut r, &t.path().join("l"), &ApplyOptions::default()).unwrap();
     assert_eq!(r.count(), data.len() as u64);
 }
+
+#[test]
+fn alpine_minirootfs_matches_umoci() {
+    let tgz = PathBuf::from("/work/shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz");
+    if !tgz.exists() {
+        eprintln!("{} missing; skipping", tgz.display());
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (c, r) = rimg::layer::decompress_auto(None, File::open(&tgz).unwrap()).unwrap();
+    assert_eq!(c, rimg::layer::Compression::Gzip);
+    let l1 = t.path().join("L1");
+    let stats = apply(r, &l1, &ApplyOptions::default()).unwrap();
+    assert!(stats.files > 50 && stats.symlinks > 50, "{stats:?}");
+
+    let plain = t.path().join("alpine.tar");
+    let mut out = File::create(&plain).unwrap();
+    let mut dec = rimg::layer::decompress(rimg::layer::Compression::Gzip, File::open(&tgz).unwrap()).unwrap();
+    std::io::copy(&mut dec, &mut out).unwrap();
+
+    // The same layer through zstd gives the same directory.
+    let zst = zstd::encode_all(File::open(&plain).unwrap(), 3).unwrap();
+    let (c, r) =
+        rimg::layer::decompress_auto(Some("application/vnd.oci.image.layer.v1.tar+zstd"), &zst[..]).unwrap();
+    assert_eq!(c, rimg::layer::Compression::Zstd);
+    let lz = t.path().join("Lz");
+    apply(r, &lz, &ApplyOptions::default()).unwrap();
+    let strict = CompareOptions { root: true, ..Default::default() };
+    let d = diff_trees(&snapshot(&l1).unwrap(), &snapshot(&lz).unwrap(), &strict);
+    assert!(d.is_empty(), "gzip vs zstd:\n{}", d.join("\n"));
+
+    let mnt = t.path().join("mnt");
+    // A read-only overlay needs two lowers: put an empty one below.
+    let empty = t.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let _m = Mount::overlay_ro(&[l1.clone(), empty], &mnt);
+    let rootfs = umoci_rootfs(&[plain], t.path());
+    let d = diff_trees(&snapshot(&mnt).unwrap(), &snapshot(&rootfs).unwrap(), &CompareOptions::default());
+    assert!(d.is_empty(), "overlay (first) vs umoci (second):\n{}", d.join("\n"));
+}

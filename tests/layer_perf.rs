@@ -21,7 +21,8 @@ fn apply_throughput_vs_gzip_tar() {
         tempfile::tempdir_in(std::env::var("LAYER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
     let mut floor = f64::MAX;
     let mut ours = f64::MAX;
-    for round in 0..3 {
+    let rounds: usize = std::env::var("LAYER_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    for round in 0..rounds {
         let d = t.path().join(format!("tar{round}"));
         std::fs::create_dir(&d).unwrap();
         let s = Instant::now();
