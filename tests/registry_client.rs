@@ -426,6 +426,7 @@ struct Seen {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Seen {
@@ -507,7 +508,16 @@ fn serve_one(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: 
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let req = Seen { method, path, headers };
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let req = Seen { method, path, headers, body };
     let n = {
         let mut s = seen.lock().unwrap();
         s.push(req.clone());
@@ -939,23 +949,40 @@ impl TokenServer {
         let key2 = key.clone();
         let fake = Fake::start(move |s, _| {
             let url = url::Url::parse(&format!("http://x{}", s.path)).unwrap();
-            let scopes: Vec<String> =
-                url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).collect();
-            use base64::Engine as _;
-            let expected = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-            );
-            let authed = match s.header("authorization") {
-                None => false,
-                Some(h) if h == expected => true,
-                Some(_) => {
-                    return Reply::Full(
-                        401,
-                        vec![],
-                        br#"{"details":"incorrect username or password"}"#.to_vec(),
-                    )
+            let (scopes, authed) = if s.method == "POST" {
+                // OAuth2 refresh-token grant (identity tokens).
+                let form: Vec<(String, String)> = url::form_urlencoded::parse(&s.body)
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let get =
+                    |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                if get("grant_type") != "refresh_token" || get("refresh_token") != format!("refresh-{user}") {
+                    return Reply::Full(401, vec![], br#"{"details":"invalid refresh token"}"#.to_vec());
                 }
+                (
+                    get("scope").split(' ').filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>(),
+                    true,
+                )
+            } else {
+                let scopes: Vec<String> =
+                    url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.into_owned()).collect();
+                use base64::Engine as _;
+                let expected = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+                );
+                let authed = match s.header("authorization") {
+                    None => false,
+                    Some(h) if h == expected => true,
+                    Some(_) => {
+                        return Reply::Full(
+                            401,
+                            vec![],
+                            br#"{"details":"incorrect username or password"}"#.to_vec(),
+                        )
+                    }
+                };
+                (scopes, authed)
             };
             let access: Vec<serde_json::Value> = if authed {
                 scopes
@@ -1052,6 +1079,20 @@ fn token_auth_with_real_registry() {
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.starts_with(&format!("pull access denied for {}/secure/img: ", reg.host())), "{msg}");
+
+    // An identity token in docker's config.json is exchanged by OAuth2 refresh-token grant.
+    let with_identity = tempfile::tempdir().unwrap();
+    let write_identity = |tok: &str| {
+        let cfg = serde_json::json!({ "auths": { reg.host(): { "auth": "", "identitytoken": tok } } });
+        std::fs::write(with_identity.path().join("config.json"), cfg.to_string()).unwrap();
+    };
+    write_identity("refresh-tokenuser");
+    let client = Client::new(test_config(with_identity.path())).unwrap();
+    assert_eq!(client.resolve(&reference, &amd64()).unwrap().digest.to_string(), expected);
+    write_identity("refresh-stale");
+    let client = Client::new(test_config(with_identity.path())).unwrap();
+    let err = client.resolve(&reference, &amd64()).unwrap_err();
+    assert!(err.to_string().contains("invalid refresh token"), "{err}");
     assert!(msg.contains("insufficient") || msg.contains("authentication required"), "{msg}");
 }
 

@@ -129,7 +129,12 @@ impl Parser<'_> {
     }
 }
 
-/// Username and password (or identity token) for one registry.
+/// The username docker's credential helpers and config use to mark the secret as an identity token (an
+/// OAuth2 refresh token) rather than a password.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// Username and password for one registry; with username [`IDENTITY_TOKEN_USER`] the password is an
+/// identity token, exchanged at the token server by OAuth2 `refresh_token` grant.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// Account name.

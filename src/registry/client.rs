@@ -309,7 +309,7 @@ impl Client {
         let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(String::from);
         let header_digest = docker_content_digest(&resp);
         let body = read_capped(resp, MAX_MANIFEST_SIZE).map_err(|e| {
-            if e.to_string().contains("larger than") {
+            if e.kind() == std::io::ErrorKind::FileTooLarge {
                 RegistryError::TooLarge { what: format!("manifest {shown}"), limit: MAX_MANIFEST_SIZE }
             } else {
                 RegistryError::Transfer {

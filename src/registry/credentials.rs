@@ -116,6 +116,12 @@ impl DockerConfig {
         entry: &serde_json::Value,
     ) -> Result<Option<Credentials>, CredentialsError> {
         let bad = || CredentialsError::BadAuth { path: self.path.clone(), server: server.to_string() };
+        if let Some(tok) = entry.get("identitytoken").and_then(|t| t.as_str()).filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                username: super::auth::IDENTITY_TOKEN_USER.to_string(),
+                password: tok.to_string(),
+            }));
+        }
         if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
             let raw = base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|_| bad())?;
             let raw = String::from_utf8(raw).map_err(|_| bad())?;

@@ -2,12 +2,14 @@
 //! Bearer/Basic dance, retries with backoff (5xx, dropped connections, 429 `Retry-After`), and redirects
 //! followed by hand so credentials never leave the registry's origin.
 
-use super::auth::{pick_challenge, Challenge, Credentials, TokenCache, TokenResponse};
+use super::auth::{pick_challenge, Challenge, Credentials, TokenCache, TokenResponse, IDENTITY_TOKEN_USER};
 use super::config::RegistryConfig;
 use super::credentials::{default_dir, DockerConfig};
 use super::error::{transport_reason, Access, RegistryError};
 use reqwest::blocking::{Client as Http, Response};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -388,31 +390,57 @@ impl Transport {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(terr("realm is not an http(s) URL".into()));
         }
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
-                q.append_pair("service", s);
-            }
-            for s in scopes {
-                q.append_pair("scope", s);
-            }
-            if let Some(c) = creds {
-                q.append_pair("account", &c.username);
-            }
-        }
-        let http = if ep.insecure_tls { &self.http_insecure } else { &self.http };
+        // The realm is another host: verify its certificate unless it is itself allowed insecure.
         let realm_host = host_port(&url);
-        let resp = self.send_retrying(
-            &realm_host,
-            || {
-                let b = http.get(url.clone());
-                match creds {
-                    Some(c) => b.header(AUTHORIZATION, c.basic_header()),
-                    None => b,
+        let http = if self.cfg.allows_http(&realm_host) { &self.http_insecure } else { &self.http };
+        let identity_token = creds.filter(|c| c.username == IDENTITY_TOKEN_USER);
+        let resp = if let Some(c) = identity_token {
+            // An identity token (from `docker login` to Docker Hub, ACR, …) is an OAuth2 refresh token.
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("grant_type", "refresh_token")
+                .append_pair("refresh_token", &c.password)
+                .append_pair("client_id", "rimg");
+            if let Some(s) = service {
+                form.append_pair("service", s);
+            }
+            if !scopes.is_empty() {
+                form.append_pair("scope", &scopes.join(" "));
+            }
+            let form = form.finish();
+            self.send_retrying(
+                &realm_host,
+                || {
+                    http.post(url.clone())
+                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(form.clone())
+                },
+                self.cfg.max_retries,
+            )?
+        } else {
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = service {
+                    q.append_pair("service", s);
                 }
-            },
-            self.cfg.max_retries,
-        )?;
+                for s in scopes {
+                    q.append_pair("scope", s);
+                }
+                if let Some(c) = creds {
+                    q.append_pair("account", &c.username);
+                }
+            }
+            self.send_retrying(
+                &realm_host,
+                || {
+                    let b = http.get(url.clone());
+                    match creds {
+                        Some(c) => b.header(AUTHORIZATION, c.basic_header()),
+                        None => b,
+                    }
+                },
+                self.cfg.max_retries,
+            )?
+        };
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = error_message(resp).unwrap_or_else(|| "unauthorized".into());
@@ -599,12 +627,18 @@ pub(crate) fn challenge_of(resp: &Response) -> Option<Challenge> {
 pub(crate) fn read_capped(resp: Response, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     if resp.content_length().is_some_and(|l| l > max) {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        ));
     }
     let mut out = Vec::new();
     resp.take(max + 1).read_to_end(&mut out)?;
     if out.len() as u64 > max {
-        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {max} bytes"),
+        ));
     }
     Ok(out)
 }
