@@ -136,7 +136,16 @@ pub fn run(a: Args, _g: &Globals) -> anyhow::Result<i32> {
         let prepared = fs::prepare(p.cfg, &p.mountpoint, &opts)?;
         return serve_until_done(prepared, None);
     }
-    // daemon: the child mounts and reports success or the error through a pipe
+    daemon_mount(p.cfg, &p.mountpoint, &opts)
+}
+
+/// Mount in a daemon child and return once the mount is ready (or with the child's error).
+pub(crate) fn daemon_mount(
+    cfg: OverlayConfig,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<i32> {
+    // the child mounts and reports success or the error through a pipe
     let (r, w) = nix::unistd::pipe().context("pipe")?;
     // SAFETY: no threads exist yet in this process; the child continues with ordinary Rust code.
     match unsafe { nix::unistd::fork() }.context("fork")? {
@@ -158,7 +167,7 @@ pub fn run(a: Args, _g: &Globals) -> anyhow::Result<i32> {
             drop(r);
             let _ = nix::unistd::setsid();
             let mut w = std::fs::File::from(w);
-            let prepared = match fs::prepare(p.cfg, &p.mountpoint, &opts) {
+            let prepared = match fs::prepare(cfg, mountpoint, opts) {
                 Ok(x) => x,
                 Err(e) => {
                     let _ = w.write_all(format!("{e}").as_bytes());
