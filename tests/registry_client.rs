@@ -443,6 +443,8 @@ enum Reply {
     Truncated(u16, Vec<(String, String)>, Vec<u8>, usize),
     /// Send headers and `n` bytes, then hold the connection without sending more.
     Stall(u16, Vec<(String, String)>, Vec<u8>, usize),
+    /// Close the connection without answering.
+    Hangup,
 }
 
 type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
@@ -535,6 +537,7 @@ fn serve_one(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: 
     };
     let is_head = req.method == "HEAD";
     match reply {
+        Reply::Hangup => {}
         Reply::Full(status, hdrs, body) => {
             let _ = conn.write_all(head(status, &hdrs, body.len()).as_bytes());
             if !is_head {
@@ -1215,4 +1218,34 @@ fn insecure_registries_plain_http_and_self_signed_tls() {
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
     let res = client_for(vec![secure.host()]).resolve(&reference, &amd64()).unwrap();
     assert_eq!(res.digest.to_string(), secure.skopeo_digest("test/img:t", None));
+}
+
+#[test]
+fn retries_dropped_connections_and_5xx() {
+    let blob = b"eventually".to_vec();
+    let digest = Digest::of_bytes(&blob);
+    let b2 = blob.clone();
+    let fake = Fake::start(move |s, n| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        match n {
+            1 => Reply::Hangup,
+            2 => Reply::Full(503, vec![], b"busy".to_vec()),
+            _ => ok(&b2),
+        }
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 3);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    assert_eq!(client.fetch_blob_bytes(&reference, &digest, 1024).unwrap(), blob);
+    assert_eq!(fake.seen().len(), 4);
+
+    // Retries are bounded: a registry that always fails yields its status.
+    let fake =
+        Fake::start(|s, _| if s.path == "/v2/" { ok(b"{}") } else { Reply::Full(502, vec![], vec![]) });
+    let (client, _c) = fake_client(Duration::from_secs(5), 2);
+    let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    let err = client.fetch_blob_bytes(&reference, &digest, 1024).unwrap_err();
+    assert!(matches!(err, RegistryError::Status { status: 502, .. }), "{err}");
+    assert_eq!(fake.seen().len(), 1 + 3);
 }

@@ -180,6 +180,13 @@ impl Platform {
         Platform { os, architecture: arch, variant }
     }
 
+    /// Whether an image built for `image` runs on this platform (same OS and architecture, and a variant this
+    /// CPU can execute). Lets a caller check a single-platform image's config against `--platform`, as
+    /// docker does.
+    pub fn accepts(&self, image: &Platform) -> bool {
+        self.score(image).is_some()
+    }
+
     /// How well an index entry's platform serves this (requested) platform: `None` if it cannot run here,
     /// higher is better (exact variant > older compatible variant > no variant stated).
     fn score(&self, entry: &Platform) -> Option<u32> {
@@ -347,6 +354,9 @@ mod tests {
         for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
+        let arm7: Platform = "linux/arm/v7".parse().unwrap();
+        assert!(arm7.accepts(&Platform::new("linux", "arm", Some("v6"))));
+        assert!(!arm7.accepts(&Platform::new("linux", "arm64", None)));
         if cfg!(target_arch = "x86_64") {
             assert_eq!(Platform::host().to_string(), "linux/amd64");
         }
