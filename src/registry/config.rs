@@ -1,7 +1,8 @@
 //! How registries are reached: Docker Hub mirrors, registries allowed over plain HTTP, timeouts and retry
 //! limits. Sources are merged like dockerd's `daemon.json` plus flags: command-line flags first, then the
 //! environment (`RIMG_REGISTRY_MIRRORS`, `RIMG_INSECURE_REGISTRIES`, comma lists), then the config file
-//! (`$RIMG_CONFIG` or `/etc/rimg/config.json`: `{"registry-mirrors": [...], "insecure-registries": [...]}`).
+//! (`$RIMG_CONFIG` or `/etc/rimg/config.json`: `{"registry-mirrors": [...], "insecure-registries": [...],
+//! "max-download-attempts": N}`, the same keys as dockerd's `daemon.json`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,9 @@ struct FileConfig {
     registry_mirrors: Vec<String>,
     #[serde(rename = "insecure-registries", default)]
     insecure_registries: Vec<String>,
+    /// dockerd's name for how many times a download is attempted.
+    #[serde(rename = "max-download-attempts", default)]
+    max_download_attempts: Option<u32>,
 }
 
 impl RegistryConfig {
@@ -87,6 +91,9 @@ impl RegistryConfig {
             None => FileConfig::default(),
         };
         let mut cfg = RegistryConfig::default();
+        if let Some(n) = from_file.max_download_attempts {
+            cfg.max_retries = n.saturating_sub(1);
+        }
         let all_mirrors = mirrors
             .iter()
             .cloned()
@@ -229,7 +236,7 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(
             &path,
-            r#"{"registry-mirrors":["https://mirror.example/"],"insecure-registries":["10.0.0.0/8"],"other":1}"#,
+            r#"{"registry-mirrors":["https://mirror.example/"],"insecure-registries":["10.0.0.0/8"],"max-download-attempts":2,"other":1}"#,
         )
         .unwrap();
         let cfg =
@@ -239,6 +246,7 @@ mod tests {
         assert!(mirrors.contains(&"https://mirror.example/".to_string()));
         assert!(cfg.insecure.contains(&"reg:1".to_string()));
         assert!(cfg.insecure.contains(&"10.0.0.0/8".to_string()));
+        assert_eq!(cfg.max_retries, 1);
         assert!(RegistryConfig::load(Some(&dir.path().join("missing")), &[], &[]).is_err());
         assert!(RegistryConfig::load(None, &["mirror.example".into()], &[]).is_err());
         assert!(RegistryConfig::load(None, &[], &["bad net/x".into()]).is_err());
