@@ -653,9 +653,21 @@ impl Builder<'_> {
         } else {
             format!("{}/{dest}", cwd.trim_end_matches('/'))
         };
-        let dest_is_dir =
-            dest.ends_with('/') || srcs.len() > 1 || srcs.iter().any(|s| s.contains(['*', '?']));
-        let dest_rel = PathBuf::from(abs_dest.trim_start_matches('/'));
+        let dest_rel = normalize_rel(&abs_dest);
+        // docker's rule: the destination is a directory when written as one (`dir/`, `.`), when several
+        // sources go there, or when it already is a directory in the image.
+        let store = self.store;
+        let lowers_now = self.stage().image.layer_dirs(store);
+        let exists_as_dir = crate::layer::lower::lookup(&lowers_now, dest_rel.as_os_str().as_encoded_bytes())
+            .ok()
+            .flatten()
+            .is_some_and(|(_, m)| m.is_dir());
+        let dest_is_dir = dest.ends_with('/')
+            || dest.ends_with("/.")
+            || dest == "."
+            || srcs.len() > 1
+            || srcs.iter().any(|s| s.contains(['*', '?']))
+            || exists_as_dir;
 
         // Where the sources come from: the context, or the rootfs of a stage/image (mounted read-only).
         let mut from_view = None;
@@ -706,7 +718,7 @@ impl Builder<'_> {
             &created_by,
             &content,
             &heredoc_text,
-            &format!("{owner_ids:?}{mode:?}"),
+            &format!("{owner_ids:?}{mode:?}{dest_is_dir}"),
             &from_id,
         ]);
         if let Some(hit) = self.cache_get(&key) {
@@ -859,6 +871,21 @@ pub fn enter_private_mount_namespace() -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / private: {e}"))
+}
+
+/// `/a/./b/../c` → `a/c`: the destination as a path relative to the image root.
+fn normalize_rel(abs: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(abs).components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn env_list(cfg: &serde_json::Map<String, Value>) -> Vec<String> {

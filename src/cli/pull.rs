@@ -29,7 +29,8 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         Some(p) => p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Platform::host(),
     };
-    pull_with(g, &a.image, a.quiet, platform, a.jobs)?;
+    let outcome = pull_with(g, &a.image, a.quiet, platform, a.jobs)?;
+    println!("{}", outcome.0);
     Ok(0)
 }
 
@@ -55,7 +56,7 @@ fn pull_with(
     quiet: bool,
     platform: Platform,
     jobs: usize,
-) -> anyhow::Result<PullOutcome> {
+) -> anyhow::Result<(Reference, PullOutcome)> {
     let reference = Reference::parse(image)?;
     let store = open_store(g)?;
     let client = client(g)?;
@@ -74,6 +75,5 @@ fn pull_with(
         if outcome.updated { "Downloaded newer image" } else { "Image is up to date" },
         reference.familiar()
     ));
-    println!("{reference}");
-    Ok(outcome)
+    Ok((reference, outcome))
 }
