@@ -94,7 +94,12 @@ impl Client {
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) if c.mirror => {
-                    log::warn!("mirror {} failed, falling back: {e}", c.display);
+                    // An unreachable mirror is worth a warning; "not on the mirror" is routine.
+                    if e.is_transient() {
+                        log::warn!("mirror {} failed, falling back: {e}", c.display);
+                    } else {
+                        log::info!("mirror {} failed, falling back: {e}", c.display);
+                    }
                     errors.push(e);
                 }
                 Err(e) => {

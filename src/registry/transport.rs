@@ -541,8 +541,17 @@ impl Transport {
             let wait = match &result {
                 Err(e) if e.is_builder() => None,
                 Err(e) => {
-                    log::debug!("request to {display} failed: {}", transport_reason(e));
-                    Some(self.backoff(attempt))
+                    let reason = transport_reason(e);
+                    log::debug!("request to {display} failed: {reason}");
+                    // A name that does not resolve will not resolve in a second either; a refused connection
+                    // gets one more chance (a registry restarting); resets and timeouts get all retries.
+                    let dns = reason.contains("lookup address") || reason.contains("dns error");
+                    let refused = reason == "connection refused";
+                    match (dns, refused) {
+                        (true, _) => None,
+                        (_, true) if attempt >= 1 => None,
+                        _ => Some(self.backoff(attempt)),
+                    }
                 }
                 Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let hinted = r
