@@ -380,6 +380,39 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Normalizing is idempotent: the printed form parses back to the same reference, and so does the
+        /// familiar form.
+        #[test]
+        fn display_round_trips(
+            host in proptest::option::of("[a-z][a-z0-9]{0,8}(\\.[a-z]{2,5})(:[0-9]{1,5})?"),
+            path in "[a-z0-9]{1,6}([._-][a-z0-9]{1,4})?(/[a-z0-9]{1,6}){0,2}",
+            tag in proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+        ) {
+            let mut s = String::new();
+            if let Some(h) = &host {
+                s.push_str(h);
+                s.push('/');
+            }
+            s.push_str(&path);
+            if let Some(t) = &tag {
+                s.push(':');
+                s.push_str(t);
+            }
+            let r = Reference::parse(&s).unwrap();
+            proptest::prop_assert_eq!(&Reference::parse(&r.to_string()).unwrap(), &r);
+            proptest::prop_assert_eq!(&Reference::parse(&r.familiar()).unwrap(), &r);
+        }
+
+        /// Arbitrary input never panics, and what parses prints without newlines.
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            if let Ok(r) = Reference::parse(&s) {
+                proptest::prop_assert!(!r.to_string().contains('\n'));
+            }
+        }
+    }
+
     #[test]
     fn uppercase_registry_host_is_a_registry() {
         // docker treats an uppercase first component as a host, since repositories cannot be uppercase.
