@@ -75,7 +75,16 @@ impl Client {
         req.scopes.push(format!("repository:{from_repository}:pull"));
         req.headers = headers(&[(CONTENT_LENGTH, "0")]);
         req.body = Some(Vec::new());
-        let resp = self.t.send(&ep, &req)?;
+        let resp = match self.t.send(&ep, &req) {
+            Ok(resp) => resp,
+            // No pull access to the source repository: just upload instead (as docker does). A missing push
+            // right surfaces from the upload itself.
+            Err(RegistryError::Denied { detail, .. }) => {
+                log::debug!("mount of {d} from {from_repository} refused: {detail}");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
