@@ -993,6 +993,10 @@ impl TokenServer {
                     .filter_map(|sc| {
                         let mut parts = sc.splitn(3, ':');
                         let (typ, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                        // The user may use everything except the `forbidden/` namespace.
+                        if name.starts_with("forbidden/") {
+                            return None;
+                        }
                         Some(serde_json::json!({ "type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>() }))
                     })
                     .collect()
@@ -1082,6 +1086,18 @@ fn token_auth_with_real_registry() {
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.starts_with(&format!("pull access denied for {}/secure/img: ", reg.host())), "{msg}");
+
+    // Push with a token scoped `pull,push`; a mount from a repository the token server will not grant falls
+    // back to uploading.
+    let pushed = r(&format!("{}/secure/pushed:1", reg.host()));
+    let (manifest, blobs) = push_image(&client, &pushed);
+    assert_eq!(
+        reg.skopeo_digest("secure/pushed:1", Some("tokenuser:tokenpass")),
+        Digest::of_bytes(&manifest).to_string()
+    );
+    let other = r(&format!("{}/secure/other:1", reg.host()));
+    assert!(!client.mount_blob(&other, &blobs[1].0, "forbidden/x").unwrap());
+    assert!(client.mount_blob(&other, &blobs[1].0, "secure/pushed").unwrap());
 
     // An identity token in docker's config.json is exchanged by OAuth2 refresh-token grant.
     let with_identity = tempfile::tempdir().unwrap();

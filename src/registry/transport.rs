@@ -303,10 +303,11 @@ impl Transport {
             match new_challenge {
                 Some(Challenge::Bearer { realm, service, scope, error }) => {
                     let mut widened = false;
-                    if let Some(s) = scope {
-                        // The registry names the scope it wants (e.g. insufficient_scope): ask for it too.
-                        if !scopes.contains(&s) {
-                            scopes.push(s);
+                    // The registry names the scopes it wants (space-separated, e.g. on insufficient_scope): ask
+                    // for those too.
+                    for s in scope.iter().flat_map(|s| s.split_whitespace()) {
+                        if !scopes.iter().any(|have| have == s) {
+                            scopes.push(s.to_string());
                             widened = true;
                         }
                     }
