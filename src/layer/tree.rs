@@ -58,6 +58,8 @@ pub struct EntryInfo {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// Modification time (seconds, nanoseconds).
     pub mtime: (i64, u32),
+    /// Device of the file system the entry was seen on (with `ino`: hard-link groups).
+    pub dev: u64,
     /// Inode number, as seen through the mount that was walked (for hard-link groups).
     pub ino: u64,
     /// Link count as reported (may count links hidden by whiteouts in an overlay).
@@ -149,6 +151,7 @@ fn entry_info(p: &Path, buf: &mut [u8]) -> io::Result<EntryInfo> {
         rdev,
         xattrs,
         mtime: (md.mtime(), md.mtime_nsec() as u32),
+        dev: md.dev(),
         ino: md.ino(),
         nlink: md.nlink(),
     })
@@ -238,10 +241,10 @@ fn show(p: &Path) -> String {
 
 /// For each non-directory that shares its inode with another visible path: the other paths.
 fn link_groups(s: &Snapshot, ignored: &dyn Fn(&Path) -> bool) -> BTreeMap<PathBuf, Vec<PathBuf>> {
-    let mut by_ino: BTreeMap<u64, Vec<&PathBuf>> = BTreeMap::new();
+    let mut by_ino: BTreeMap<(u64, u64), Vec<&PathBuf>> = BTreeMap::new();
     for (p, e) in s {
         if e.kind != Kind::Dir && e.nlink > 1 && !ignored(p) {
-            by_ino.entry(e.ino).or_default().push(p);
+            by_ino.entry((e.dev, e.ino)).or_default().push(p);
         }
     }
     let mut out = BTreeMap::new();
