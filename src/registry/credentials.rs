@@ -5,6 +5,7 @@
 
 use super::auth::Credentials;
 use base64::Engine as _;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +37,9 @@ pub enum CredentialsError {
 pub struct DockerConfig {
     path: PathBuf,
     json: serde_json::Map<String, serde_json::Value>,
+    /// `PATH` for finding credential helpers; `None` inherits the process's (tests point it elsewhere
+    /// without mutating the process environment).
+    helper_path: Option<std::ffi::OsString>,
 }
 
 /// Directory docker reads its config from: `$DOCKER_CONFIG`, else `$HOME/.docker`.
@@ -82,7 +86,7 @@ impl DockerConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
             Err(source) => return Err(CredentialsError::Io { path, source }),
         };
-        Ok(DockerConfig { path, json })
+        Ok(DockerConfig { path, json, helper_path: None })
     }
 
     /// Path of the file this config was loaded from.
@@ -94,7 +98,7 @@ impl DockerConfig {
     pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>, CredentialsError> {
         let key = server_key(registry);
         if let Some(helper) = self.helper_for(&key) {
-            return helper_get(&helper, &key);
+            return helper_get(&helper, &key, self.helper_path.as_deref());
         }
         let Some(auths) = self.json.get("auths").and_then(|a| a.as_object()) else { return Ok(None) };
         let host = normalize_server(registry);
@@ -149,7 +153,7 @@ impl DockerConfig {
     pub fn store(&mut self, registry: &str, creds: &Credentials) -> Result<(), CredentialsError> {
         let key = server_key(registry);
         let entry = if let Some(helper) = self.helper_for(&key) {
-            helper_store(&helper, &key, creds)?;
+            helper_store(&helper, &key, creds, self.helper_path.as_deref())?;
             // docker records the server with an empty entry so `docker info` lists it.
             serde_json::json!({})
         } else {
@@ -165,7 +169,7 @@ impl DockerConfig {
         let key = server_key(registry);
         let mut removed = false;
         if let Some(helper) = self.helper_for(&key) {
-            removed |= helper_erase(&helper, &key)?;
+            removed |= helper_erase(&helper, &key, self.helper_path.as_deref())?;
         }
         let host = normalize_server(registry);
         let auths = self.auths_mut();
@@ -226,6 +230,7 @@ fn run_helper(
     action: &str,
     server: &str,
     input: &[u8],
+    path: Option<&OsStr>,
 ) -> Result<(bool, String), CredentialsError> {
     let err = |reason: String| CredentialsError::Helper {
         helper: helper.to_string(),
@@ -233,7 +238,11 @@ fn run_helper(
         server: server.to_string(),
         reason,
     };
-    let mut child = Command::new(format!("docker-credential-{helper}"))
+    let mut cmd = Command::new(format!("docker-credential-{helper}"));
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let mut child = cmd
         .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -254,8 +263,12 @@ fn is_not_found(msg: &str) -> bool {
     msg.to_ascii_lowercase().contains("credentials not found")
 }
 
-fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, CredentialsError> {
-    let (ok, out) = run_helper(helper, "get", server, server.as_bytes())?;
+fn helper_get(
+    helper: &str,
+    server: &str,
+    path: Option<&OsStr>,
+) -> Result<Option<Credentials>, CredentialsError> {
+    let (ok, out) = run_helper(helper, "get", server, server.as_bytes(), path)?;
     if !ok {
         if is_not_found(&out) {
             return Ok(None);
@@ -286,10 +299,15 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, Credent
     Ok(Some(Credentials { username: a.username, password: a.secret }))
 }
 
-fn helper_store(helper: &str, server: &str, creds: &Credentials) -> Result<(), CredentialsError> {
+fn helper_store(
+    helper: &str,
+    server: &str,
+    creds: &Credentials,
+    path: Option<&OsStr>,
+) -> Result<(), CredentialsError> {
     let input =
         serde_json::json!({ "ServerURL": server, "Username": creds.username, "Secret": creds.password });
-    let (ok, out) = run_helper(helper, "store", server, input.to_string().as_bytes())?;
+    let (ok, out) = run_helper(helper, "store", server, input.to_string().as_bytes(), path)?;
     if ok {
         Ok(())
     } else {
@@ -302,8 +320,8 @@ fn helper_store(helper: &str, server: &str, creds: &Credentials) -> Result<(), C
     }
 }
 
-fn helper_erase(helper: &str, server: &str) -> Result<bool, CredentialsError> {
-    let (ok, out) = run_helper(helper, "erase", server, server.as_bytes())?;
+fn helper_erase(helper: &str, server: &str, path: Option<&OsStr>) -> Result<bool, CredentialsError> {
+    let (ok, out) = run_helper(helper, "erase", server, server.as_bytes(), path)?;
     if ok {
         Ok(true)
     } else if is_not_found(&out) {
@@ -400,23 +418,28 @@ mod tests {
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.path().join("config.json"), r#"{"credHelpers":{"reg.example":"rimgtest"}}"#)
             .unwrap();
-        // Run the helper by absolute path lookup: prepend our bin dir to PATH for the child only.
-        let old_path = std::env::var("PATH").unwrap_or_default();
-        let cfg = DockerConfig::load(dir.path()).unwrap();
-        let got = with_path(&bin, &old_path, || cfg.lookup("reg.example"));
-        assert_eq!(got.unwrap(), Some(creds("hu", "hs")));
+        // Helpers are found through PATH: point it at our bin dir for the helper only.
+        let search = format!("{}:/usr/bin:/bin", bin.display());
+        let load = || {
+            let mut c = DockerConfig::load(dir.path()).unwrap();
+            c.helper_path = Some(search.clone().into());
+            c
+        };
+        let cfg = load();
+        assert_eq!(cfg.lookup("reg.example").unwrap(), Some(creds("hu", "hs")));
         assert_eq!(cfg.lookup("other.example").unwrap(), None, "no helper for other hosts");
-        let mut cfg = DockerConfig::load(dir.path()).unwrap();
-        with_path(&bin, &old_path, || cfg.store("reg.example", &creds("n", "s"))).unwrap();
+        let mut cfg = load();
+        cfg.store("reg.example", &creds("n", "s")).unwrap();
         let stored = std::fs::read_to_string(dir.path().join("stored")).unwrap();
         assert!(stored.contains("\"Secret\":\"s\""), "{stored}");
         let raw = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
         assert!(!raw.contains("\"s\""), "secret must not be in the file: {raw}");
-    }
-
-    fn with_path<T>(bin: &Path, old: &str, f: impl FnOnce() -> T) -> T {
-        // Tests in this module are the only ones that spawn helpers; PATH changes are additive.
-        std::env::set_var("PATH", format!("{}:{old}", bin.display()));
-        f()
+        // The default store serves every registry without a per-registry helper.
+        std::fs::write(dir.path().join("config.json"), r#"{"credsStore":"rimgtest"}"#).unwrap();
+        assert_eq!(load().lookup("reg.example").unwrap(), Some(creds("hu", "hs")));
+        assert_eq!(load().lookup("other.example").unwrap(), None);
+        // A helper that is not installed is an error the caller can report (the client goes anonymous).
+        std::fs::write(dir.path().join("config.json"), r#"{"credsStore":"absent"}"#).unwrap();
+        assert!(load().lookup("reg.example").is_err());
     }
 }
