@@ -14,6 +14,7 @@ use super::dockerfile::{Command, Dockerfile, Heredoc, Instruction, Step};
 use super::image::{
     layer_from_tar, layer_from_upper, now_rfc3339, source_date_epoch, ImageError, LayerRef, NewImage,
 };
+use super::rootfs::MergedView;
 use super::words::expand;
 use crate::runtime::{self, Attach, ContainerSpec, Containers, NetworkMode, ProcessSpec};
 use crate::store::{ImageRecord, Store};
@@ -791,69 +792,6 @@ impl Drop for RemoveContainer<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.containers.remove_files(&self.id) {
             log::warn!("could not remove build container {}: {e}", self.id);
-        }
-    }
-}
-
-/// A read-only view of a stack of layers (kernel overlayfs, or a bind mount for one layer), for reading
-/// files out of a stage: `COPY --from`, `--chown` names. Mounted in rimg build's private mount namespace
-/// (see [`enter_private_mount_namespace`]) so it can never outlive the build.
-struct MergedView {
-    path: PathBuf,
-    _dir: tempdir::Dir,
-    mounted: bool,
-}
-
-mod tempdir {
-    /// A directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
-}
-
-impl MergedView {
-    fn mount(dirs: &[PathBuf], store: &Store) -> Result<MergedView, String> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = store.root().join(format!(
-            "ingest/view-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let dir = tempdir::Dir(path.clone());
-        let empty;
-        let dirs: Vec<PathBuf> = if dirs.is_empty() {
-            empty = path.with_extension("empty");
-            let _ = std::fs::create_dir_all(&empty);
-            vec![empty]
-        } else {
-            dirs.to_vec()
-        };
-        let res = if dirs.len() == 1 {
-            nix::mount::mount(Some(&dirs[0]), &path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-        } else {
-            let lower = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
-            nix::mount::mount(
-                Some("overlay"),
-                &path,
-                Some("overlay"),
-                nix::mount::MsFlags::MS_RDONLY,
-                Some(format!("lowerdir={lower}").as_str()),
-            )
-        };
-        res.map_err(|e| format!("mounting the stage's layers: {e}"))?;
-        Ok(MergedView { path, _dir: dir, mounted: true })
-    }
-}
-
-impl Drop for MergedView {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }

@@ -5,4 +5,5 @@ pub mod builder;
 pub mod context;
 pub mod dockerfile;
 pub mod image;
+pub mod rootfs;
 pub mod words;

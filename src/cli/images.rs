@@ -565,3 +565,64 @@ fn layers_in_use(store: &Store) -> Vec<PathBuf> {
         .filter_map(|v| v.as_str().map(PathBuf::from))
         .collect()
 }
+
+/// `rimg unpack`.
+#[derive(clap::Args, Debug)]
+pub struct UnpackArgs {
+    /// Image to flatten.
+    image: String,
+    /// New (or empty) directory to write the rootfs into.
+    dir: PathBuf,
+}
+
+/// `rimg export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Container (its current filesystem) or image.
+    target: String,
+    /// Write to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+pub fn unpack(a: UnpackArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = open_store(g)?;
+    let rec = store.image(&a.image)?;
+    crate::build::builder::enter_private_mount_namespace().map_err(anyhow::Error::msg)?;
+    crate::build::rootfs::unpack(&store, &rec.layer_dirs(&store), &a.dir).map_err(anyhow::Error::msg)?;
+    Ok(0)
+}
+
+pub fn export(a: ExportArgs, g: &Globals) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    let store = open_store(g)?;
+    // A container's filesystem is its upper over its image's layers; an image's is its layers.
+    let containers = crate::runtime::Containers::open(&store.containers_dir())?;
+    let dirs = match containers.resolve(&a.target) {
+        Ok(st) => {
+            let mut d = vec![containers.dir_of(&st.id).upper()];
+            d.extend(st.spec.lowers.iter().cloned());
+            d
+        }
+        Err(_) => store.image(&a.target)?.layer_dirs(&store),
+    };
+    crate::build::builder::enter_private_mount_namespace().map_err(anyhow::Error::msg)?;
+    match &a.output {
+        Some(path) => {
+            let tmp = path.with_extension("rimg-partial");
+            let f =
+                std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            crate::build::rootfs::export(&store, &dirs, std::io::BufWriter::new(f))
+                .map_err(anyhow::Error::msg)?;
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                anyhow::bail!("cowardly refusing to export to a terminal. Use the -o flag or redirect");
+            }
+            crate::build::rootfs::export(&store, &dirs, std::io::stdout().lock())
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(0)
+}

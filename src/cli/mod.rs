@@ -69,6 +69,10 @@ enum Command {
     Build(build::BuildArgs),
     /// Push an image to a registry.
     Push(build::PushArgs),
+    /// Write an image's flattened rootfs into a directory (as umoci unpack).
+    Unpack(images::UnpackArgs),
+    /// Write a container's or image's flattened rootfs as one tar (as docker export).
+    Export(images::ExportArgs),
     /// Store credentials for a registry in ~/.docker/config.json.
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -134,6 +138,8 @@ pub fn main() -> i32 {
         Command::Load(a) => images::load(a, g),
         Command::Build(a) => build::build(a, g),
         Command::Push(a) => build::push(a, g),
+        Command::Unpack(a) => images::unpack(a, g),
+        Command::Export(a) => images::export(a, g),
         Command::Login(a) => login::login(a, g),
         Command::Logout(a) => login::logout(a, g),
         Command::Mount(a) => mount::mount(a, g),
