@@ -176,3 +176,50 @@ fn metacopy_uppers_read_data_from_lowers() {
 }
 
 use std::os::unix::fs::MetadataExt;
+
+#[test]
+fn renamed_lower_directories_are_exported_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let lowers = edge_lowers(t.path());
+    let upper = t.path().join("upper");
+    let work = t.path().join("work");
+    let rw = t.path().join("rw");
+    for d in [&upper, &work, &rw] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let lower = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={},redirect_dir=on,metacopy=on",
+        upper.display(),
+        work.display()
+    );
+    run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&rw));
+    let expected = {
+        let m = Mount(rw.clone());
+        // Across directories (absolute redirect) and within one (relative redirect).
+        std::fs::rename(m.0.join("usr/bin"), m.0.join("moved-bin")).unwrap();
+        std::fs::rename(m.0.join("home/user"), m.0.join("home/renamed")).unwrap();
+        std::fs::write(m.0.join("moved-bin/added"), b"added").unwrap();
+        std::fs::remove_file(m.0.join("moved-bin/su")).unwrap();
+        std::fs::set_permissions(m.0.join("moved-bin/busybox"), std::fs::Permissions::from_mode(0o711))
+            .unwrap();
+        snapshot(&m.0).unwrap()
+    };
+    let redirect = Command::new("getfattr")
+        .args(["-h", "--only-values", "-n", "trusted.overlay.redirect"])
+        .arg(upper.join("moved-bin"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&redirect.stdout).contains("usr/bin"), "kernel wrote no redirect");
+
+    let mut tar = Vec::new();
+    let stats = diff(&upper, &lowers, &mut tar, &DiffOptions::default()).unwrap();
+    assert!(stats.opaques >= 2, "{stats:?}");
+    let l4 = t.path().join("L4");
+    apply(&tar[..], &l4, &ApplyOptions { lowers: lowers.clone(), ..Default::default() }).unwrap();
+    let mut all = lowers.clone();
+    all.insert(0, l4);
+    let got = merged(&all, &t.path().join("ro"));
+    let d = diff_trees(&expected, &got, &CompareOptions::default());
+    assert!(d.is_empty(), "redirect view (first) vs re-applied diff (second):\n{}", d.join("\n"));
+}

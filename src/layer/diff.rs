@@ -146,6 +146,30 @@ fn xattr_value<'x>(xattrs: &'x [(Vec<u8>, Vec<u8>)], names: &[&str]) -> Option<&
     xattrs.iter().find(|(n, _)| names.iter().any(|m| n == m.as_bytes())).map(|(_, v)| v.as_slice())
 }
 
+fn is_opaque_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    [OPAQUE_XATTR, USER_OPAQUE_XATTR].iter().any(|n| xattr_value(xattrs, &[n]) == Some(b"y".as_slice()))
+}
+
+/// The lower path a redirect xattr on the directory at `rel` points to: absolute from the layer root,
+/// or (kernel overlayfs writes this for renames within one directory) a sibling name.
+fn redirect_origin(path: &Path, rel: &[u8], redirect: &[u8]) -> Result<Vec<u8>, LayerError> {
+    let want = if redirect.starts_with(b"/") {
+        redirect.to_vec()
+    } else {
+        let (parent, _) = super::path::split(rel);
+        let mut v = parent.to_vec();
+        v.push(b'/');
+        v.extend_from_slice(redirect);
+        v
+    };
+    let mut out = Vec::new();
+    super::path::clean(&want, &mut out).map_err(|_| LayerError::Invalid {
+        path: path.display().to_string(),
+        reason: format!("overlay redirect {:?} escapes the layer root", String::from_utf8_lossy(redirect)),
+    })?;
+    Ok(out)
+}
+
 /// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record including itself.
 fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let rest = 1 + key.len() + 1 + value.len() + 1;
@@ -202,55 +226,182 @@ impl<W: Write> Writer<'_, W> {
 
     fn node(&mut self, path: &Path, rel: &mut Vec<u8>) -> Result<(), LayerError> {
         let meta = path.symlink_metadata().map_err(|e| LayerError::io_path(path, "stat", e))?;
-        let ft = meta.file_type();
         if lower::is_whiteout(&meta) {
             return self.whiteout(rel, &meta);
         }
-        if ft.is_socket() {
+        if meta.file_type().is_socket() {
             self.stats.skipped_sockets += 1;
             return Ok(());
         }
         let xattrs = sys::lxattrs(path).map_err(|e| LayerError::io_path(path, "read xattrs", e))?;
-        if ft.is_dir() {
-            if xattr_value(&xattrs, &REDIRECT).is_some() {
-                return Err(LayerError::Invalid {
-                    path: path.display().to_string(),
-                    reason: "renamed lower directory (overlay redirect_dir) is not supported in a diff"
-                        .into(),
-                });
+        if meta.is_dir() {
+            if let Some(r) = xattr_value(&xattrs, &REDIRECT) {
+                // A lower directory renamed here (redirect_dir): OCI has no rename, so the directory is
+                // written whole (opaque), merged from the upper and the renamed lower directory.
+                let origin = redirect_origin(path, rel, r)?;
+                let sources = lower::dir_sources(self.lowers, &origin)
+                    .map_err(|e| LayerError::io_path(path, "look up in lower layers", e))?;
+                self.dir_header(rel, &meta, &xattrs, true)?;
+                return self.merged_children(rel, Some(path), &sources, &origin);
             }
-            let mut name = rel.clone();
-            name.push(b'/');
-            self.entry(&name, &meta, &xattrs, Body::Dir)?;
-            self.stats.dirs += 1;
-            let opaque = [OPAQUE_XATTR, USER_OPAQUE_XATTR]
-                .iter()
-                .any(|n| xattr_value(&xattrs, &[n]) == Some(b"y".as_slice()));
-            if opaque {
-                let mut m = rel.clone();
-                m.extend_from_slice(b"/.wh..wh..opq");
-                self.marker(&m, &meta)?;
-                self.stats.opaques += 1;
-            }
+            self.dir_header(rel, &meta, &xattrs, is_opaque_xattrs(&xattrs))?;
             return self.dir_children(path, rel);
         }
-        if ft.is_file() {
-            if meta.len() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
-                return self.whiteout(rel, &meta);
+        if meta.is_file() && meta.len() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
+            return self.whiteout(rel, &meta);
+        }
+        let lower_rel = rel.clone();
+        self.leaf(path, rel, &meta, &xattrs, &lower_rel)
+    }
+
+    /// A directory entry, plus its `.wh..wh..opq` marker when `opaque`.
+    fn dir_header(
+        &mut self,
+        rel: &[u8],
+        meta: &std::fs::Metadata,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        opaque: bool,
+    ) -> Result<(), LayerError> {
+        let mut name = rel.to_vec();
+        name.push(b'/');
+        self.entry(&name, meta, xattrs, Body::Dir)?;
+        self.stats.dirs += 1;
+        if opaque {
+            let mut m = rel.to_vec();
+            m.extend_from_slice(b"/.wh..wh..opq");
+            self.marker(&m, meta)?;
+            self.stats.opaques += 1;
+        }
+        Ok(())
+    }
+
+    /// The children of a directory written whole: the upper directory (if any) merged over the lower
+    /// directories `sources` (top first), as overlayfs shows them. Everything below is written in full
+    /// (the directory is opaque in the layer), so no whiteouts are needed: hidden names are left out.
+    fn merged_children(
+        &mut self,
+        rel: &mut Vec<u8>,
+        upper: Option<&Path>,
+        sources: &[PathBuf],
+        lower_rel: &[u8],
+    ) -> Result<(), LayerError> {
+        let mut names = std::collections::BTreeSet::new();
+        for d in upper.iter().map(|p| p.to_path_buf()).chain(sources.iter().cloned()) {
+            let rd = std::fs::read_dir(&d).map_err(|e| LayerError::io_path(&d, "read directory", e))?;
+            for e in rd {
+                let e = e.map_err(|e| LayerError::io_path(&d, "read directory", e))?;
+                names.insert(e.file_name().as_bytes().to_vec());
             }
+        }
+        for name in names {
+            let base = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            let mut child_lower = lower_rel.to_vec();
+            if !child_lower.is_empty() {
+                child_lower.push(b'/');
+            }
+            child_lower.extend_from_slice(&name);
+            let r = self.merged_child(rel, upper, sources, &name, &child_lower);
+            rel.truncate(base);
+            r?;
+        }
+        Ok(())
+    }
+
+    fn merged_child(
+        &mut self,
+        rel: &mut Vec<u8>,
+        upper: Option<&Path>,
+        sources: &[PathBuf],
+        name: &[u8],
+        lower_rel: &[u8],
+    ) -> Result<(), LayerError> {
+        let stat = |p: &Path| match p.symlink_metadata() {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LayerError::io_path(p, "stat", e)),
+        };
+        if let Some(u) = upper {
+            let p = u.join(sys::os(name));
+            if let Some(meta) = stat(&p)? {
+                if lower::is_whiteout(&meta) || meta.file_type().is_socket() {
+                    return Ok(());
+                }
+                let xattrs = sys::lxattrs(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))?;
+                if meta.is_file() && meta.len() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
+                    return Ok(());
+                }
+                if !meta.is_dir() {
+                    return self.leaf(&p, rel, &meta, &xattrs, lower_rel);
+                }
+                let (subs, sub_lower) = if is_opaque_xattrs(&xattrs) {
+                    (Vec::new(), lower_rel.to_vec())
+                } else if let Some(r) = xattr_value(&xattrs, &REDIRECT) {
+                    let origin = redirect_origin(&p, lower_rel, r)?;
+                    let subs = lower::dir_sources(self.lowers, &origin)
+                        .map_err(|e| LayerError::io_path(&p, "look up in lower layers", e))?;
+                    (subs, origin)
+                } else {
+                    (
+                        lower::sub_sources(sources, name).map_err(|e| LayerError::io_path(&p, "stat", e))?,
+                        lower_rel.to_vec(),
+                    )
+                };
+                self.dir_header(rel, &meta, &xattrs, false)?;
+                return self.merged_children(rel, Some(&p), &subs, &sub_lower);
+            }
+        }
+        for (i, s) in sources.iter().enumerate() {
+            let p = s.join(sys::os(name));
+            let Some(meta) = stat(&p)? else { continue };
+            if lower::is_whiteout(&meta) {
+                return Ok(());
+            }
+            let xattrs = sys::lxattrs(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))?;
+            if !meta.is_dir() {
+                return self.leaf(&p, rel, &meta, &xattrs, lower_rel);
+            }
+            let mut subs = vec![p.clone()];
+            if !lower::is_opaque(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))? {
+                subs.extend(
+                    lower::sub_sources(&sources[i + 1..], name)
+                        .map_err(|e| LayerError::io_path(&p, "stat", e))?,
+                );
+            }
+            self.dir_header(rel, &meta, &xattrs, false)?;
+            return self.merged_children(rel, None, &subs, lower_rel);
+        }
+        Ok(())
+    }
+
+    /// A non-directory: file (hard link if its inode was written already; data from the lowers for a
+    /// metadata-only copy-up, looked up at `lower_rel`), symlink, device or fifo.
+    fn leaf(
+        &mut self,
+        path: &Path,
+        rel: &[u8],
+        meta: &std::fs::Metadata,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+        lower_rel: &[u8],
+    ) -> Result<(), LayerError> {
+        let ft = meta.file_type();
+        if ft.is_file() {
             if meta.nlink() > 1 {
                 let key = (meta.dev(), meta.ino());
                 if let Some(first) = self.links.get(&key) {
                     let target = first.clone();
-                    self.entry(rel, &meta, &[], Body::HardLink(target))?;
+                    self.entry(rel, meta, &[], Body::HardLink(target))?;
                     self.stats.hardlinks += 1;
                     return Ok(());
                 }
-                self.links.insert(key, rel.clone());
+                self.links.insert(key, rel.to_vec());
             }
-            let source = if has_any_xattr(&xattrs, &METACOPY) {
+            let source = if has_any_xattr(xattrs, &METACOPY) {
                 self.stats.metacopies += 1;
-                self.metacopy_source(path, rel, &xattrs)?
+                self.metacopy_source(path, lower_rel, xattrs)?
             } else {
                 path.to_path_buf()
             };
@@ -260,15 +411,19 @@ impl<W: Write> Writer<'_, W> {
                 .open(&source)
                 .map_err(|e| LayerError::io_path(&source, "open", e))?;
             let size = meta.len();
-            self.entry(rel, &meta, &xattrs, Body::File { data: &mut f, size })?;
+            self.entry(rel, meta, xattrs, Body::File { data: &mut f, size })?;
             self.stats.files += 1;
             self.stats.bytes += size;
             return Ok(());
         }
         if ft.is_symlink() {
             let t = std::fs::read_link(path).map_err(|e| LayerError::io_path(path, "readlink", e))?;
-            self.entry(rel, &meta, &xattrs, Body::Symlink(t.as_os_str().as_bytes().to_vec()))?;
+            self.entry(rel, meta, xattrs, Body::Symlink(t.as_os_str().as_bytes().to_vec()))?;
             self.stats.symlinks += 1;
+            return Ok(());
+        }
+        if ft.is_socket() {
+            self.stats.skipped_sockets += 1;
             return Ok(());
         }
         let kind = if ft.is_char_device() {
@@ -281,8 +436,8 @@ impl<W: Write> Writer<'_, W> {
         let rdev = meta.rdev();
         self.entry(
             rel,
-            &meta,
-            &xattrs,
+            meta,
+            xattrs,
             Body::Device { kind, major: libc::major(rdev), minor: libc::minor(rdev) },
         )?;
         self.stats.devices += 1;

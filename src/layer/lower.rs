@@ -86,3 +86,36 @@ pub fn lookup(lowers: &[PathBuf], rel: &[u8]) -> io::Result<Option<(PathBuf, std
     }
     Ok(None)
 }
+
+/// The directories named `name` in `sources` (directories of one path in successive layers, top first)
+/// that overlayfs merges: collected top-down until a whiteout, a non-directory or an opaque directory
+/// ends the merge.
+pub fn sub_sources(sources: &[PathBuf], name: &[u8]) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for s in sources {
+        let p = s.join(sys::os(name));
+        let Some(m) = lstat(&p)? else { continue };
+        if !m.is_dir() {
+            break;
+        }
+        let opaque = is_opaque(&p)?;
+        out.push(p);
+        if opaque {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// All layer directories (top first) whose content overlayfs merges at the cleaned relative path `rel`;
+/// empty when `rel` is not a visible directory.
+pub fn dir_sources(lowers: &[PathBuf], rel: &[u8]) -> io::Result<Vec<PathBuf>> {
+    let mut sources: Vec<PathBuf> = lowers.to_vec();
+    for comp in rel.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        sources = sub_sources(&sources, comp)?;
+        if sources.is_empty() {
+            break;
+        }
+    }
+    Ok(sources)
+}
