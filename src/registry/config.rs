@@ -2,7 +2,8 @@
 //! limits. Sources are merged like dockerd's `daemon.json` plus flags: command-line flags first, then the
 //! environment (`RIMG_REGISTRY_MIRRORS`, `RIMG_INSECURE_REGISTRIES`, comma lists), then the config file
 //! (`$RIMG_CONFIG` or `/etc/rimg/config.json`: `{"registry-mirrors": [...], "insecure-registries": [...],
-//! "max-download-attempts": N}`, the same keys as dockerd's `daemon.json`).
+//! "max-download-attempts": N}`, the same keys as dockerd's `daemon.json`). `RIMG_REGISTRY_TIMEOUT` (seconds
+//! a response or a body read may stall) and `RIMG_REGISTRY_RETRIES` tune the transport.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ pub enum ConfigError {
     /// A mirror that is not an absolute http(s) URL.
     #[error("invalid registry mirror {0:?}: must be an http:// or https:// URL without query")]
     Mirror(String),
+    /// A numeric environment setting that is not a non-negative number.
+    #[error("invalid {name}={value:?}: expected a non-negative number")]
+    Env { name: String, value: String },
     /// An insecure-registry entry that is neither `host[:port]` nor a CIDR.
     #[error("invalid insecure registry {0:?}: expected HOST[:PORT] or an IP network like 10.0.0.0/8")]
     Insecure(String),
@@ -93,6 +97,26 @@ impl RegistryConfig {
         let mut cfg = RegistryConfig::default();
         if let Some(n) = from_file.max_download_attempts {
             cfg.max_retries = n.saturating_sub(1);
+        }
+        // Knobs for slow links and for tests that provoke failures without waiting for the defaults.
+        let env_num = |name: &str| -> Result<Option<f64>, ConfigError> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(Some)
+                    .ok_or_else(|| ConfigError::Env { name: name.to_string(), value: v }),
+                Err(_) => Ok(None),
+            }
+        };
+        if let Some(secs) = env_num("RIMG_REGISTRY_TIMEOUT")? {
+            cfg.read_timeout = Duration::from_secs_f64(secs.max(0.05));
+            cfg.connect_timeout = cfg.connect_timeout.min(cfg.read_timeout);
+        }
+        if let Some(n) = env_num("RIMG_REGISTRY_RETRIES")? {
+            cfg.max_retries = n as u32;
         }
         let all_mirrors = mirrors
             .iter()

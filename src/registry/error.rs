@@ -60,6 +60,10 @@ pub enum RegistryError {
     /// No entry of an image index matches the requested platform.
     #[error("no matching manifest for {platform} in the manifest list entries of {reference} (available: {available})")]
     NoMatchingPlatform { reference: String, platform: String, available: String },
+    /// A single-platform image whose config names another platform than the one asked for (docker's
+    /// wording). Raised by callers that check the config with [`super::Platform::accepts`].
+    #[error("image with reference {reference} was found but does not match the specified platform: wanted {wanted}, actual: {actual}")]
+    PlatformMismatch { reference: String, wanted: String, actual: String },
     /// The registry kept redirecting.
     #[error("registry {registry}: too many redirects fetching {url}")]
     TooManyRedirects { registry: String, url: String },

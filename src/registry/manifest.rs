@@ -180,6 +180,24 @@ impl Platform {
         Platform { os, architecture: arch, variant }
     }
 
+    /// The platform an image config (`{"os": …, "architecture": …, "variant": …}`) declares, if it does.
+    pub fn from_config(config_json: &[u8]) -> Option<Platform> {
+        #[derive(serde::Deserialize)]
+        struct Cfg {
+            #[serde(default)]
+            os: String,
+            #[serde(default)]
+            architecture: String,
+            #[serde(default)]
+            variant: Option<String>,
+        }
+        let c: Cfg = serde_json::from_slice(config_json).ok()?;
+        if c.os.is_empty() || c.architecture.is_empty() {
+            return None;
+        }
+        Some(Platform::new(&c.os, &c.architecture, c.variant.as_deref()))
+    }
+
     /// Whether an image built for `image` runs on this platform (same OS and architecture, and a variant this
     /// CPU can execute). Lets a caller check a single-platform image's config against `--platform`, as
     /// docker does.
@@ -354,6 +372,9 @@ mod tests {
         for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
+        let cfg = br#"{"architecture":"arm","os":"linux","variant":"v6","rootfs":{}}"#;
+        assert_eq!(Platform::from_config(cfg).unwrap().to_string(), "linux/arm/v6");
+        assert_eq!(Platform::from_config(b"{}"), None);
         let arm7: Platform = "linux/arm/v7".parse().unwrap();
         assert!(arm7.accepts(&Platform::new("linux", "arm", Some("v6"))));
         assert!(!arm7.accepts(&Platform::new("linux", "arm64", None)));
