@@ -77,4 +77,35 @@ mod tests {
         assert_eq!(split(b"a/b/c"), (&b"a/b"[..], &b"c"[..]));
         assert_eq!(split(b"c"), (&b""[..], &b"c"[..]));
     }
+
+    proptest::proptest! {
+        /// Whatever the input, a cleaned name is relative, has no `.`/`..`/empty components, and is what
+        /// a lexical resolution inside a root gives (or the input escapes it).
+        #[test]
+        fn cleaned_names_stay_inside(parts in proptest::collection::vec("(\\.\\.|\\.|a|b|/|)", 0..12)) {
+            let raw = parts.join("/");
+            let mut out = Vec::new();
+            let mut depth: i64 = 0;
+            let mut escaped = false;
+            let mut stack: Vec<&str> = Vec::new();
+            for c in raw.split('/') {
+                match c {
+                    "" | "." => {}
+                    ".." => { depth -= 1; if depth < 0 { escaped = true; break; } stack.pop(); }
+                    c => { depth += 1; stack.push(c); }
+                }
+            }
+            match clean(raw.as_bytes(), &mut out) {
+                Err(BadPath::Escapes) => proptest::prop_assert!(escaped),
+                Err(BadPath::Nul) => proptest::prop_assert!(false),
+                Ok(()) => {
+                    proptest::prop_assert!(!escaped);
+                    let s = String::from_utf8(out).unwrap();
+                    proptest::prop_assert_eq!(&s, &stack.join("/"));
+                    proptest::prop_assert!(!s.starts_with('/'));
+                    proptest::prop_assert!(s.is_empty() || s.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+                }
+            }
+        }
+    }
 }
