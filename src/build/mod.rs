@@ -2,6 +2,7 @@
 //! on the FUSE rootfs and turning each step's upper directory into a layer is the builder's job.
 
 pub mod builder;
+pub mod commit;
 pub mod context;
 pub mod dockerfile;
 pub mod image;
