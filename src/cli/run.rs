@@ -104,7 +104,7 @@ pub struct Args {
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
     /// Rootfs driver: fuse (rimg's FUSE overlay) or overlay (the kernel's overlayfs).
-    #[arg(long = "storage-driver", default_value = "overlay")]
+    #[arg(long = "storage-driver", env = "RIMG_STORAGE_DRIVER", default_value = "fuse")]
     storage_driver: String,
     /// Treat IMAGE as a directory to use as the (read-only) root filesystem.
     #[arg(long)]

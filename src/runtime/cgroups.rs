@@ -264,6 +264,19 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Move a process into the resource hierarchies only (memory, cpu, pids, blkio/io), not devices or
+    /// freezer: used for the monitor, whose FUSE server must keep opening /dev/fuse and must not be
+    /// frozen with the container.
+    pub fn add_process_for_resources(&self, pid: i32) -> Result<(), RuntimeError> {
+        for (ctrls, d) in &self.dirs {
+            if !self.v2 && ctrls.iter().all(|c| c == "devices" || c == "freezer") {
+                continue;
+            }
+            write_file(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Did the OOM killer kill something in this cgroup?
     pub fn oom_killed(&self) -> bool {
         let (file, key) =

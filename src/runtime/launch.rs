@@ -279,23 +279,43 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     if let Err(e) = nix::sched::unshare(flags) {
         return fail_early(&mut report_w, Failure { code: 125, message: format!("unshare namespaces: {e}") });
     }
-    let setup = || -> Result<(), RuntimeError> {
+    let setup = || -> Result<Option<crate::fs::Prepared>, RuntimeError> {
         mounts::make_private()?;
-        match state.spec.driver {
-            RootfsDriver::Kernel | RootfsDriver::Fuse => {
-                mounts::mount_kernel_overlay(&state.spec.lowers, &cdir.upper(), &cdir.work(), &cdir.rootfs())?
+        let empty;
+        let lowers = if state.spec.lowers.is_empty() {
+            // An image without layers still needs one (empty) lower.
+            empty = cdir.path().join("empty");
+            std::fs::create_dir_all(&empty)
+                .map_err(|e| RuntimeError::Setup(format!("create {}: {e}", empty.display())))?;
+            vec![empty]
+        } else {
+            state.spec.lowers.clone()
+        };
+        let prepared = match state.spec.driver {
+            RootfsDriver::Kernel => {
+                mounts::mount_kernel_overlay(&lowers, &cdir.upper(), &cdir.work(), &cdir.rootfs())?;
+                None
             }
-        }
+            RootfsDriver::Fuse => {
+                let cfg =
+                    crate::fs::OverlayConfig { lowers, upper: Some(cdir.upper()), work: Some(cdir.work()) };
+                let opts = crate::fs::MountOptions { threads: FUSE_THREADS, ..Default::default() };
+                let p = crate::fs::prepare(cfg, &cdir.rootfs(), &opts)
+                    .map_err(|e| RuntimeError::Setup(format!("mount rootfs: {e}")))?;
+                Some(p)
+            }
+        };
         nix::unistd::sethostname(&state.spec.hostname)
             .map_err(|e| RuntimeError::Setup(format!("sethostname: {e}")))?;
         if state.spec.network == NetworkMode::None {
             super::net::loopback_up()?;
         }
-        Ok(())
+        Ok(prepared)
     };
-    if let Err(e) = setup() {
-        return fail_early(&mut report_w, e.into());
-    }
+    let prepared = match setup() {
+        Ok(p) => p,
+        Err(e) => return fail_early(&mut report_w, e.into()),
+    };
 
     // Standard streams of the container.
     let mut log_sources: Vec<(OwnedFd, &'static str)> = Vec::new();
@@ -387,19 +407,63 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         // SAFETY: kill(2) of our own child.
         unsafe { libc::kill(init, libc::SIGKILL) };
     };
+    // The FUSE server starts now (threads are allowed again) and works inside the container's cgroup, so
+    // the I/O and memory it spends on the container's behalf count against the container's limits.
+    let mut served = None;
+    if let Some(p) = prepared {
+        let joined = p
+            .serve()
+            .map_err(|e| RuntimeError::Setup(format!("serve rootfs: {e}")))
+            .and_then(|m| cgroup.add_process_for_resources(std::process::id() as i32).map(|_| m));
+        match joined {
+            Ok(m) => served = Some(m),
+            Err(e) => {
+                kill_init();
+                let _ = wait_pid(init);
+                leave_cgroup(&cgroup, &state);
+                return fail_early(&mut report_w, e.into());
+            }
+        }
+    }
+    let in_cgroup = served.is_some();
     if let Err(e) = cgroup.add_process(init) {
         kill_init();
         let _ = wait_pid(init);
+        if in_cgroup {
+            leave_cgroup(&cgroup, &state);
+        }
         return fail_early(&mut report_w, e.into());
     }
     // Release the init; it reports setup/exec failures or closes the pipe by exec'ing.
     let mut release_w = File::from(release_w);
     let _ = release_w.write_all(b"go");
     drop(release_w);
-    let mut err_data = Vec::new();
-    let _ = File::from(err_r).read_to_end(&mut err_data);
+    let err_data = match read_unless_orphaned(err_r, attach == Attach::Foreground, &life_r) {
+        Some(d) => d,
+        None => {
+            // rimg run died while the container was starting.
+            kill_init();
+            let _ = wait_pid(init);
+            if let Some(m) = served.take() {
+                let _ = m.unmount();
+            }
+            if in_cgroup {
+                leave_cgroup(&cgroup, &state);
+            }
+            return fail_early(
+                &mut report_w,
+                Failure { code: 137, message: "rimg run was killed during start".into() },
+            );
+        }
+    };
     if let Some(f) = command::parse_failure(&err_data) {
         let _ = wait_pid(init);
+        if let Some(m) = served.take() {
+            let _ = m.unmount();
+        }
+        if in_cgroup {
+            leave_cgroup(&cgroup, &state);
+        }
         return fail_early(&mut report_w, f);
     }
     let started = now_nanos();
@@ -448,9 +512,61 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         let _ = p.join();
     }
     finish(code, None, oom);
+    if let Some(m) = served.take() {
+        if let Err(e) = m.unmount() {
+            log::warn!("unmount rootfs: {e}");
+        }
+    }
+    if in_cgroup {
+        leave_cgroup(&cgroup, &state);
+    }
     teardown(&cgroup);
     drop(lock);
     code
+}
+
+/// Read the init's error pipe to EOF; `None` if, while attached, rimg run dies first.
+fn read_unless_orphaned(err_r: OwnedFd, attached: bool, life_r: &OwnedFd) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = vec![libc::pollfd { fd: err_r.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        if attached {
+            fds.push(libc::pollfd { fd: life_r.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        // SAFETY: poll over a valid array.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: read into a local buffer from our pipe.
+            let n = unsafe { libc::read(err_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return Some(data);
+            }
+            data.extend_from_slice(&buf[..n as usize]);
+        } else if fds.len() > 1 && fds[1].revents != 0 {
+            return None;
+        }
+    }
+}
+
+/// FUSE server threads per container: enough to overlap two requests on this class of machine, few enough
+/// to keep an idle container small.
+const FUSE_THREADS: usize = 2;
+
+/// Move the monitor back to the root of each hierarchy so the container's cgroup can be removed (the root
+/// is exempt from cgroup2's no-internal-process rule).
+fn leave_cgroup(cgroup: &Cgroup, state: &ContainerState) {
+    let parent = state.spec.cgroup_parent.clone().unwrap_or_else(|| "rimg".into());
+    let depth = std::path::Path::new(parent.trim_matches('/')).components().count() + 1;
+    for dir in cgroup.dirs() {
+        if let Some(root) = dir.ancestors().nth(depth) {
+            if let Err(e) = std::fs::write(root.join("cgroup.procs"), std::process::id().to_string()) {
+                log::warn!("leave cgroup {}: {e}", dir.display());
+            }
+        }
+    }
 }
 
 /// Reads a pty master, treating EIO (all slave ends closed) as end of file.
@@ -496,6 +612,20 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> libc::c_int {
     wait_pid(init).unwrap_or(0)
 }
 
+/// Close every descriptor above 2 except `keep`.
+fn close_fds_except(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            // SAFETY: close_range(2) over descriptors this process owns and no longer needs.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = k.saturating_add(1);
+    }
+}
+
 /// Allocate the container's terminal from its devpts, hand the master to rimg, make the slave our stdio,
 /// controlling terminal and /dev/console.
 fn open_terminal(
@@ -536,6 +666,11 @@ fn container_init(
         unsafe { libc::_exit(125) };
     }
     drop(r);
+    // Keep only what the init needs: no /dev/fuse, lock or pipe of the monitor may leak into the container.
+    let mut keep: Vec<i32> = vec![err_w.as_raw_fd()];
+    keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+    keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
+    close_fds_except(&keep);
     // The monitor ignores terminal signals; ignored dispositions survive exec and a shell could then not
     // even trap them, so the container starts from defaults.
     for s in Signal::iterator() {
