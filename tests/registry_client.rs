@@ -445,6 +445,8 @@ enum Reply {
     Stall(u16, Vec<(String, String)>, Vec<u8>, usize),
     /// Close the connection without answering.
     Hangup,
+    /// A 200 whose body has no length: it ends when the connection closes.
+    Unsized(Vec<u8>),
 }
 
 type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
@@ -538,6 +540,10 @@ fn serve_one(conn: TcpStream, seen: &Mutex<Vec<Seen>>, handler: &Handler, stop: 
     let is_head = req.method == "HEAD";
     match reply {
         Reply::Hangup => {}
+        Reply::Unsized(body) => {
+            let _ = conn.write_all(b"HTTP/1.1 200 X\r\nConnection: close\r\n\r\n");
+            let _ = conn.write_all(&body);
+        }
         Reply::Full(status, hdrs, body) => {
             let _ = conn.write_all(head(status, &hdrs, body.len()).as_bytes());
             if !is_head {
@@ -1264,4 +1270,37 @@ fn retries_dropped_connections_and_5xx() {
     let err = client.fetch_blob_bytes(&reference, &digest, 1024).unwrap_err();
     assert!(matches!(err, RegistryError::Status { status: 502, .. }), "{err}");
     assert_eq!(fake.seen().len(), 1 + 3);
+}
+
+#[test]
+fn sized_blob_refuses_overlong_bodies() {
+    let blob = vec![1u8; 1000];
+    let digest = Digest::of_bytes(&blob);
+    let b2 = blob.clone();
+    let fake = Fake::start(move |s, _| {
+        if s.path == "/v2/" {
+            return ok(b"{}");
+        }
+        if s.path.contains("/x/") {
+            // No length announced, and far more than the manifest says.
+            return Reply::Unsized(vec![2u8; 50_000]);
+        }
+        ok(&b2)
+    });
+    let (client, _c) = fake_client(Duration::from_secs(5), 0);
+    let good = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
+    let mut body = Vec::new();
+    { client.open_blob_sized(&good, &digest, 0, 1000).unwrap().reader }.read_to_end(&mut body).unwrap();
+    assert_eq!(body, blob);
+    // Announced size differs from the manifest's.
+    let err = client.open_blob_sized(&good, &digest, 0, 999).err().unwrap();
+    assert!(err.to_string().contains("announces 1000 bytes"), "{err}");
+    // Unannounced and overlong: an error once the manifest's size is passed, not an endless stream.
+    let bad = r(&format!("127.0.0.1:{}/x/img:t", fake.port));
+    let stream = client.open_blob_sized(&bad, &digest, 0, 1000).unwrap();
+    assert_eq!(stream.total_len, Some(1000));
+    let mut sink = Vec::new();
+    let err = { stream.reader }.read_to_end(&mut sink).unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert!(sink.len() <= 1000);
 }

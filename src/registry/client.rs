@@ -400,6 +400,29 @@ impl Client {
         self.with_endpoints(&r.registry, |ep| self.open_blob_at(ep, r, d, offset))
     }
 
+    /// [`Client::open_blob`] for a blob whose size the manifest states: refuses a registry that announces
+    /// another size, and turns bytes beyond `size` into an error, so a hostile registry cannot stream
+    /// forever into the ingest area.
+    pub fn open_blob_sized(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        offset: u64,
+        size: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        let stream = self.open_blob(r, d, offset)?;
+        if let Some(total) = stream.total_len.filter(|t| *t != size) {
+            return Err(RegistryError::Transfer {
+                registry: r.registry.clone(),
+                what: format!("blob {d}"),
+                reason: format!("registry announces {total} bytes, the manifest says {size}"),
+            });
+        }
+        let remaining = size.saturating_sub(stream.started_at);
+        let reader = Box::new(SizeLimit { inner: stream.reader, left: remaining, digest: d.clone(), size });
+        Ok(BlobStream { reader, total_len: Some(size), started_at: stream.started_at })
+    }
+
     fn open_blob_at(
         &self,
         ep: &Endpoint,
@@ -515,6 +538,33 @@ fn io_to_registry(e: std::io::Error, ep: &Endpoint, d: &Digest) -> RegistryError
             what: format!("reading blob {d}"),
             reason: "connection dropped".into(),
         },
+    }
+}
+
+/// Errors out when a body runs past the size it should have.
+struct SizeLimit {
+    inner: Box<dyn Read + Send>,
+    left: u64,
+    digest: Digest,
+    size: u64,
+}
+
+impl Read for SizeLimit {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // Allow reading one byte past the end to notice an overlong body.
+        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(RegistryError::TooLarge {
+                what: format!("blob {} (manifest says {} bytes)", self.digest, self.size),
+                limit: self.size,
+            }));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
