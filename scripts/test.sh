@@ -14,7 +14,7 @@ cargo build --all-targets --locked 2>&1 | tail -n 3
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
 # Two test threads: the machine has two cores, and tests that mount and start containers are I/O bound.
-cargo test --locked -- --test-threads=2 2>&1 | tee "$repo/.work/test.log" | grep -E '^(test |running |test result|failures:|---- )|panicked' || true
+cargo test --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$repo/.work/test.log" | grep -E '^(test |running |test result|failures:|---- )|panicked' || true
 # The summary line CI reads, and the exit code that matters.
 if grep -q '^test result: FAILED' "$repo/.work/test.log" || ! grep -q '^test result: ok' "$repo/.work/test.log"; then
   grep -A40 '^failures:' "$repo/.work/test.log" | head -n 200
