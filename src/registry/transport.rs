@@ -554,7 +554,11 @@ impl Transport {
                         _ => Some(self.backoff(attempt)),
                     }
                 }
-                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                // 429, and 5xx (a 503 may also carry Retry-After): wait as told (capped), else back off.
+                Ok(r)
+                    if r.status() == StatusCode::TOO_MANY_REQUESTS
+                        || (r.status().is_server_error() && r.status() != StatusCode::NOT_IMPLEMENTED) =>
+                {
                     let hinted = r
                         .headers()
                         .get(RETRY_AFTER)
@@ -565,9 +569,6 @@ impl Transport {
                             .map(|d| d.min(self.cfg.max_retry_delay))
                             .unwrap_or_else(|| self.backoff(attempt)),
                     )
-                }
-                Ok(r) if r.status().is_server_error() && r.status() != StatusCode::NOT_IMPLEMENTED => {
-                    Some(self.backoff(attempt))
                 }
                 Ok(_) => None,
             };
