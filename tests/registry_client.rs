@@ -819,14 +819,20 @@ fn stalled_body_times_out() {
         }
         Reply::Stall(200, vec![], blob.clone(), 1000)
     });
-    let (client, _c) = fake_client(Duration::from_millis(700), 1);
+    let (client, _c) = fake_client(Duration::from_secs(1), 1);
     let reference = r(&format!("127.0.0.1:{}/test/img:t", fake.port));
-    let stream = client.open_blob(&reference, &digest, 0).unwrap();
-    let mut got = Vec::new();
-    let err = { stream.reader }.read_to_end(&mut got).unwrap_err();
-    assert!(err.to_string().contains("timed out"), "{err}");
+    // Normally the headers and the first bytes arrive and the body then stalls; on a badly overloaded machine
+    // even the headers may miss the deadline. Either way the outcome is a timeout error, never a hang.
+    let err = match client.open_blob(&reference, &digest, 0) {
+        Ok(stream) => {
+            let mut got = Vec::new();
+            { stream.reader }.read_to_end(&mut got).unwrap_err().to_string()
+        }
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("timed out"), "{err}");
     let err = client.fetch_blob_bytes(&reference, &digest, 1 << 20).unwrap_err();
-    assert!(matches!(err, RegistryError::Transfer { .. }), "{err}");
+    assert!(matches!(err, RegistryError::Transfer { .. } | RegistryError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
 }
 
