@@ -104,6 +104,12 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
         return Ok(1);
     }
     cfg.store(&registry, &creds).with_context(|| format!("storing credentials for {key}"))?;
+    if !cfg.uses_helper(&registry) {
+        eprintln!(
+            "WARNING! Your password will be stored unencrypted in {} (set \"credsStore\" to use a credential helper).",
+            cfg.path().display()
+        );
+    }
     println!("Login Succeeded");
     Ok(0)
 }

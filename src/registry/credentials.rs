@@ -140,6 +140,11 @@ impl DockerConfig {
         Ok(None)
     }
 
+    /// Whether credentials for `registry` go to a credential helper rather than into the file in plain text.
+    pub fn uses_helper(&self, registry: &str) -> bool {
+        self.helper_for(&server_key(registry)).is_some()
+    }
+
     /// The helper that holds credentials for `key`: `credHelpers[key]`, else `credsStore`.
     fn helper_for(&self, key: &str) -> Option<String> {
         let per = self.json.get("credHelpers").and_then(|h| h.as_object()).and_then(|h| {
