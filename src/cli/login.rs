@@ -106,7 +106,7 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
     cfg.store(&registry, &creds).with_context(|| format!("storing credentials for {key}"))?;
     if !cfg.uses_helper(&registry) {
         eprintln!(
-            "WARNING! Your password will be stored unencrypted in {} (set \"credsStore\" to use a credential helper).",
+            "WARNING! Your password is stored unencrypted in {} (set \"credsStore\" to use a credential helper).",
             cfg.path().display()
         );
     }
