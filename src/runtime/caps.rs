@@ -63,9 +63,15 @@ pub fn restrict(keep: Option<&[u32]>) -> Result<(), RuntimeError> {
     }
     // SAFETY: prctl with integer arguments; failure only means no ambient support.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    // Never ask for more than we hold (rimg itself may run with a reduced set).
+    let mut have = [CapData::default(); 2];
+    let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    // SAFETY: capget with a v3 header and room for two data structs.
+    unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, have.as_mut_ptr()) };
+    let held = |c: u32| have[(c / 32) as usize].permitted & (1 << (c % 32)) != 0;
     let mut data = [CapData::default(); 2];
     for c in 0..=last {
-        if keeps(c) {
+        if keeps(c) && held(c) {
             let (i, bit) = ((c / 32) as usize, 1u32 << (c % 32));
             data[i].effective |= bit;
             data[i].permitted |= bit;
