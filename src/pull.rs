@@ -93,6 +93,18 @@ pub fn pull(
     }
     let config_digest: Digest = parse_digest(manifest.config().digest().as_ref())?;
     let config_raw = client.fetch_blob_bytes(reference, &config_digest, MAX_METADATA)?;
+    // A single-platform image for another platform is refused, as docker does (an index was already
+    // narrowed to the wanted platform by the client).
+    if let Some(actual) = Platform::from_config(&config_raw) {
+        if !opts.platform.accepts(&actual) {
+            return Err(RegistryError::PlatformMismatch {
+                reference: reference.to_string(),
+                wanted: opts.platform.to_string(),
+                actual: actual.to_string(),
+            }
+            .into());
+        }
+    }
     let config = ImageConfiguration::from_reader(config_raw.as_slice())
         .map_err(|e| PullError::Invalid(format!("image config {config_digest}: {e}")))?;
     let diff_ids =
@@ -306,7 +318,7 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             offset = 0;
         }
         task.status(if offset > 0 { "Resuming" } else { "Downloading" });
-        let stream = job.client.open_blob(job.reference, &digest, offset)?;
+        let stream = job.client.open_blob_sized(job.reference, &digest, offset, desc.size())?;
         if stream.started_at != offset {
             // The server ignored our Range: start over from byte 0.
             ingest.reset()?;

@@ -126,6 +126,22 @@ pub fn main() -> i32 {
         }
     };
     init_logging(&cli.globals.log_level);
+    if matches!(
+        cli.command,
+        Command::Images(_)
+            | Command::Inspect(_)
+            | Command::Save(_)
+            | Command::Export(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+    ) {
+        // Commands that only print (no network I/O, which needs SIGPIPE ignored): let `rimg images | head`
+        // end quietly as other Unix tools do instead of panicking on a closed pipe.
+        // SAFETY: restoring the default disposition of a signal has no memory-safety preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let g = &cli.globals;
     let result = match cli.command {
         Command::Pull(a) => pull::run(a, g),
