@@ -232,7 +232,9 @@ impl TestRegistry {
                     }
                     panic!("docker-registry exited at start ({status}); log:\n{last_log}");
                 }
-                if http_status(&addr, "/v2/").is_some() {
+                // Something answers: make sure it is our child, not another test's registry that won the
+                // race for this port (ours would then exit with "address already in use").
+                if http_status(&addr, "/v2/").is_some() && owns_listener(guard.child().id(), port) {
                     let child = guard.0.take().expect("child present until handed over");
                     return TestRegistry { addr, creds: b.htpasswd.or(b.token_creds), child, dir, storage };
                 }
@@ -329,6 +331,28 @@ impl Drop for KillOnDrop {
             let _ = c.wait();
         }
     }
+}
+
+/// Whether process `pid` holds the socket listening on 127.0.0.1:`port` (matched by socket inode through
+/// /proc/net/tcp and /proc/PID/fd).
+pub fn owns_listener(pid: u32, port: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let want = format!("0100007F:{port:04X}");
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| f[9].to_owned())
+    });
+    let Some(inode) = inode else {
+        return false;
+    };
+    let target = format!("socket:[{inode}]");
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == target.as_str()))
 }
 
 /// A port nobody listens on right now (the kernel's pick for an ephemeral bind).
