@@ -129,6 +129,12 @@ fn diffs_are_deterministic_with_source_date_epoch() {
     assert_eq!(y.diff_id, rimg::digest::Digest::of_bytes(&a));
     assert_eq!(y.digest, rimg::digest::Digest::of_bytes(&out));
     assert_eq!(y.size, out.len() as u64);
+    // GNU gzip reads the blob back to exactly the tar.
+    let blob = t.path().join("blob.gz");
+    std::fs::write(&blob, &out).unwrap();
+    let plain = Command::new("gzip").arg("-dc").arg(&blob).output().unwrap();
+    assert!(plain.status.success());
+    assert!(plain.stdout == a, "gzip -dc of the blob is not the tar");
 }
 
 #[test]

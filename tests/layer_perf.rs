@@ -44,3 +44,31 @@ fn apply_throughput_vs_gzip_tar() {
     }
     eprintln!("gzip -dc | tar -x: {floor:.2}s   rimg apply: {ours:.2}s   ratio {:.2}", ours / floor);
 }
+
+/// `diff_to_blob` of a large directory vs `tar -c | gzip -6` (set LAYER_BENCH_UPPER to a directory).
+#[test]
+#[ignore]
+fn diff_to_blob_throughput_vs_tar_gzip() {
+    let Ok(upper) = std::env::var("LAYER_BENCH_UPPER") else {
+        eprintln!("LAYER_BENCH_UPPER not set; skipping");
+        return;
+    };
+    let s = Instant::now();
+    support::run(Command::new("sh").arg("-c").arg(format!("tar -C '{upper}' -cf - . | gzip -6 > /dev/null")));
+    let floor = s.elapsed().as_secs_f64();
+    let s = Instant::now();
+    let info = rimg::layer::diff_to_blob(
+        std::path::Path::new(&upper),
+        &[],
+        std::io::sink(),
+        &rimg::layer::DiffOptions::default(),
+    )
+    .unwrap();
+    let ours = s.elapsed().as_secs_f64();
+    eprintln!(
+        "{} -> {} bytes; tar | gzip -6: {floor:.2}s   rimg diff_to_blob: {ours:.2}s   ratio {:.2}",
+        info.diff_size,
+        info.size,
+        ours / floor
+    );
+}

@@ -105,7 +105,8 @@ pub fn diff<W: Write>(
 }
 
 /// [`diff`] straight into a gzip-compressed blob written to `out`, hashing both the compressed bytes
-/// (the blob digest) and the uncompressed tar (the diff_id) in the same pass.
+/// (the blob digest) and the uncompressed tar (the diff_id) in the same pass. The gzip stream is one
+/// ordinary member, compressed in parallel in fixed blocks, so the digest does not depend on the machine.
 pub fn diff_to_blob<W: Write>(
     upper: &Path,
     lowers: &[PathBuf],
@@ -113,8 +114,8 @@ pub fn diff_to_blob<W: Write>(
     opts: &DiffOptions,
 ) -> Result<BlobInfo, LayerError> {
     let compressed = HashingWriter::new(out);
-    // flate2's default gzip header has no name and mtime 0: deterministic.
-    let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::default());
+    // Compressed on all cores, deterministically (see `pargz`); header without name, mtime 0.
+    let gz = super::pargz::ParGzWriter::new(compressed, flate2::Compression::default());
     let mut tar = HashingWriter::new(gz);
     let stats = diff(upper, lowers, &mut tar, opts)?;
     let (diff_id, diff_size, gz) = tar.finish();

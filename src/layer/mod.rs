@@ -13,6 +13,7 @@ pub mod apply;
 pub mod compression;
 pub mod diff;
 pub mod lower;
+pub mod pargz;
 pub mod path;
 mod sys;
 pub mod tree;
