@@ -6,7 +6,8 @@
 #   debian   bookworm           debootstrap minbase + procps/iproute2, plus an "adds" layer and a
 #                               "whiteouts + opaque dir" layer
 #   centos   latest             the same Debian image with a label saying it is a stand-in (no Docker Hub here)
-#   edge, hostile latest        from the layer tars image-fixtures/{edge,hostile}-layers.py write (if present)
+#   edge     latest             the 3 layer tars image-fixtures/edge-layers.py writes (if present)
+#   hostile  one tag per case   hostile-layers.py's cases (refuse-*, allow-*), one single-layer image each
 #   large    latest             (only with --with-large) ~1 GiB single layer for the pull benchmark
 #
 # Usage: image-fixtures/build.sh [--with-large] [--force] [OUTDIR]     (default OUTDIR: REPO/.work/fixtures)
@@ -30,7 +31,7 @@ while (($#)); do
   case "$1" in
     --with-large) with_large=1 ;;
     --force) force=1 ;;
-    -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     *) out=$1 ;;
   esac

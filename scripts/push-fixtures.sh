@@ -31,7 +31,7 @@ while (($#)); do
     --fixtures) fixtures=$2; shift ;;
     --one) one_src=$2; one_dst=$3; shift 2 ;;
     --creds) creds=(--dest-creds "$2"); shift ;;
-    -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "push-fixtures.sh: unknown option $1" >&2; exit 2 ;;
     *) registry=$1 ;;
   esac
