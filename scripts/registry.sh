@@ -59,6 +59,11 @@ case "$cmd" in
         echo "registry: already running at $url (pid $pid, storage $dir/data)"
         exit 0
       fi
+      echo "registry.sh: our registry (pid $pid) does not answer at $url; restarting it" >&2
+      kill "$pid" 2>/dev/null || true
+      sleep 0.5
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$pidfile"
     fi
     foreign=$(listeners || true)
     if [[ -n $foreign ]] || [[ $(v2_status) != 000 ]]; then
