@@ -144,6 +144,9 @@ def layer3(tf):
     add(tf, "usr/bin/.wh.wall", data=b"")
     add(tf, "tmp/.wh..wh.plnk/", "dir", mode=0o700)            # aufs bookkeeping: ignored
     add(tf, "usr/share/xattrs", data=b"y", xattrs={"user.mime": b"text/x-changed"})
+    add(tf, "home/.wh.user", data=b"")                         # whiteout, then the dir re-created:
+    add(tf, "home/user/", "dir", mode=0o700, uid=1000, gid=1000)  # the lower .profile must be gone
+    add(tf, "home/user/fresh", data=b"fresh", uid=1000, gid=1000)
 
 
 def main():

@@ -88,9 +88,11 @@ fn same_layer_whiteout_rules_and_aufs_metadata() {
         (".wh..wh.plnk/1.2", 'f', "z"),
         ("dir/", 'd', ""),
         ("dir/.wh..wh..opq", 'f', ""),
+        (".wh.again", 'f', ""), // whiteout, then the directory re-created: opaque
+        ("again/", 'd', ""),
     ]);
     let s = apply(&data[..], &l, &ApplyOptions::default()).unwrap();
-    assert_eq!((s.whiteouts, s.opaques, s.ignored), (2, 2, 2), "{s:?}");
+    assert_eq!((s.whiteouts, s.opaques, s.ignored), (3, 3, 2), "{s:?}");
     assert_eq!(std::fs::read(l.join("keep")).unwrap(), b"x");
     assert!(!l.join(".wh..wh.plnk").exists());
     let snap = snapshot(&l).unwrap();
@@ -99,7 +101,7 @@ fn same_layer_whiteout_rules_and_aufs_metadata() {
     assert_eq!(kind("gone"), Kind::Char);
     assert_eq!(snap[std::path::Path::new("gone")].rdev, Some((0, 0)));
     assert_eq!(kind("redo"), Kind::Dir);
-    for d in ["redo", "dir"] {
+    for d in ["redo", "dir", "again"] {
         assert_eq!(
             snap[std::path::Path::new(d)].xattrs.get("trusted.overlay.opaque").map(|v| &v[..]),
             Some(&b"y"[..]),

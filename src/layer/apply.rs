@@ -604,12 +604,14 @@ impl Ctx<'_> {
         path: &[u8],
         m: &Meta,
     ) -> Result<(), LayerError> {
+        let mut replaces_whiteout = false;
         match sys::mkdirat(pfd, cname, 0o700) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 let st =
                     sys::lstatat(pfd, cname).map_err(|e| self.with_path(path, |s| s.err_io("stat", e)))?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    replaces_whiteout = sys::is_whiteout(&st);
                     self.remove_existing(pfd, cname, path)?;
                     sys::mkdirat(pfd, cname, 0o700)
                         .map_err(|e| self.with_path(path, |s| s.err_io("mkdir", e)))?;
@@ -619,6 +621,15 @@ impl Ctx<'_> {
         }
         let fd = sys::openat(pfd, cname, DIR_FLAGS, 0)
             .map_err(|e| self.with_path(path, |s| s.err_io("open", e)))?;
+        if replaces_whiteout {
+            // `.wh.a` then `a/` in one layer (kaniko and others write a re-created directory this way):
+            // the lower `a` is gone and the new one starts empty, i.e. an opaque directory.
+            let mut nb = Vec::new();
+            let r = sys::cstr(&mut nb, OPAQUE_XATTR.as_bytes())
+                .and_then(|xn| sys::fsetxattr(fd.as_fd(), xn, b"y"));
+            r.map_err(|e| self.with_path(path, |s| s.err_io("set opaque xattr", e)))?;
+            self.stats.opaques += 1;
+        }
         let saved = std::mem::replace(&mut self.path, path.to_vec());
         let r = self.set_fd_meta(fd.as_fd(), m);
         self.path = saved;
