@@ -149,16 +149,24 @@ if [[ ! -f $base ]]; then
       umount -l "$m" || true
     done
   }
-  unmount_below "$tree"
-  rm -rf --one-file-system "$tree"
-  log "debootstrap --variant=minbase --include=procps,iproute2 bookworm (mirror from apt sources)"
-  if ! debootstrap --variant=minbase --include=procps,iproute2 bookworm "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+  ok=0
+  for attempt in 1 2 3; do # the mirror is remote: retry a transient failure
     unmount_below "$tree"
+    rm -rf --one-file-system "$tree"
+    log "debootstrap --variant=minbase --include=procps,iproute2 bookworm (mirror from apt sources, try $attempt)"
+    if debootstrap --variant=minbase --include=procps,iproute2 bookworm "$tree" "$mirror" >"$cache/debootstrap.log" 2>&1; then
+      ok=1
+      break
+    fi
+    tail -5 "$cache/debootstrap.log" >&2
+    sleep $((attempt * 5))
+  done
+  unmount_below "$tree"
+  if ((ok == 0)); then
     tail -20 "$cache/debootstrap.log" >&2
-    echo "build.sh: debootstrap failed (full log: $cache/debootstrap.log)" >&2
+    echo "build.sh: debootstrap failed 3 times (full log: $cache/debootstrap.log)" >&2
     exit 1
   fi
-  unmount_below "$tree"
   # Like the official image: no device nodes, empty /proc /sys, no apt lists or package cache.
   (cd "$tree" && tar --sort=name --numeric-owner --xattrs --xattrs-include='*' --format=pax \
     --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
