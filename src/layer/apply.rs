@@ -11,6 +11,7 @@
 //! final component relative to its parent's fd. A path therefore cannot leave the layer directory, no
 //! matter what earlier entries created.
 
+use super::guard::Guard;
 use super::lower::{self, OPAQUE_XATTR};
 use super::path::{self, BadPath};
 use super::sys;
@@ -40,6 +41,9 @@ pub struct ApplyOptions {
     pub max_path_len: usize,
     /// Maximum size in bytes of one xattr value.
     pub max_xattr_size: usize,
+    /// Maximum size in bytes of one PAX header or GNU long-name entry (they are read into memory
+    /// whole; a bomb of compressed zeros must not exhaust it).
+    pub max_header_size: u64,
 }
 
 impl Default for ApplyOptions {
@@ -49,6 +53,7 @@ impl Default for ApplyOptions {
             max_entries: 1_000_000,
             max_path_len: 4096,
             max_xattr_size: 64 * 1024,
+            max_header_size: 16 << 20,
         }
     }
 }
@@ -99,7 +104,9 @@ pub fn apply<R: Read + Send>(reader: R, dest: &Path, opts: &ApplyOptions) -> Res
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
         let (back_tx, back_rx) = mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH + 2);
         let producer = scope.spawn(move || pump(reader, tx, back_rx));
-        let res = apply_buffered(ChanReader { rx, back: back_tx, cur: Vec::new(), pos: 0 }, dest, opts);
+        let guard = Guard::new(opts.max_header_size);
+        let res =
+            apply_buffered(ChanReader { rx, back: back_tx, cur: Vec::new(), pos: 0, guard }, dest, opts);
         // On an early error the reader was dropped, so the pump stops at its next send.
         let _ = producer.join();
         res
@@ -142,6 +149,8 @@ struct ChanReader {
     back: mpsc::SyncSender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// Follows the tar framing to refuse oversized extension headers before they are read.
+    guard: Guard,
 }
 
 impl Read for ChanReader {
@@ -156,6 +165,9 @@ impl Read for ChanReader {
 
 impl BufRead for ChanReader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some(v) = &self.guard.violation {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, v.clone()));
+        }
         if self.pos >= self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(next)) => {
@@ -171,6 +183,8 @@ impl BufRead for ChanReader {
     }
 
     fn consume(&mut self, n: usize) {
+        let end = (self.pos + n).min(self.cur.len());
+        self.guard.feed(&self.cur[self.pos..end]);
         self.pos += n;
     }
 }

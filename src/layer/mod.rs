@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod compression;
 pub mod diff;
+mod guard;
 pub mod lower;
 pub mod pargz;
 pub mod path;
