@@ -877,7 +877,7 @@ fn parse_duration_ns(s: &str) -> Option<u64> {
         }
         let mut unit = c.to_string();
         if let Some(&n) = chars.peek() {
-            if (c == 'm' && n == 's') || (c == 'u' && n == 's') || (c == 'n' && n == 's') {
+            if n == 's' && matches!(c, 'm' | 'u' | 'n') {
                 unit.push(n);
                 chars.next();
             }

@@ -19,7 +19,10 @@ pub fn commit_container(
 ) -> Result<ImageRecord, String> {
     let st = containers.resolve(key).map_err(|e| e.to_string())?;
     if st.status == Status::Running {
-        log::warn!("committing running container {}: files being written may be caught half-way", st.short_id());
+        log::warn!(
+            "committing running container {}: files being written may be caught half-way",
+            st.short_id()
+        );
     }
     let image_id = st
         .spec
@@ -30,8 +33,8 @@ pub fn commit_container(
     let mut img = NewImage::from_image(store, &base).map_err(|e| e.to_string())?;
     let upper = containers.dir_of(&st.id).upper();
     let below: Vec<_> = base.diff_ids.clone();
-    let layer =
-        layer_from_upper(store, &upper, &st.spec.lowers, &below, source_date_epoch()).map_err(|e| e.to_string())?;
+    let layer = layer_from_upper(store, &upper, &st.spec.lowers, &below, source_date_epoch())
+        .map_err(|e| e.to_string())?;
     if let Some(a) = author {
         img.set_top("author", serde_json::json!(a));
     }

@@ -133,10 +133,8 @@ pub fn resolve_sources(root: &Path, src: &str, ignore: &Ignore) -> Result<Vec<So
     for c in Path::new(src).components() {
         match c {
             Component::Normal(s) => rel.push(s),
-            Component::ParentDir => {
-                if !rel.pop() {
-                    return Err(format!("COPY source {src:?} is outside the build context"));
-                }
+            Component::ParentDir if !rel.pop() => {
+                return Err(format!("COPY source {src:?} is outside the build context"));
             }
             _ => {}
         }

@@ -141,6 +141,10 @@ struct IndexDoc {
     manifests: Vec<Desc>,
 }
 
+/// Materialises one layer blob already in the store: `(store, blob, diff_id, diff_ids below it)`.
+pub type UnpackLayer<'a> =
+    dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String> + 'a;
+
 /// One image a `load` added: its name (if the archive named it) and manifest.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -155,11 +159,7 @@ pub struct Loaded {
 /// Load every image of a docker-archive or OCI-layout tar. `unpack(store, blob, diff_id, below)`
 /// materialises one layer blob (already in the store) into its layer directory and checks its diff_id;
 /// the pull module provides it.
-pub fn load(
-    store: &Store,
-    input: impl Read,
-    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
-) -> Result<Vec<Loaded>> {
+pub fn load(store: &Store, input: impl Read, unpack: &UnpackLayer<'_>) -> Result<Vec<Loaded>> {
     let _gc = store.lock_shared("gc")?;
     let dir = store.ingest_dir().join(format!("load-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
@@ -196,7 +196,7 @@ fn load_oci_manifest(
     dir: &Path,
     desc: Desc,
     name: Option<String>,
-    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
+    unpack: &UnpackLayer<'_>,
 ) -> Result<Loaded> {
     let media = desc.media_type.clone().unwrap_or_default();
     if media == MEDIA_OCI_INDEX || media == MEDIA_DOCKER_LIST {
@@ -249,12 +249,7 @@ fn load_oci_manifest(
     Ok(Loaded { name, manifest: desc.digest, id })
 }
 
-fn load_legacy(
-    store: &Store,
-    dir: &Path,
-    item: LegacyItem,
-    unpack: &dyn Fn(&Store, &Digest, &Digest, &[Digest]) -> std::result::Result<(), String>,
-) -> Result<Vec<Loaded>> {
+fn load_legacy(store: &Store, dir: &Path, item: LegacyItem, unpack: &UnpackLayer<'_>) -> Result<Vec<Loaded>> {
     let cfg_path = safe_join(dir, &item.config)?;
     let cfg_raw = fs::read(&cfg_path).ctx("read", &cfg_path)?;
     let id = Digest::of_bytes(&cfg_raw);
