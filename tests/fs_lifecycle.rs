@@ -105,7 +105,7 @@ fn prepare_starts_no_thread_and_the_caller_can_fork() {
         }
     }
     let mnt = prepared.serve().expect("serve");
-    assert!(fuse_threads() > 0, "serve starts the server threads");
+    wait_until("server threads", || fuse_threads() > 0);
     assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n");
     mnt.unmount().expect("unmount");
     assert!(!mounted(&m));

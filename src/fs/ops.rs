@@ -174,8 +174,6 @@ impl Overlay {
 impl Filesystem for Overlay {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         for cap in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
             InitFlags::FUSE_CACHE_SYMLINKS,
@@ -200,6 +198,12 @@ impl Filesystem for Overlay {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_install(parent.0, name, 1) {
             Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
+            // a negative entry (node id 0) the kernel may cache: names only appear through this mount
+            Err(libc::ENOENT) => {
+                let mut attr = super::attr::to_attr(0, &unsafe { std::mem::zeroed() });
+                attr.ino = INodeNo(0);
+                reply.entry(&TTL, &attr, GEN)
+            }
             Err(e) => reply.error(err(e)),
         }
     }
@@ -338,10 +342,11 @@ impl Filesystem for Overlay {
         if pt {
             let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
             if let Some(b) = b {
-                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b);
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
             }
         }
-        let mut f = FopenFlags::empty();
+        // flush is a no-op here (no POSIX locks are kept by the server): spare the round trip on close
+        let mut f = FopenFlags::FOPEN_NOFLUSH;
         if self.passthrough.load(Ordering::Relaxed) {
             // another open of this inode already uses a different backing file
             f |= FopenFlags::FOPEN_DIRECT_IO;
@@ -437,7 +442,9 @@ impl Filesystem for Overlay {
             return reply.error(err(e));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        // the kernel may cache listings: every change to a directory goes through this mount, which
+        // invalidates the cache
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -662,13 +669,20 @@ impl Filesystem for Overlay {
         if pt {
             let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
             if let Some(b) = b {
-                return reply.created_passthrough(&TTL, &attr, GEN, FileHandle(fh), FopenFlags::empty(), &b);
+                return reply.created_passthrough(
+                    &TTL,
+                    &attr,
+                    GEN,
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_NOFLUSH,
+                    &b,
+                );
             }
         }
         let f = if self.passthrough.load(Ordering::Relaxed) {
-            FopenFlags::FOPEN_DIRECT_IO
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
         } else {
-            FopenFlags::empty()
+            FopenFlags::FOPEN_NOFLUSH
         };
         reply.created(&TTL, &attr, GEN, FileHandle(fh), f);
     }

@@ -423,14 +423,26 @@ impl Overlay {
         self.writable()?;
         let _g = lock(&self.mutate);
         let dir = self.dir_of(parent)?;
-        if self.stack.resolve(&dir, parent, name)?.is_some() {
-            return Err(libc::EEXIST);
+        // one probe of the upper layer decides most cases; the lowers only matter without an upper entry
+        let mut over_whiteout = false;
+        if let Some(up) = &dir.upper {
+            match sys::stat_at(up.as_raw_fd(), name) {
+                Ok(st) if sys::is_whiteout(&st) => over_whiteout = true,
+                Ok(_) => return Err(libc::EEXIST),
+                Err(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !over_whiteout {
+            let lowers_only = DirLayers { upper: None, ..dir.clone() };
+            if self.stack.resolve(&lowers_only, parent, name)?.is_some() {
+                return Err(libc::EEXIST);
+            }
         }
         self.copy_up(parent, CopyMode::Meta)?;
         let pup = self.dir_of(parent)?.upper.ok_or(libc::EIO)?;
         let pfd = pup.as_raw_fd();
         let pst = sys::fstat(pfd)?;
-        let over_whiteout = matches!(sys::stat_at(pfd, name), Ok(st) if sys::is_whiteout(&st));
         let is_dir = matches!(what, NewEntry::Dir(_));
         let (ouid, ogid, extra) = Self::new_owner(&pst, uid, gid, is_dir);
         let tmp = self.tmp_name();
@@ -481,8 +493,20 @@ impl Overlay {
             }
             return Err(e);
         }
-        let (ino, attr) = self.lookup_install(parent, name, 1)?;
-        Ok((ino, attr, file))
+        if is_dir {
+            let (ino, attr) = self.lookup_install(parent, name, 1)?;
+            return Ok((ino, attr, file));
+        }
+        // a new non-directory is exactly its upper file
+        let st = match &file {
+            Some(f) => sys::fstat(f.as_raw_fd())?,
+            None => sys::stat_at(pfd, name)?,
+        };
+        let key =
+            Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: st.st_ino, extra: 0 };
+        let found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
+        let ino = lock(&self.t).install(parent, name, &found, 1);
+        Ok((ino, to_attr(ino, &st), file))
     }
 
     /// Hard link `ino` as `newparent/newname`.

@@ -1,0 +1,141 @@
+#!/bin/bash
+# rimg's FUSE overlay vs kernel overlayfs vs fuse-overlayfs on identical lowers, in one run.
+#
+# usage (as root): benches/fs/run.sh [REPS]
+#   env: RIMG=path/to/rimg (default target/release/rimg, built if missing)
+#        ROOTFS_TAR=debian rootfs tarball (default: the fixtures' debootstrap bookworm minbase tar,
+#                   else the Alpine minirootfs), BENCH_DIR=/tmp/rimg-fs-bench
+# Every figure is the median of REPS runs (default 3), each on a fresh upper/work and a fresh mount.
+# "cold" figures drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) first.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPS=${1:-3}
+B=${BENCH_DIR:-/tmp/rimg-fs-bench}
+RIMG=${RIMG:-$PWD/target/release/rimg}
+[ -x "$RIMG" ] || cargo build --release --bin rimg
+FIX_TAR=/work/main/.work/fixtures/cache/debootstrap-bookworm-minbase.tar
+ALPINE=/work/shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz
+ROOTFS_TAR=${ROOTFS_TAR:-$([ -f $FIX_TAR ] && echo $FIX_TAR || echo $ALPINE)}
+
+cleanup() {
+    for m in "$B"/run/*/m; do umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+setup() {
+    mkdir -p "$B"
+    if [ ! -f "$B/.ready" ]; then
+        rm -rf "$B/rootfs" "$B/data"
+        mkdir -p "$B/rootfs" "$B/data/small" "$B/src"
+        tar -xpf "$ROOTFS_TAR" -C "$B/rootfs" --xattrs --numeric-owner 2>/dev/null || tar -xpf "$ROOTFS_TAR" -C "$B/rootfs"
+        dd if=/dev/urandom of="$B/data/big" bs=1M count=1024 status=none
+        for i in $(seq 1 2000); do head -c 4096 /dev/urandom > "$B/data/small/f$i"; done
+        mkdir -p "$B/src/tree"
+        for d in $(seq 1 20); do
+            mkdir -p "$B/src/tree/d$d"
+            for f in $(seq 1 1000); do echo "file $d $f" > "$B/src/tree/d$d/f$f"; done
+        done
+        tar -cf "$B/src/small20k.tar" -C "$B/src" tree
+        rm -rf "$B/src/tree"
+        touch "$B/.ready"
+    fi
+}
+
+now() { date +%s%N; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+# mount FS at $R/m over lowers data:rootfs with a fresh upper/work
+do_mount() {
+    local fs=$1 R=$2
+    rm -rf "$R"; mkdir -p "$R/u" "$R/w" "$R/m"
+    local opts="lowerdir=$B/data:$B/rootfs,upperdir=$R/u,workdir=$R/w"
+    case $fs in
+        kernel) mount -t overlay overlay -o "$opts" "$R/m" ;;
+        rimg) "$RIMG" overlayfs -o "$opts" "$R/m" ;;
+        fuse-overlayfs) fuse-overlayfs -o "$opts" "$R/m" 2>/dev/null ;;
+    esac
+}
+do_umount() {
+    local R=$1
+    umount "$R/m" 2>/dev/null || umount -l "$R/m"
+    # wait for FUSE daemons to go away
+    for _ in $(seq 1 100); do mountpoint -q "$R/m" || break; sleep 0.05; done
+    rm -rf "$R"
+}
+
+py() { python3 -c "$1" "$2"; }
+CREATES='import os,sys
+d=sys.argv[1]+"/creates"; os.mkdir(d)
+for i in range(2000):
+    fd=os.open(f"{d}/f{i}", os.O_CREAT|os.O_WRONLY|os.O_EXCL, 0o644); os.write(fd,b"x"*100); os.close(fd)'
+MKRM='import os,sys
+d=sys.argv[1]+"/mkrm"; os.mkdir(d)
+for i in range(10000): os.mkdir(f"{d}/d{i}")
+for i in range(10000): os.rmdir(f"{d}/d{i}")'
+W4K='import os,sys
+fd=os.open(sys.argv[1]+"/w4k", os.O_CREAT|os.O_WRONLY, 0o644); b=b"y"*4096
+for i in range(25600): os.write(fd,b)
+os.close(fd)'
+READS='import os,sys
+d=sys.argv[1]+"/small"
+for i in range(1,2001):
+    with open(f"{d}/f{i}","rb") as f: f.read()'
+
+# run_test FS TEST -> prints elapsed ms
+run_test() {
+    local fs=$1 t=$2 R="$B/run/$1" s e
+    mkdir -p "$B/run"
+    if [ "$t" = mount ]; then
+        rm -rf "$R"; mkdir -p "$R/u" "$R/w" "$R/m"
+        s=$(now)
+        local opts="lowerdir=$B/data:$B/rootfs,upperdir=$R/u,workdir=$R/w"
+        case $fs in
+            kernel) mount -t overlay overlay -o "$opts" "$R/m" ;;
+            rimg) "$RIMG" overlayfs -o "$opts" "$R/m" ;;
+            fuse-overlayfs) fuse-overlayfs -o "$opts" "$R/m" 2>/dev/null ;;
+        esac
+        stat "$R/m/etc/passwd" >/dev/null
+        e=$(now)
+        do_umount "$R"
+        echo $(( (e - s) / 1000000 ))
+        return
+    fi
+    do_mount "$fs" "$R"
+    local m="$R/m"
+    case $t in
+        find_cold) drop; s=$(now); find "$m" >/dev/null; e=$(now) ;;
+        find_warm) find "$m" >/dev/null; s=$(now); find "$m" >/dev/null; e=$(now) ;;
+        read1g_cold) drop; s=$(now); dd if="$m/big" of=/dev/null bs=1M status=none; e=$(now) ;;
+        read1g_warm) dd if="$m/big" of=/dev/null bs=1M status=none; s=$(now); dd if="$m/big" of=/dev/null bs=1M status=none; e=$(now) ;;
+        small_reads) drop; s=$(now); py "$READS" "$m"; e=$(now) ;;
+        creates) s=$(now); py "$CREATES" "$m"; e=$(now) ;;
+        untar20k) s=$(now); tar -xf "$B/src/small20k.tar" -C "$m"; e=$(now) ;;
+        mkdir_rmdir10k) s=$(now); py "$MKRM" "$m"; e=$(now) ;;
+        write4k) s=$(now); py "$W4K" "$m"; e=$(now) ;;
+        copyup1g) s=$(now); echo x >> "$m/big"; e=$(now) ;;
+        chmod1g) s=$(now); chmod 600 "$m/big"; e=$(now) ;;
+        write512m_fsync) s=$(now); dd if=/dev/zero of="$m/w512" bs=1M count=512 conv=fsync status=none; e=$(now) ;;
+    esac
+    do_umount "$R"
+    echo $(( (e - s) / 1000000 ))
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+setup
+TESTS="mount find_cold find_warm read1g_cold read1g_warm small_reads creates untar20k mkdir_rmdir10k write4k copyup1g chmod1g write512m_fsync"
+FSES="kernel rimg fuse-overlayfs"
+echo "# rimg FUSE overlay benchmark — $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, reps=$REPS"
+echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR"); upper/work on $(df --output=fstype "$B" | tail -1)"
+printf "%-16s %10s %10s %14s %12s %14s\n" test kernel_ms rimg_ms fuse-ovl_ms rimg/kernel fuse-ovl/rimg
+for t in $TESTS; do
+    declare -A res=()
+    for fs in $FSES; do
+        res[$fs]=$(for _ in $(seq 1 "$REPS"); do run_test "$fs" "$t"; done | median)
+    done
+    k=${res[kernel]}; r=${res[rimg]}; f=${res[fuse-overlayfs]}
+    rk=$(awk -v a="$r" -v b="$k" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
+    fr=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
+    printf "%-16s %10s %10s %14s %12s %14s\n" "$t" "$k" "$r" "$f" "$rk" "$fr"
+    unset res
+done
