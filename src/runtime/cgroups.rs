@@ -264,12 +264,12 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Move a process into the resource hierarchies only (memory, cpu, pids, blkio/io), not devices or
-    /// freezer: used for the monitor, whose FUSE server must keep opening /dev/fuse and must not be
-    /// frozen with the container.
+    /// Move a process into the resource hierarchies only (memory, cpu, blkio/io; on v1 not devices,
+    /// freezer or pids): used for the monitor, whose FUSE server must keep opening /dev/fuse, must not be
+    /// frozen with the container, and whose threads should not eat into `--pids-limit`.
     pub fn add_process_for_resources(&self, pid: i32) -> Result<(), RuntimeError> {
         for (ctrls, d) in &self.dirs {
-            if !self.v2 && ctrls.iter().all(|c| c == "devices" || c == "freezer") {
+            if !self.v2 && ctrls.iter().all(|c| c == "devices" || c == "freezer" || c == "pids") {
                 continue;
             }
             write_file(&d.join("cgroup.procs"), &pid.to_string())?;

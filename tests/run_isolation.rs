@@ -1,0 +1,134 @@
+//! Many containers from one image, and what a killed `rimg run` leaves behind (nothing).
+
+#[path = "run_support.rs"]
+mod run_support;
+
+use run_support::{cgroup_left, code, eventually, stderr, stdout, Root};
+use std::time::Duration;
+
+fn layer_dirs(root: &Root) -> usize {
+    std::fs::read_dir(root.path().join("layers/sha256")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn ten_containers_each_see_only_their_own_writes() {
+    let root = Root::new();
+    let layers_before = layer_dirs(&root);
+    let handles: Vec<_> = (0..10)
+        .map(|i| {
+            let path = root.path().to_path_buf();
+            std::thread::spawn(move || {
+                let script = format!("echo {i} > /etc/shared; touch /only-{i}; sleep 1; cat /etc/shared; ls / | grep -c '^only-'");
+                let out = run_support::run_with_deadline(
+                    run_support::support::rimg_cmd(&path).args(["run", "--name", &format!("c{i}"), "alpine", "sh", "-c", &script]),
+                    Duration::from_secs(60),
+                );
+                (i, out)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, out) = h.join().unwrap();
+        assert_eq!(code(&out), 0, "c{i}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{i}\n1\n"), "c{i} saw only its own writes");
+    }
+    for i in 0..10 {
+        let id = root.id_of(&format!("c{i}"));
+        let upper = root.path().join("containers").join(&id).join("upper");
+        assert_eq!(
+            std::fs::read_to_string(upper.join("etc/shared")).unwrap(),
+            format!("{i}\n"),
+            "writes land in c{i}'s upper"
+        );
+    }
+    // The image is unchanged and its layers exist once.
+    let fresh = root.ok(&[
+        "run",
+        "--rm",
+        "alpine",
+        "sh",
+        "-c",
+        "ls / | grep -c '^only-'; test -e /etc/shared || echo clean",
+    ]);
+    assert_eq!(fresh, "0\nclean\n");
+    assert_eq!(layer_dirs(&root), layers_before, "no layer was copied per container");
+    for i in 0..10 {
+        root.ok(&["rm", &format!("c{i}")]);
+    }
+}
+
+fn mounts_mentioning(s: &str) -> usize {
+    // Every process's mount namespace, not just ours: a leaked namespace would show up here.
+    let mut n = 0;
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(info) = std::fs::read_to_string(p.path().join("mountinfo")) {
+            n += info.lines().filter(|l| l.contains(s)).count();
+        }
+    }
+    n
+}
+
+fn locks_on(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else { return false };
+    let needle = format!(":{:02x}:{}", 0, md.ino());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks.lines().any(|l| l.split_whitespace().nth(5).is_some_and(|f| f.ends_with(&format!(":{}", md.ino()))))
+        || locks.contains(&needle)
+}
+
+#[test]
+fn sigkill_of_rimg_run_leaves_nothing_behind() {
+    let root = Root::new();
+    let mut child = run_support::support::rimg_cmd(root.path())
+        .args(["run", "--name", "victim", "alpine", "sleep", "1001"])
+        .spawn()
+        .expect("spawn");
+    assert!(eventually(Duration::from_secs(20), || {
+        root.container_ids().first().is_some_and(|id| root.state(id)["status"] == "running")
+    }));
+    let id = root.id_of("victim");
+    let st = root.state(&id);
+    let (init, monitor) = (st["pid"].as_i64().unwrap() as i32, st["monitor_pid"].as_i64().unwrap() as i32);
+    let cdir = root.path().join("containers").join(&id);
+    assert!(
+        !cgroup_left(&id).is_empty() && mounts_mentioning(&id) > 0 && locks_on(&cdir.join("monitor.lock"))
+    );
+
+    // SAFETY: SIGKILL our own child, the rimg run process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            !std::path::Path::new(&format!("/proc/{monitor}")).exists()
+                && !std::path::Path::new(&format!("/proc/{init}")).exists()
+        }),
+        "monitor and container exit"
+    );
+    assert!(cgroup_left(&id).is_empty(), "cgroups removed: {:?}", cgroup_left(&id));
+    assert_eq!(mounts_mentioning(&id), 0, "no mount left in any namespace");
+    assert!(run_support::processes_with("sleep 1001").is_empty(), "no process left");
+    assert!(!locks_on(&cdir.join("monitor.lock")), "no lock left");
+    let ps = root.ok(&["ps", "-a"]);
+    assert!(ps.contains("victim") && ps.contains("Exited (137)"), "{ps}");
+    root.ok(&["rm", "victim"]);
+    assert!(!cdir.exists());
+}
+
+#[test]
+fn killed_monitor_is_reconciled_by_ps() {
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "--name", "orphan", "alpine", "sleep", "1002"]);
+    let id = id.trim();
+    let st = root.state(id);
+    let monitor = st["monitor_pid"].as_i64().unwrap() as i32;
+    // SIGKILL the monitor itself: the init dies with it (PDEATHSIG) but nobody records or cleans up.
+    // SAFETY: kill(2) of the monitor we just started.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    assert!(eventually(Duration::from_secs(10), || run_support::processes_with("sleep 1002").is_empty()));
+    let ps = root.ok(&["ps", "-a"]);
+    assert!(ps.contains("orphan") && ps.contains("Exited (137)"), "{ps}");
+    assert!(cgroup_left(id).is_empty(), "reconciled cgroups: {:?}", cgroup_left(id));
+    assert_eq!(mounts_mentioning(id), 0);
+    root.ok(&["rm", "orphan"]);
+}
