@@ -108,6 +108,12 @@ impl Root {
     }
 }
 
+impl Default for Root {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for Root {
     fn drop(&mut self) {
         for id in self.container_ids() {

@@ -260,10 +260,13 @@ struct ImageDefaults {
     stop_signal: Option<String>,
 }
 
+/// (image as shown, image id, lowers top first, config defaults, containers dir)
+type ResolvedImage = (String, Option<String>, Vec<PathBuf>, ImageDefaults, PathBuf);
+
 fn resolve_image(
     a: &Args,
     g: &Globals,
-) -> anyhow::Result<(String, Option<String>, Vec<PathBuf>, ImageDefaults, PathBuf)> {
+) -> anyhow::Result<ResolvedImage> {
     if a.rootfs {
         let dir = std::fs::canonicalize(&a.image).with_context(|| format!("rootfs {}", a.image))?;
         let containers = g.root.join("containers");
@@ -367,7 +370,7 @@ fn build_spec(
         }
     }
     if let Some(c) = a.cpus {
-        if !(c > 0.0) {
+        if c.is_nan() || c <= 0.0 {
             bail!("invalid --cpus {c}: must be positive");
         }
     }

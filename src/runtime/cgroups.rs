@@ -48,11 +48,7 @@ impl Layout {
             }
             let mountpoint = PathBuf::from(unescape_mountinfo(lf[4]));
             match rf[0] {
-                "cgroup2" => {
-                    if v2.is_none() {
-                        v2 = Some(mountpoint);
-                    }
-                }
+                "cgroup2" if v2.is_none() => v2 = Some(mountpoint),
                 "cgroup" => {
                     let ctrls: Vec<String> = rf[2]
                         .split(',')
