@@ -569,7 +569,7 @@ impl Builder<'_> {
             image: format!("build step {}", step.line),
             image_id: None,
             lowers: lowers.clone(),
-            driver: runtime::RootfsDriver::default(),
+            driver: runtime::RootfsDriver::Fuse,
             process: ProcessSpec { args: argv.clone(), env, cwd, user, tty: false, stdin: false },
             hostname: String::new(),
             network: net,
