@@ -276,3 +276,14 @@ fn volumes_tmpfs_and_read_only_rootfs() {
         "hi\n1\n"
     );
 }
+
+#[test]
+fn commit_turns_the_upper_into_an_image() {
+    let root = Root::new();
+    root.ok(&["run", "--name", "src", "alpine", "sh", "-c", "echo made > /made; rm /etc/motd"]);
+    let id = root.ok(&["commit", "-m", "test", "src", "committed:v1"]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let out = root.rimg(&["run", "--rm", "committed:v1", "sh", "-c", "cat /made; test -e /etc/motd || echo gone"]);
+    assert_eq!(stdout(&out), "made\ngone\n", "{}", stderr(&out));
+    root.ok(&["rm", "src"]);
+}

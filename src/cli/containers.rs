@@ -351,21 +351,44 @@ pub fn wait(a: WaitArgs, g: &Globals) -> anyhow::Result<i32> {
 /// `rimg commit` flags.
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {
+    /// Commit message (recorded in the image history).
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Author.
+    #[arg(short = 'a', long)]
+    author: Option<String>,
     /// Container.
     container: String,
     /// New image reference.
     reference: Option<String>,
 }
 
-/// `rimg commit` (needs the layer differ and store import; not wired yet).
+/// `rimg commit`: the container's upper becomes a new layer on its image (see `build::commit`).
 pub fn commit(a: CommitArgs, g: &Globals) -> anyhow::Result<i32> {
+    let store = super::pull::open_store(g)?;
     let c = containers(g)?;
-    let st = c.resolve(&a.container)?;
-    bail!(
-        "commit of {} is not available yet: its upper dir is {}",
-        st.short_id(),
-        c.dir_of(&st.id).upper().display()
+    // Stored under the full normalized name (`docker.io/library/x:latest`), as pulls are.
+    let name = match &a.reference {
+        Some(r) => {
+            let mut r = crate::reference::Reference::parse(r)?;
+            if r.tag.is_none() && r.digest.is_none() {
+                r = r.with_tag("latest")?;
+            }
+            Some(r.to_string())
+        }
+        None => None,
+    };
+    let rec = crate::build::commit::commit_container(
+        &store,
+        &c,
+        &a.container,
+        name.as_deref(),
+        a.message.as_deref(),
+        a.author.as_deref(),
     )
+    .map_err(anyhow::Error::msg)?;
+    println!("{}", rec.id);
+    Ok(0)
 }
 
 /// Container housekeeping.

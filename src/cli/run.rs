@@ -263,10 +263,7 @@ struct ImageDefaults {
 /// (image as shown, image id, lowers top first, config defaults, containers dir)
 type ResolvedImage = (String, Option<String>, Vec<PathBuf>, ImageDefaults, PathBuf);
 
-fn resolve_image(
-    a: &Args,
-    g: &Globals,
-) -> anyhow::Result<ResolvedImage> {
+fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
     if a.rootfs {
         let dir = std::fs::canonicalize(&a.image).with_context(|| format!("rootfs {}", a.image))?;
         let containers = g.root.join("containers");
@@ -440,7 +437,7 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         println!("{}", launched.id);
         return Ok(0);
     }
-    let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, .. } = launched;
+    let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, cgroups, .. } = launched;
     let code = attach::wait(attach::Relay {
         child: monitor_pid,
         target: init_pid,
@@ -449,6 +446,7 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         old_mask,
     });
     drop(lifeline);
+    runtime::launch::cleanup_after_monitor(&cgroups);
     Ok(code)
 }
 

@@ -61,6 +61,16 @@ pub struct Launched {
     pub lifeline: Option<OwnedFd>,
     /// Signals blocked for [`super::attach::wait`]; restored by it.
     pub old_mask: SigSet,
+    /// The container's cgroup directories. While attached, the monitor exits without removing them (that
+    /// would cost it another cgroup migration); call [`cleanup_after_monitor`] once it has been reaped.
+    pub cgroups: Vec<std::path::PathBuf>,
+}
+
+/// Remove what an attached monitor leaves to `rimg run`: the cgroup directories (after the monitor exited).
+pub fn cleanup_after_monitor(cgroups: &[std::path::PathBuf]) {
+    for d in cgroups {
+        super::cgroups::remove_dir_killing(d);
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
@@ -176,7 +186,15 @@ pub fn start(
             }
             Attach::Detached => (None, None),
         };
-        return Ok(Launched { id: id.clone(), monitor_pid: pid, init_pid, pty_master, lifeline, old_mask });
+        return Ok(Launched {
+            id: id.clone(),
+            monitor_pid: pid,
+            init_pid,
+            pty_master,
+            lifeline,
+            old_mask,
+            cgroups: cgroup.dirs(),
+        });
     }
     // Start failed: the monitor has recorded and cleaned up; collect it.
     let status = wait_pid(pid).unwrap_or(0);
@@ -245,16 +263,18 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             }
         });
     };
-    let teardown = |cgroup: &Cgroup| {
+    let teardown = |cgroup: Option<&Cgroup>| {
         let _ = nix::mount::umount2(&cdir.rootfs(), nix::mount::MntFlags::MNT_DETACH);
-        cgroup.remove();
+        if let Some(cg) = cgroup {
+            cg.remove();
+        }
         if state.spec.auto_remove {
             let _ = containers.remove_files(&id);
         }
     };
     let fail_early = |report_w: &mut File, f: Failure| -> i32 {
         finish(f.code, Some(f.message.clone()), false);
-        teardown(&cgroup);
+        teardown(Some(&cgroup));
         report(report_w, &format!("err {} {}", f.code, f.message));
         f.code
     };
@@ -426,6 +446,11 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         }
     }
     let in_cgroup = served.is_some();
+    // Phase 1: the init builds its mounts while we put it into the cgroup (a cgroup migration waits for an
+    // RCU grace period; overlapping it with the mount work hides that latency). It cannot run user code
+    // before phase 2.
+    let mut release_w = File::from(release_w);
+    let _ = release_w.write_all(b"1");
     if let Err(e) = cgroup.add_process(init) {
         kill_init();
         let _ = wait_pid(init);
@@ -435,8 +460,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         return fail_early(&mut report_w, e.into());
     }
     // Release the init; it reports setup/exec failures or closes the pipe by exec'ing.
-    let mut release_w = File::from(release_w);
-    let _ = release_w.write_all(b"go");
+    let _ = release_w.write_all(b"2");
     drop(release_w);
     let err_data = match read_unless_orphaned(err_r, attach == Attach::Foreground, &life_r) {
         Some(d) => d,
@@ -505,7 +529,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     drop(report_w);
 
     // Wait for the init, or for P's death while attached.
-    let status = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
+    let (status, orphaned) = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
     let code = exit_code_of(status);
     let oom = cgroup.oom_killed();
     for p in pumps {
@@ -517,10 +541,15 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             log::warn!("unmount rootfs: {e}");
         }
     }
-    if in_cgroup {
-        leave_cgroup(&cgroup, &state);
+    if attach == Attach::Foreground && !orphaned {
+        // rimg run removes the cgroup once we are gone: no migration back out on the way.
+        teardown(None);
+    } else {
+        if in_cgroup {
+            leave_cgroup(&cgroup, &state);
+        }
+        teardown(Some(&cgroup));
     }
-    teardown(&cgroup);
     drop(lock);
     code
 }
@@ -581,7 +610,9 @@ impl Read for PtyReader {
     }
 }
 
-fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> libc::c_int {
+/// Wait for the init; also reports whether rimg run died meanwhile (then the init was killed).
+fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, bool) {
+    let mut orphaned = false;
     // SAFETY: pidfd_open(2) of our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) } as i32;
     if pidfd >= 0 {
@@ -606,10 +637,11 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> libc::c_int {
                 // SAFETY: kill(2) of our own child.
                 unsafe { libc::kill(init, libc::SIGKILL) };
                 life = None;
+                orphaned = true;
             }
         }
     }
-    wait_pid(init).unwrap_or(0)
+    (wait_pid(init).unwrap_or(0), orphaned)
 }
 
 /// Close every descriptor above 2 except `keep`.
@@ -659,15 +691,14 @@ fn container_init(
 ) -> ! {
     // SAFETY: prctl with integer arguments: die with the monitor.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut buf = [0u8; 2];
     let mut r = File::from(release_r);
-    if r.read_exact(&mut buf).is_err() {
+    let mut phase = [0u8; 1];
+    if r.read_exact(&mut phase).is_err() {
         // SAFETY: the monitor died before releasing us.
         unsafe { libc::_exit(125) };
     }
-    drop(r);
     // Keep only what the init needs: no /dev/fuse, lock or pipe of the monitor may leak into the container.
-    let mut keep: Vec<i32> = vec![err_w.as_raw_fd()];
+    let mut keep: Vec<i32> = vec![err_w.as_raw_fd(), r.as_raw_fd()];
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     close_fds_except(&keep);
@@ -689,8 +720,8 @@ fn container_init(
     }
     drop(stdio);
     let _ = nix::unistd::setsid();
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP) {
-        fail(Failure { code: 125, message: format!("unshare mount/cgroup namespace: {e}") });
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
+        fail(Failure { code: 125, message: format!("unshare mount namespace: {e}") });
     }
     let root = match mounts::Root::open(&cdir.rootfs()) {
         Ok(r) => r,
@@ -708,6 +739,15 @@ fn container_init(
         fail(e.into());
     }
     drop(root);
+    // Phase 2: we are in the container's cgroup; its namespace is rooted there.
+    if r.read_exact(&mut phase).is_err() {
+        // SAFETY: the monitor gave up on us (it kills us too).
+        unsafe { libc::_exit(125) };
+    }
+    drop(r);
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
+        fail(Failure { code: 125, message: format!("unshare cgroup namespace: {e}") });
+    }
     let prepared =
         match command::prepare(&state.spec.process, state.spec.privileged, Some(&state.spec.hostname)) {
             Ok(p) => p,

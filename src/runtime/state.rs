@@ -315,7 +315,14 @@ impl Containers {
     /// If `st` claims to be live but its monitor is gone, make the record true again. Returns `None` when
     /// the container was auto-removed.
     pub fn reconcile(&self, st: ContainerState) -> Result<Option<ContainerState>, RuntimeError> {
-        if st.status == Status::Exited || self.monitor_alive(&st.id) {
+        if self.monitor_alive(&st.id) {
+            return Ok(Some(st));
+        }
+        if st.status == Status::Exited {
+            // An attached monitor leaves its cgroup to rimg run; if that died too, finish the job.
+            for cg in st.cgroups.iter().filter(|c| c.exists()) {
+                super::cgroups::remove_dir_killing(cg);
+            }
             return Ok(Some(st));
         }
         log::info!("container {} lost its monitor; cleaning up", st.short_id());
