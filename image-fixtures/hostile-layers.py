@@ -24,8 +24,11 @@ def add(tf, name, kind="file", data=b"pwned\n", link="", mode=0o644, pax=None):
         ti.size = len(data)
         tf.addfile(ti, io.BytesIO(data))
         return
-    ti.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}[kind]
+    ti.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
+               "fifo": tarfile.FIFOTYPE, "char": tarfile.CHRTYPE}[kind]
     ti.linkname = link
+    if kind == "char":
+        ti.devmajor, ti.devminor = 1, 3
     tf.addfile(ti)
 
 
@@ -52,6 +55,9 @@ def layers(outside):
         "refuse-hardlink-dotdot": [("shadow", "hardlink", "../../etc/shadow")],
         "refuse-hardlink-abs": [("shadow", "hardlink", "/etc/shadow")],
         "refuse-hardlink-via-symlink": [("evil", "symlink", "/etc"), ("shadow", "hardlink", "evil/shadow")],
+        # Special files in a parent position must be refused, not opened (a fifo would block).
+        "refuse-fifo-parent": [("p", "fifo", ""), ("p/x", "file", "")],
+        "refuse-device-parent": [("c", "char", ""), ("c/x", "file", "")],
         # Whiteouts that name the parent.
         "refuse-whiteout-dotdot": [("d/", "dir", ""), ("d/.wh..", "file", "")],
         "refuse-whiteout-escape": [("../.wh.victim", "file", "")],

@@ -27,6 +27,8 @@ const REFUSED: &[(&str, &str)] = &[
     ("refuse-hardlink-dotdot", "\"shadow\": hard link target \"../../etc/shadow\" escapes the layer root"),
     ("refuse-hardlink-abs", "\"shadow\": hard link target \"etc/shadow\" is neither in this layer"),
     ("refuse-hardlink-via-symlink", "\"shadow\": hard link target \"evil/shadow\" is not inside"),
+    ("refuse-fifo-parent", "\"p/x\": parent \"p\" is not a directory"),
+    ("refuse-device-parent", "\"c/x\": parent \"c\" is not a directory"),
     ("refuse-whiteout-dotdot", "whiteout without a name"),
     ("refuse-whiteout-escape", "\"../.wh.victim\" escapes the layer root"),
 ];
