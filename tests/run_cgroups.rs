@@ -102,7 +102,7 @@ impl LoopFs {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("img");
         let f = std::fs::File::create(&img).unwrap();
-        f.set_len(64 << 20).unwrap();
+        f.set_len(1 << 30).unwrap();
         let out = Command::new("losetup").args(["-f", "--show"]).arg(&img).output().unwrap();
         assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
         let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -153,6 +153,33 @@ fn device_write_bps_throttles_direct_writes() {
     // that an unthrottled direct write (milliseconds) cannot meet.
     assert!(elapsed >= Duration::from_millis(900), "2 MiB at 1 MiB/s took only {elapsed:?}");
     root.ok(&["rm", &id]);
+}
+
+#[test]
+fn device_write_bps_throttles_writes_through_the_fuse_rootfs() {
+    // The container's upper lives on the throttled device: the FUSE server (in the container's blkio
+    // cgroup) or passthrough (the caller's own I/O) must be throttled like the container itself.
+    let lfs = LoopFs::new();
+    let root = Root::new_in(&lfs.mnt);
+    let rate = format!("{}:1mb", lfs.dev);
+    let start = Instant::now();
+    let out = root.rimg(&[
+        "run",
+        "--rm",
+        "--device-write-bps",
+        &rate,
+        "alpine",
+        "dd",
+        "if=/dev/zero",
+        "of=/f",
+        "bs=64k",
+        "count=32",
+        "oflag=direct",
+    ]);
+    let elapsed = start.elapsed();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(elapsed >= Duration::from_millis(900), "2 MiB at 1 MiB/s through FUSE took only {elapsed:?}");
+    drop(root);
 }
 
 #[test]

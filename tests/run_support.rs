@@ -65,6 +65,21 @@ impl Root {
         Root { dir: Some(dir), path }
     }
 
+    /// A fresh root inside `parent` (any filesystem): a full copy of the shared cache.
+    pub fn new_in(parent: &Path) -> Root {
+        let cache = shared_cache();
+        let dir = tempfile::Builder::new().prefix("rimg-run-root-").tempdir_in(parent).expect("temp root");
+        let path = std::fs::canonicalize(dir.path()).expect("canonical root");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", cache.display()))
+            .arg(&path)
+            .status()
+            .expect("cp -a");
+        assert!(st.success(), "copy image cache");
+        Root { dir: Some(dir), path }
+    }
+
     /// The root directory.
     pub fn path(&self) -> &Path {
         &self.path
