@@ -1,4 +1,4 @@
-//! Diffing an overlay upper directory back into an OCI layer tar (the inverse of [`super::apply`]).
+//! Diffing an overlay upper directory back into an OCI layer tar (the inverse of [`super::apply()`]).
 //!
 //! Used by `rimg commit` and `rimg build`: after a step ran on an overlay, its upper directory holds
 //! exactly the step's changes in overlayfs format. This module turns those into the OCI layer

@@ -1,9 +1,9 @@
 //! Layers: OCI layer tarballs ⇄ kernel-overlayfs-format directories.
 //!
-//! - [`apply`] materialises one layer tar as its own directory, usable as an overlay `lowerdir`
+//! - [`apply()`] materialises one layer tar as its own directory, usable as an overlay `lowerdir`
 //!   (whiteouts as 0/0 character devices, opaque directories marked with `trusted.overlay.opaque=y`),
 //!   refusing hostile entries instead of ever writing outside that directory.
-//! - [`diff`] is the inverse for `rimg commit`/`rimg build`: an overlay upper directory back into a
+//! - [`diff()`] is the inverse for `rimg commit`/`rimg build`: an overlay upper directory back into a
 //!   deterministic OCI layer tar.
 //! - [`compression`] detects and decodes gzip/zstd layer blobs.
 //! - [`tree`] snapshots a directory tree and compares two snapshots, the oracle check tests use against
