@@ -225,7 +225,11 @@ fn apply_buffered<B: BufRead>(
             let mut entry = entry.map_err(LayerError::Read)?;
             ctx.stats.entries += 1;
             if ctx.stats.entries > opts.max_entries {
-                return Err(LayerError::Limit { what: "entries", limit: opts.max_entries });
+                return Err(LayerError::Limit {
+                    path: String::new(),
+                    what: "entries",
+                    limit: opts.max_entries,
+                });
             }
             ctx.entry(root.as_fd(), &mut stack, &mut entry)?;
         }
@@ -403,9 +407,11 @@ impl Ctx<'_> {
         {
             let raw = entry.path_bytes();
             if raw.len() > self.opts.max_path_len {
-                self.path.clear();
-                self.path.extend_from_slice(&raw[..64.min(raw.len())]);
-                return Err(LayerError::Limit { what: "path length", limit: self.opts.max_path_len as u64 });
+                return Err(LayerError::Limit {
+                    path: format!("{}…", lossy(&raw[..64.min(raw.len())])),
+                    what: "path length",
+                    limit: self.opts.max_path_len as u64,
+                });
             }
             trailing_slash = raw.ends_with(b"/");
             if let Err(bad) = path::clean(&raw, &mut self.path) {
@@ -765,6 +771,7 @@ impl Ctx<'_> {
         }
         if target.len() > self.opts.max_path_len {
             return Err(LayerError::Limit {
+                path: lossy(path),
                 what: "link target length",
                 limit: self.opts.max_path_len as u64,
             });
@@ -870,6 +877,7 @@ impl Ctx<'_> {
         let raw = entry.link_name_bytes().unwrap_or_default();
         if raw.len() > self.opts.max_path_len {
             return Err(LayerError::Limit {
+                path: lossy(path),
                 what: "link target length",
                 limit: self.opts.max_path_len as u64,
             });

@@ -60,8 +60,10 @@ pub enum LayerError {
         lowers: usize,
     },
     /// The layer exceeds a configured limit ([`ApplyOptions`]).
-    #[error("layer exceeds the limit on {what} ({limit})")]
+    #[error("layer exceeds the limit on {what} ({limit}){}", if path.is_empty() { String::new() } else { format!(" at entry {path:?}") })]
     Limit {
+        /// The entry where the limit was hit (empty for whole-layer limits).
+        path: String,
         /// Which limit.
         what: &'static str,
         /// Its value.
