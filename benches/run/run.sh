@@ -136,5 +136,17 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
   echo "| the workload itself (\`sleep\`), RSS | $((init_rss / n)) |"
   echo
   echo "Targets: median start ≤ runc and ≤ 25 ms; ≤ 5 MiB (5120 KiB) RSS per idle container."
+  echo
+  echo "## Notes"
+  echo
+  echo "- What a start costs beyond the floor: two mount-namespace copies (the monitor's, and the init's own so"
+  echo "  that pivot_root cannot move the monitor's root), a new network namespace, the FUSE mount and its"
+  echo "  INIT handshake, cgroup creation in 7 v1 hierarchies, and one cgroup migration. A migration waits for"
+  echo "  an RCU grace period (~10 ms here); rimg overlaps it with the init's mount setup (two-phase release)"
+  echo "  and, when attached, leaves the cgroup removal to \`rimg run\` after the monitor exits instead of"
+  echo "  migrating the monitor back out (a second grace period). runc pays both and execs itself twice."
+  echo "- RSS of a monitor is mostly file-backed pages of the rimg binary and libc (text, shared by every"
+  echo "  container: see PSS); its anonymous memory (heap, two FUSE worker threads, buffers) is ~0.8 MiB."
+  echo "- The machine is shared and noisy (2 cores, other builds running): compare ratios within one run."
 } >"$results"
 cat "$results"

@@ -527,6 +527,10 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
 
     report(&mut report_w, &format!("ok {init}"));
     drop(report_w);
+    // The monitor idles for the container's lifetime: hand back heap pages left over from rimg run's
+    // argument parsing and image lookup.
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
 
     // Wait for the init, or for P's death while attached.
     let (status, orphaned) = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
