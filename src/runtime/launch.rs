@@ -431,6 +431,9 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     // the I/O and memory it spends on the container's behalf count against the container's limits.
     let mut served = None;
     if let Some(p) = prepared {
+        // Two server threads do not need a malloc arena each (~150 KiB apiece per idle container).
+        // SAFETY: mallopt with a constant option, before any other thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
         let joined = p
             .serve()
             .map_err(|e| RuntimeError::Setup(format!("serve rootfs: {e}")))
