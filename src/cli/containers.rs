@@ -208,13 +208,8 @@ pub fn logs(a: LogsArgs, g: &Globals) -> anyhow::Result<i32> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
     };
-    let Some(file) = file else {
-        if st.spec.process.tty || st.status == Status::Created {
-            return Ok(0);
-        }
-        // Foreground containers keep no log (their output went to the terminal).
-        return Ok(0);
-    };
+    // Attached containers keep no log: their output went to rimg run's terminal.
+    let Some(file) = file else { return Ok(0) };
     let mut reader = std::io::BufReader::new(file);
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     let mut pending = String::new();

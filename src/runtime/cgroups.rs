@@ -36,6 +36,12 @@ impl Layout {
         }
         let info = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| RuntimeError::Cgroup(format!("read /proc/self/mountinfo: {e}")))?;
+        Layout::from_mountinfo(&info)
+    }
+
+    /// The layout described by a mountinfo table: v1 when any v1 controller hierarchy is mounted (pure
+    /// v1 or hybrid), else the first cgroup2 mount.
+    pub fn from_mountinfo(info: &str) -> Result<Layout, RuntimeError> {
         let mut v1 = Vec::new();
         let mut v2 = None;
         for line in info.lines() {
@@ -333,5 +339,35 @@ pub fn remove_dir_killing(dir: &Path) {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:23 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:25 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:28 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory
+31 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:15 - cgroup cgroup rw,cpu,cpuacct
+32 25 0:30 / /sys/fs/cgroup/pids rw,nosuid shared:16 - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn hybrid_uses_v1_controllers() {
+        let Layout::V1(m) = Layout::from_mountinfo(HYBRID).unwrap() else { panic!("expected v1") };
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m
+            .iter()
+            .any(|(c, p)| c == &["cpu", "cpuacct"] && p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+    }
+
+    #[test]
+    fn pure_v2() {
+        let info = "26 25 0:24 / /sys/fs/cgroup rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(Layout::from_mountinfo(info).unwrap(), Layout::V2(PathBuf::from("/sys/fs/cgroup")));
+        assert!(Layout::from_mountinfo("").is_err());
     }
 }

@@ -56,3 +56,20 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
     name.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signals_and_codes() {
+        assert_eq!(super::parse_signal("TERM"), Some(libc::SIGTERM));
+        assert_eq!(super::parse_signal("sigkill"), Some(libc::SIGKILL));
+        assert_eq!(super::parse_signal("SIGUSR1"), Some(libc::SIGUSR1));
+        assert_eq!(super::parse_signal("9"), Some(9));
+        assert_eq!(super::parse_signal("NOPE"), None);
+        assert_eq!(super::parse_signal("0"), None);
+        // raw wait statuses: exit 3, killed by SIGKILL
+        assert_eq!(super::exit_code_of(3 << 8), 3);
+        assert_eq!(super::exit_code_of(libc::SIGKILL), 137);
+        assert!(super::same_process(std::process::id() as i32, super::start_time(std::process::id() as i32)));
+    }
+}

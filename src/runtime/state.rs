@@ -198,6 +198,11 @@ impl Containers {
                     break n;
                 }
             };
+        } else if !valid_name(&spec.name) {
+            return Err(RuntimeError::Setup(format!(
+                "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                spec.name
+            )));
         } else if existing.iter().any(|c| c.spec.name == spec.name) {
             return Err(RuntimeError::NameInUse(spec.name.clone()));
         }
@@ -396,6 +401,13 @@ fn write_state(cdir: &ContainerDir, st: &ContainerState) -> Result<(), RuntimeEr
     fs::rename(&tmp, &p).map_err(|e| io_err("rename", &p, e))
 }
 
+/// docker's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
 /// A fresh 64-hex container id.
 pub fn random_id() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -416,4 +428,41 @@ pub fn random_name() -> String {
     let a = ADJ[rand::random::<usize>() % ADJ.len()];
     let n = NOUN[rand::random::<usize>() % NOUN.len()];
     format!("{a}_{n}_{}", rand::random::<u16>() % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(valid_name("web") && valid_name("a.b-c_1") && valid_name("9lives"));
+        assert!(
+            !valid_name("")
+                && !valid_name("-x")
+                && !valid_name("a/b")
+                && !valid_name("../x")
+                && !valid_name("a b")
+        );
+    }
+
+    #[test]
+    fn records_lock_and_reconcile() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Containers::open(dir.path()).unwrap();
+        let spec = ContainerSpec { name: "one".into(), ..Default::default() };
+        let (st, lock) = c.create(spec.clone()).unwrap();
+        assert_eq!(st.spec.hostname.len(), 12);
+        assert!(matches!(c.create(spec), Err(RuntimeError::NameInUse(_))));
+        assert!(c.monitor_alive(&st.id), "the creator holds the monitor lock");
+        assert_eq!(c.resolve("one").unwrap().id, st.id);
+        assert_eq!(c.resolve(&st.id[..6]).unwrap().id, st.id);
+        drop(lock);
+        // The monitor is gone while the record says created: reconciliation marks it exited.
+        let listed = c.list();
+        assert_eq!(listed[0].status, Status::Exited);
+        assert_eq!(listed[0].error.as_deref(), Some("monitor process died"));
+        c.remove_files(&st.id).unwrap();
+        assert!(matches!(c.resolve("one"), Err(RuntimeError::NoSuchContainer(_))));
+    }
 }
