@@ -234,6 +234,14 @@ fn image_config_and_flags_are_honoured() {
     ]);
     let t = stdout(&out);
     assert!(t.starts_with("0\n") && t.contains("RO\n") && t.contains("SYSRO"), "{t}");
+    // The container's own cgroups, read-only, at /sys/fs/cgroup.
+    let out = root.ok(&["run", "--rm", "-m", "64m", "alpine", "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null; touch /sys/fs/cgroup/x 2>/dev/null || echo RO"]);
+    assert_eq!(out, "67108864\nRO\n");
+    // --network host shares the host's interfaces.
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let out =
+        root.ok(&["run", "--rm", "--network", "host", "alpine", "sh", "-c", "ls /sys/class/net | wc -l"]);
+    assert_eq!(out.trim().parse::<usize>().unwrap(), host_links);
     // /dev
     let devs = root.ok(&["run", "--rm", "alpine", "ls", "/dev"]);
     for d in ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "mqueue"] {
@@ -283,7 +291,8 @@ fn commit_turns_the_upper_into_an_image() {
     root.ok(&["run", "--name", "src", "alpine", "sh", "-c", "echo made > /made; rm /etc/motd"]);
     let id = root.ok(&["commit", "-m", "test", "src", "committed:v1"]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
-    let out = root.rimg(&["run", "--rm", "committed:v1", "sh", "-c", "cat /made; test -e /etc/motd || echo gone"]);
+    let out =
+        root.rimg(&["run", "--rm", "committed:v1", "sh", "-c", "cat /made; test -e /etc/motd || echo gone"]);
     assert_eq!(stdout(&out), "made\ngone\n", "{}", stderr(&out));
     root.ok(&["rm", "src"]);
 }

@@ -129,13 +129,15 @@ echo "# rimg FUSE overlay benchmark — $(date -u +%FT%TZ), kernel $(uname -r), 
 echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR"); upper/work on $(df --output=fstype "$B" | tail -1)"
 printf "%-16s %10s %10s %14s %12s %14s\n" test kernel_ms rimg_ms fuse-ovl_ms rimg/kernel fuse-ovl/rimg
 for t in $TESTS; do
-    declare -A res=()
-    for fs in $FSES; do
-        res[$fs]=$(for _ in $(seq 1 "$REPS"); do run_test "$fs" "$t"; done | median)
+    declare -A res=() all=()
+    # interleave the filesystems so load drift on a shared machine hits all of them alike
+    for _ in $(seq 1 "$REPS"); do
+        for fs in $FSES; do all[$fs]+="$(run_test "$fs" "$t") "; done
     done
+    for fs in $FSES; do res[$fs]=$(echo ${all[$fs]} | tr ' ' '\n' | median); done
     k=${res[kernel]}; r=${res[rimg]}; f=${res[fuse-overlayfs]}
     rk=$(awk -v a="$r" -v b="$k" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
     fr=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
     printf "%-16s %10s %10s %14s %12s %14s\n" "$t" "$k" "$r" "$f" "$rk" "$fr"
-    unset res
+    unset res all
 done

@@ -60,7 +60,7 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: true,
-            threads: 4,
+            threads: 2,
             fsname: "rimg-overlay".into(),
             redirect_dir: true,
             metacopy: true,

@@ -50,7 +50,11 @@ impl Overlay {
             }
         };
         let oflags = if upper && !self.opts.read_only { libc::O_RDWR } else { libc::O_RDONLY };
-        let extra = flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        let mut extra = flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        if upper {
+            // FUSE_ATOMIC_O_TRUNC: the truncation is ours to do
+            extra |= flags & libc::O_TRUNC;
+        }
         let fd = match sys::open_at(dir.as_raw_fd(), &name, oflags | extra, 0) {
             Err(libc::EPERM) if extra & libc::O_NOATIME != 0 => {
                 sys::open_at(dir.as_raw_fd(), &name, oflags | (extra & !libc::O_NOATIME), 0)?
@@ -175,6 +179,7 @@ impl Filesystem for Overlay {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         for cap in [
             InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_ASYNC_DIO,
@@ -213,19 +218,17 @@ impl Filesystem for Overlay {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        if let Some(fh) = fh {
-            if let Ok(fd) = self.handle_fd(fh) {
-                if let (Ok(st), Ok(a)) = (sys::fstat(fd.as_raw_fd()), self.attr(ino.0)) {
-                    let mut attr = super::attr::to_attr(ino.0, &st);
-                    attr.nlink = a.nlink.min(attr.nlink.max(1));
-                    reply.attr(&TTL, &attr);
-                    return;
-                }
-            }
-        }
         match self.attr(ino.0) {
             Ok(a) => reply.attr(&TTL, &a),
-            Err(e) => reply.error(err(e)),
+            Err(e) => {
+                // an open file whose name is gone: its handle still knows it
+                let st =
+                    fh.and_then(|f| self.handle_fd(f).ok()).and_then(|fd| sys::fstat(fd.as_raw_fd()).ok());
+                match st {
+                    Some(st) => reply.attr(&TTL, &super::attr::to_attr(ino.0, &st)),
+                    None => reply.error(err(e)),
+                }
+            }
         }
     }
 

@@ -622,9 +622,13 @@ impl Overlay {
         } else {
             sys::whiteout_at(pfd, name)?;
         }
+        let last = is_dir || !f.upper || f.st.st_nlink <= 1;
+        let mut t = lock(&self.t);
         if let Some(ino) = node_ino {
-            let last = is_dir || !f.upper || f.st.st_nlink <= 1;
-            self.detach(&mut lock(&self.t), ino, parent, name, last);
+            self.detach(&mut t, ino, parent, name, last);
+        }
+        if last {
+            t.by_key.remove(&f.key);
         }
         Ok(())
     }

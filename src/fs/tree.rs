@@ -147,7 +147,11 @@ impl Tables {
         let fmt = f.st.st_mode & libc::S_IFMT;
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.nlookup += lookups;
+            let mut moved_from = None;
             if n.gone || n.fmt != fmt {
+                if n.parent != parent {
+                    moved_from = Some(n.parent);
+                }
                 n.parent = parent;
                 n.name = name.to_owned();
                 n.aliases.clear();
@@ -156,6 +160,9 @@ impl Tables {
                 && !n.aliases.iter().any(|(p, a)| *p == parent && a == name)
             {
                 if f.dir.is_some() {
+                    if n.parent != parent {
+                        moved_from = Some(n.parent);
+                    }
                     n.parent = parent;
                     n.name = name.to_owned();
                 } else {
@@ -169,6 +176,14 @@ impl Tables {
             n.metacopy = f.metacopy;
             if !n.keys.contains(&f.key) {
                 n.keys.push(f.key);
+            }
+            if let Some(old) = moved_from {
+                if let Some(p) = self.nodes.get_mut(&old) {
+                    p.children = p.children.saturating_sub(1);
+                }
+                if let Some(p) = self.nodes.get_mut(&parent) {
+                    p.children += 1;
+                }
             }
             return ino;
         }
