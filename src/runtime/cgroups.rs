@@ -151,6 +151,11 @@ impl Cgroup {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
     }
 
+    /// The controller sets of each hierarchy (v1), for mounting them inside the container.
+    pub fn hierarchies(&self) -> Vec<Vec<String>> {
+        self.dirs.iter().map(|(c, _)| c.clone()).filter(|c| !c.is_empty()).collect()
+    }
+
     /// Whether this is a cgroup2 (unified) cgroup.
     pub fn is_v2(&self) -> bool {
         self.v2

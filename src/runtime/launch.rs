@@ -403,6 +403,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             [stdin_fd, stdout_fd, stderr_fd],
             init_console,
             winsize,
+            &cgroup,
         );
     }
     drop(release_r);
@@ -695,6 +696,7 @@ fn container_init(
     stdio: [Option<OwnedFd>; 3],
     console: Option<OwnedFd>,
     winsize: Option<libc::winsize>,
+    cgroup: &Cgroup,
 ) -> ! {
     // SAFETY: prctl with integer arguments: die with the monitor.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -754,6 +756,9 @@ fn container_init(
     drop(r);
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
         fail(Failure { code: 125, message: format!("unshare cgroup namespace: {e}") });
+    }
+    if let Err(e) = mounts::mount_cgroupfs(&cgroup.hierarchies(), cgroup.is_v2(), state.spec.privileged) {
+        fail(e.into());
     }
     let prepared =
         match command::prepare(&state.spec.process, state.spec.privileged, Some(&state.spec.hostname)) {

@@ -460,6 +460,47 @@ fn tmpfs_options(opts: &str) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
+/// Mount the container's view of its cgroups at /sys/fs/cgroup (read-only unless privileged), as docker
+/// does: a cgroup2 mount, or on v1 a tmpfs with one mount per hierarchy. Runs after pivot_root inside the
+/// new cgroup namespace, so each mount is rooted at the container's own cgroup.
+pub fn mount_cgroupfs(hierarchies: &[Vec<String>], v2: bool, privileged: bool) -> Result<(), RuntimeError> {
+    let base = Path::new("/sys/fs/cgroup");
+    if !base.is_dir() {
+        return Ok(());
+    }
+    let ro = if privileged { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if v2 {
+        return mount(Some("cgroup"), base, Some("cgroup2"), nse | ro, None::<&str>)
+            .map_err(|e| setup_err("mount cgroup2 at /sys/fs/cgroup", e));
+    }
+    mount(Some("cgroup"), base, Some("tmpfs"), nse, Some("mode=755,size=64k"))
+        .map_err(|e| setup_err("mount tmpfs at /sys/fs/cgroup", e))?;
+    for ctrls in hierarchies {
+        let name = ctrls.join(",");
+        let dir = base.join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| setup_err(format!("create {}", dir.display()), e))?;
+        mount(Some("cgroup"), &dir, Some("cgroup"), nse | ro, Some(name.as_str()))
+            .map_err(|e| setup_err(format!("mount cgroup {name}"), e))?;
+        if ctrls.len() > 1 {
+            for c in ctrls {
+                let _ = std::os::unix::fs::symlink(&name, base.join(c));
+            }
+        }
+    }
+    if !privileged {
+        mount(
+            None::<&str>,
+            base,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nse,
+            Some("mode=755,size=64k"),
+        )
+        .map_err(|e| setup_err("remount /sys/fs/cgroup read-only", e))?;
+    }
+    Ok(())
+}
+
 /// Make the rootfs the process's `/` and drop every trace of the host tree from its namespace.
 pub fn pivot(root: &Root, read_only: bool) -> Result<(), RuntimeError> {
     nix::unistd::fchdir(root.fd.as_raw_fd()).map_err(|e| setup_err("chdir rootfs", e))?;
