@@ -296,3 +296,55 @@ fn commit_turns_the_upper_into_an_image() {
     assert_eq!(stdout(&out), "made\ngone\n", "{}", stderr(&out));
     root.ok(&["rm", "src"]);
 }
+
+#[test]
+fn interactive_tty_relays_input_and_window_size() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let root = Root::new();
+    let ws = nix::pty::Winsize { ws_row: 40, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
+    let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
+    let slave = std::fs::File::from(pty.slave);
+    let mut child = run_support::support::rimg_cmd(root.path())
+        .args(["run", "--rm", "-it", "alpine", "sh", "-c", "stty size; read x; echo got:$x; stty size"])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut reader = master.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str, seen: &mut String| {
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while !seen.contains(needle) && std::time::Instant::now() < end {
+            if let Ok(s) = rx.recv_timeout(Duration::from_millis(100)) {
+                seen.push_str(&s);
+            }
+        }
+        assert!(seen.contains(needle), "waiting for {needle:?}, got {seen:?}");
+    };
+    wait_for("40 100", &mut seen);
+    // Resize rimg's terminal and tell it, as a terminal emulator would.
+    let ws2 = nix::pty::Winsize { ws_row: 50, ws_col: 120, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ on our pty master with a valid winsize; then signal our own child.
+    unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws2);
+        libc::kill(child.id() as i32, libc::SIGWINCH);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    master.write_all(b"hello\r").unwrap();
+    wait_for("got:hello", &mut seen);
+    wait_for("50 120", &mut seen);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
