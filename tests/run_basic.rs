@@ -325,7 +325,7 @@ fn interactive_tty_relays_input_and_window_size() {
         }
     });
     let mut seen = String::new();
-    let mut wait_for = |needle: &str, seen: &mut String| {
+    let wait_for = |needle: &str, seen: &mut String| {
         let end = std::time::Instant::now() + Duration::from_secs(20);
         while !seen.contains(needle) && std::time::Instant::now() < end {
             if let Ok(s) = rx.recv_timeout(Duration::from_millis(100)) {

@@ -398,12 +398,14 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         container_init(
             &state,
             &cdir,
-            release_r,
-            err_w,
-            [stdin_fd, stdout_fd, stderr_fd],
-            init_console,
-            winsize,
             &cgroup,
+            InitIo {
+                release_r,
+                err_w,
+                stdio: [stdin_fd, stdout_fd, stderr_fd],
+                console: init_console,
+                winsize,
+            },
         );
     }
     drop(release_r);
@@ -687,17 +689,23 @@ fn open_terminal(
     mounts::bind_console(root, n)
 }
 
-/// G: becomes the container's PID 1. Never returns.
-fn container_init(
-    state: &ContainerState,
-    cdir: &ContainerDir,
+/// What the init gets from the monitor besides the container's description.
+struct InitIo {
+    /// Phase bytes from the monitor ("1": build the rootfs, "2": you are in the cgroup, go).
     release_r: OwnedFd,
+    /// Close-on-exec pipe for setup/exec failures.
     err_w: OwnedFd,
+    /// stdin, stdout, stderr to install (None: keep the inherited one).
     stdio: [Option<OwnedFd>; 3],
+    /// Channel for the terminal master when the container has a tty.
     console: Option<OwnedFd>,
+    /// Initial terminal size.
     winsize: Option<libc::winsize>,
-    cgroup: &Cgroup,
-) -> ! {
+}
+
+/// G: becomes the container's PID 1. Never returns.
+fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, io: InitIo) -> ! {
+    let InitIo { release_r, err_w, stdio, console, winsize } = io;
     // SAFETY: prctl with integer arguments: die with the monitor.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let mut r = File::from(release_r);
