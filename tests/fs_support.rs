@@ -74,6 +74,12 @@ pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Scratch {
     pub fn new() -> Scratch {
         let dir = tempfile::Builder::new().prefix("rimg-fs-").tempdir_in("/tmp").expect("tempdir");

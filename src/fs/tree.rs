@@ -457,9 +457,11 @@ impl Stack {
             });
         }
         let mut found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
+        // (a metacopy file needs a lower copy, so only directories with lowers are probed; its xattrs may
+        // live in an external block, so st_blocks says nothing)
         if st.st_mode & libc::S_IFMT == libc::S_IFREG
             && st.st_size > 0
-            && st.st_blocks == 0
+            && !parent.lowers.is_empty()
             && sys::get_xattr(up.as_raw_fd(), name, XATTR_METACOPY).is_ok()
         {
             for (_, fd) in &parent.lowers {
