@@ -122,7 +122,12 @@ impl AEntry {
             data: self.data.iter().copied().take(256).collect(),
             mode: u32::from(self.mode),
             pax: self.pax,
-            xattrs: self.xattrs.iter().take(4).map(|(k, v)| (k.name(), v.iter().copied().take(64).collect())).collect(),
+            xattrs: self
+                .xattrs
+                .iter()
+                .take(4)
+                .map(|(k, v)| (k.name(), v.iter().copied().take(64).collect()))
+                .collect(),
         }
     }
 }

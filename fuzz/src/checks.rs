@@ -17,7 +17,9 @@ use rimg::digest::Digest;
 use rimg::layer::{apply, ApplyOptions};
 use rimg::reference::Reference;
 use rimg::registry::auth::{parse_www_authenticate, pick_challenge, Challenge};
-use rimg::registry::manifest::{classify, index_entries, select_platform, ManifestKind, Platform};
+use rimg::registry::manifest::{
+    classify, index_entries, kind_of_media_type, select_platform, ManifestKind, Platform,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -89,9 +91,10 @@ pub fn manifest(data: &[u8]) {
     let classified = classify(body, ct);
     if let Ok((kind, mt)) = &classified {
         assert!(
-            rimg::registry::manifest::kind_of_media_type(mt) == Some(*kind),
+            kind_of_media_type(mt) == Some(*kind),
             "classify returned media type {mt:?} that is not a {kind:?}"
         );
+        no_confusion(body, ct, *kind);
     }
     if let Ok(entries) = index_entries(body) {
         for want in platforms() {
@@ -123,6 +126,34 @@ pub fn manifest(data: &[u8]) {
             let _ = Digest::from_str(&d.digest().to_string());
         }
         let _ = ix.to_string();
+    }
+}
+
+/// What classification accepted as `kind` agrees with every signal that says otherwise: the served
+/// `Content-Type`, the body's own `mediaType`, and its fields (`manifests` vs `layers`/`config`). Checked on
+/// a generic JSON view of the body, independently of rimg's own probe.
+fn no_confusion(body: &[u8], ct: Option<&str>, kind: ManifestKind) {
+    let base = |m: &str| m.split(';').next().unwrap_or("").trim().to_string();
+    if let Some(served) = ct.map(base).as_deref().and_then(kind_of_media_type) {
+        assert_eq!(served, kind, "served as {ct:?} but classified as {kind:?}");
+    }
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    // serde_json's `Value` keeps the last of duplicate keys, as Go's encoding/json (docker) does.
+    let present = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+    if let Some(declared) = obj.get("mediaType").and_then(|v| v.as_str()) {
+        assert_eq!(
+            kind_of_media_type(&base(declared)),
+            Some(kind),
+            "body declares mediaType {declared:?} but was classified as {kind:?}"
+        );
+    }
+    match kind {
+        ManifestKind::Image => assert!(!present("manifests"), "an image manifest with `manifests`"),
+        ManifestKind::Index => {
+            assert!(!present("layers") && !present("config"), "an index with `layers`/`config`")
+        }
     }
 }
 
@@ -162,6 +193,19 @@ pub fn www_authenticate(data: &[u8]) {
                 let _ = realm.len();
             }
         }
+    }
+    // Values rimg quotes itself must come back unchanged: the first three lines as realm, service, scope.
+    if let [realm, service, scope, ..] = values.as_slice() {
+        let q = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let header =
+            format!("Bearer realm=\"{}\",service=\"{}\",scope=\"{}\"", q(realm), q(service), q(scope));
+        let want = Challenge::Bearer {
+            realm: realm.to_string(),
+            service: Some(service.to_string()),
+            scope: Some(scope.to_string()),
+            error: None,
+        };
+        assert_eq!(parse_www_authenticate(&header), vec![want], "{header:?}");
     }
     let picked = pick_challenge(values.iter().copied());
     assert_eq!(picked.is_some(), any, "pick_challenge disagrees with parse_www_authenticate");
