@@ -157,6 +157,11 @@ fn detached_logs_exec_stop_rm() {
     let ps = root.ok(&["exec", "web", "ps", "-o", "pid,comm"]);
     assert!(ps.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "sh"]), "{ps}");
     assert_eq!(code(&root.rimg(&["exec", "web", "sh", "-c", "exit 5"])), 5);
+    // No signal dispositions leak from rimg (Rust ignores SIGPIPE) into exec'd processes.
+    assert_eq!(
+        root.ok(&["exec", "web", "grep", "SigIgn", "/proc/self/status"]),
+        "SigIgn:\t0000000000000000\n"
+    );
     assert_eq!(
         root.ok(&[
             "exec",

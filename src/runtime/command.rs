@@ -52,6 +52,20 @@ pub fn parse_failure(data: &[u8]) -> Option<Failure> {
     Some(Failure { code: code.parse().unwrap_or(EXIT_RIMG), message: msg.to_string() })
 }
 
+/// Give the process default signal dispositions and an empty mask, as a freshly exec'd program expects:
+/// ignored dispositions survive exec (rimg itself ignores SIGPIPE, as every Rust program does, and the
+/// monitor ignores terminal signals), and a shell could then not even trap them.
+pub fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+    for s in Signal::iterator() {
+        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
+            // SAFETY: setting default dispositions in a single-threaded child before exec.
+            let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// Find `arg0` the way a shell would, with the container's `PATH` (from `env`), inside the current root.
 pub fn find_executable(arg0: &str, env: &[String]) -> Result<String, Failure> {
     if arg0.contains('/') {

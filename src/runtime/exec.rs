@@ -65,7 +65,7 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
     let child = unsafe { libc::fork() };
     if child == 0 {
         drop(err_r);
-        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        command::reset_signals();
         let fail = |f: Failure| -> ! { command::fail(&err_w, f) };
         if !process.stdin && !process.tty {
             if let Ok(null) = File::open("/dev/null") {

@@ -719,15 +719,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     close_fds_except(&keep);
-    // The monitor ignores terminal signals; ignored dispositions survive exec and a shell could then not
-    // even trap them, so the container starts from defaults.
-    for s in Signal::iterator() {
-        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
-            // SAFETY: resetting dispositions to default in the single-threaded init.
-            let _ = unsafe { nix::sys::signal::signal(s, nix::sys::signal::SigHandler::SigDfl) };
-        }
-    }
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    command::reset_signals();
     let fail = |f: Failure| -> ! { command::fail(&err_w, f) };
     for (i, fd) in stdio.iter().enumerate() {
         if let Some(fd) = fd {
