@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   # registry + image tooling used as real peers and independent oracles
-  docker-registry skopeo umoci runc fuse-overlayfs
+  docker-registry skopeo umoci runc fuse-overlayfs buildah
   # filesystem + runtime
   fuse3 attr iproute2 procps util-linux kmod
   # fixture sources
