@@ -56,11 +56,23 @@ pub fn parse_failure(data: &[u8]) -> Option<Failure> {
 /// ignored dispositions survive exec (rimg itself ignores SIGPIPE, as every Rust program does, and the
 /// monitor ignores terminal signals), and a shell could then not even trap them.
 pub fn reset_signals() {
-    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
-    for s in Signal::iterator() {
-        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
-            // SAFETY: setting default dispositions in a single-threaded child before exec.
-            let _ = unsafe { nix::sys::signal::signal(s, SigHandler::SigDfl) };
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    // The kernel's struct sigaction; all-zero means SIG_DFL, no flags, empty mask on every architecture.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: raw rt_sigaction (glibc's wrapper refuses its internal real-time signals, which may
+            // arrive ignored from whoever started rimg) with a valid struct and the kernel's sigset size.
+            unsafe {
+                libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0usize, 8usize)
+            };
         }
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
