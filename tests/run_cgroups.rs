@@ -197,6 +197,7 @@ fn cgroup_v2_on_a_private_hierarchy() {
          echo procs=$(cat {m}/rimg/$id/cgroup.procs | wc -l); \
          {rimg} exec $id grep ^0:: /proc/self/cgroup; \
          {rimg} run --rm alpine grep ^0:: /proc/1/cgroup; \
+         {rimg} run --rm alpine grep CapEff /proc/self/status; \
          {rimg} rm -f $id >/dev/null; \
          test -e {m}/rimg/$id && echo LEFT || echo removed"
     );
@@ -206,5 +207,6 @@ fn cgroup_v2_on_a_private_hierarchy() {
     );
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     // procs: the init and the monitor serving its FUSE rootfs.
-    assert_eq!(stdout(&out), "procs=2\n0::/\n0::/\nremoved\n", "{}", stderr(&out));
+    // Without a device cgroup (v2 needs eBPF for it) CAP_MKNOD is withheld: docker's 14 minus bit 27.
+    assert_eq!(stdout(&out), "procs=2\n0::/\n0::/\nCapEff:\t00000000a00425fb\nremoved\n", "{}", stderr(&out));
 }

@@ -35,6 +35,19 @@ struct CapData {
     inheritable: u32,
 }
 
+/// CAP_MKNOD.
+const CAP_MKNOD: u32 = 27;
+
+/// The capabilities a container gets: all with `--privileged`; otherwise docker's default set, minus
+/// CAP_MKNOD when no device cgroup guards device access (cgroup v2, where docker attaches an eBPF device
+/// filter that rimg does not have): a node made there would open the host's device.
+pub fn for_container(privileged: bool, device_cgroup: bool) -> Option<Vec<u32>> {
+    if privileged {
+        return None;
+    }
+    Some(DEFAULT_CAPS.iter().copied().filter(|&c| device_cgroup || c != CAP_MKNOD).collect())
+}
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 fn last_cap() -> u32 {

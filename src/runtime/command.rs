@@ -147,7 +147,8 @@ pub struct Prepared {
 
 /// Switch to the process's identity, working directory and capabilities, and resolve the executable.
 /// Runs in the container's root (after pivot_root or setns).
-pub fn prepare(p: &ProcessSpec, privileged: bool, hostname: Option<&str>) -> Result<Prepared, Failure> {
+/// `caps` is what to keep (all when `None`), from [`caps::for_container`].
+pub fn prepare(p: &ProcessSpec, caps: Option<&[u32]>, hostname: Option<&str>) -> Result<Prepared, Failure> {
     if p.args.is_empty() {
         return Err(Failure { code: EXIT_RIMG, message: "no command specified".into() });
     }
@@ -161,7 +162,7 @@ pub fn prepare(p: &ProcessSpec, privileged: bool, hostname: Option<&str>) -> Res
         // SAFETY: chown(2) of a directory we just created.
         unsafe { libc::chown(c.as_ptr(), id.uid, id.gid) };
     }
-    caps::restrict(if privileged { None } else { Some(caps::DEFAULT_CAPS) })?;
+    caps::restrict(caps)?;
     let gids: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     let setup = |what: &str, e: nix::Error| Failure { code: EXIT_RIMG, message: format!("{what}: {e}") };
     nix::unistd::setgroups(&gids).map_err(|e| setup("setgroups", e))?;

@@ -48,6 +48,9 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
         (ns("mnt")?, CloneFlags::CLONE_NEWNS),
     ];
     let pidns = ns("pid")?;
+    // Decided here, on the host side: inside the container /sys/fs/cgroup is its own view.
+    let v2 = super::cgroups::Cgroup::from_dirs(&st.cgroups).is_v2();
+    let keep_caps = super::caps::for_container(st.spec.privileged, !v2);
     let winsize = super::attach::terminal_size();
     let console = if process.tty { Some(super::pty::channel().map_err(Failure::from)?) } else { None };
     let (err_r, err_w) =
@@ -91,7 +94,7 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
                 fail(e.into());
             }
         }
-        let prepared = match command::prepare(process, st.spec.privileged, None) {
+        let prepared = match command::prepare(process, keep_caps.as_deref(), None) {
             Ok(p) => p,
             Err(f) => fail(f),
         };
