@@ -437,6 +437,9 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         println!("{}", launched.id);
         return Ok(0);
     }
+    // rimg run outlives the monitor anyway: it removes the cgroup afterwards, sparing the monitor a
+    // migration out of it on the way (an RCU grace period on every container's exit path).
+    let deferred = launched.defer_cgroup_cleanup();
     let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, cgroups, .. } = launched;
     let code = attach::wait(attach::Relay {
         child: monitor_pid,
@@ -446,7 +449,9 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         old_mask,
     });
     drop(lifeline);
-    runtime::launch::cleanup_after_monitor(&cgroups);
+    if deferred {
+        runtime::launch::cleanup_after_monitor(&cgroups);
+    }
     Ok(code)
 }
 

@@ -61,9 +61,20 @@ pub struct Launched {
     pub lifeline: Option<OwnedFd>,
     /// Signals blocked for [`super::attach::wait`]; restored by it.
     pub old_mask: SigSet,
-    /// The container's cgroup directories. While attached, the monitor exits without removing them (that
-    /// would cost it another cgroup migration); call [`cleanup_after_monitor`] once it has been reaped.
+    /// The container's cgroup directories, for [`cleanup_after_monitor`] after
+    /// [`Launched::defer_cgroup_cleanup`].
     pub cgroups: Vec<std::path::PathBuf>,
+}
+
+impl Launched {
+    /// Promise to remove the container's cgroup once the monitor has exited (with
+    /// [`cleanup_after_monitor`]), sparing the monitor a cgroup migration on its way out. Returns false
+    /// (and the monitor cleans up as usual) when there is no lifeline, i.e. when detached.
+    pub fn defer_cgroup_cleanup(&self) -> bool {
+        let Some(l) = &self.lifeline else { return false };
+        // SAFETY: write(2) of one byte to our end of the lifeline pipe.
+        unsafe { libc::write(l.as_raw_fd(), [CLEANUP_DEFERRED].as_ptr().cast(), 1) == 1 }
+    }
 }
 
 /// Remove what an attached monitor leaves to `rimg run`: the cgroup directories (after the monitor exited).
@@ -539,7 +550,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     unsafe { libc::malloc_trim(0) };
 
     // Wait for the init, or for P's death while attached.
-    let (status, orphaned) = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
+    let (status, said) = wait_init(init, if attach == Attach::Foreground { Some(life_r) } else { None });
     let code = exit_code_of(status);
     let oom = cgroup.oom_killed();
     for p in pumps {
@@ -551,7 +562,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             log::warn!("unmount rootfs: {e}");
         }
     }
-    if attach == Attach::Foreground && !orphaned {
+    if attach == Attach::Foreground && !said.orphaned && said.parent_cleans {
         // rimg run removes the cgroup once we are gone: no migration back out on the way.
         teardown(None);
     } else {
@@ -620,9 +631,33 @@ impl Read for PtyReader {
     }
 }
 
-/// Wait for the init; also reports whether rimg run died meanwhile (then the init was killed).
-fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, bool) {
-    let mut orphaned = false;
+/// What arrived on the lifeline from rimg run.
+#[derive(Default, Clone, Copy)]
+struct Lifeline {
+    /// rimg run is gone (EOF).
+    orphaned: bool,
+    /// rimg run promised to remove the cgroup after we exit ([`Launched::defer_cgroup_cleanup`]).
+    parent_cleans: bool,
+}
+
+/// Read what is pending on the lifeline: data is a message, EOF is rimg run's death.
+fn read_lifeline(fd: &OwnedFd, state: &mut Lifeline) {
+    let mut buf = [0u8; 16];
+    // SAFETY: read into a local buffer from our pipe.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n == 0 {
+        state.orphaned = true;
+    } else if n > 0 && buf[..n as usize].contains(&CLEANUP_DEFERRED) {
+        state.parent_cleans = true;
+    }
+}
+
+/// The byte rimg run sends when it will remove the cgroup itself.
+const CLEANUP_DEFERRED: u8 = b'c';
+
+/// Wait for the init; also reports what rimg run said or whether it died (then the init was killed).
+fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, Lifeline) {
+    let mut said = Lifeline::default();
     // SAFETY: pidfd_open(2) of our own child.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init, 0) } as i32;
     if pidfd >= 0 {
@@ -643,15 +678,19 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, bool) {
                 break;
             }
             if fds.len() > 1 && fds[1].revents != 0 {
-                // `rimg run` is gone: nobody will ever collect this container; end it.
-                // SAFETY: kill(2) of our own child.
-                unsafe { libc::kill(init, libc::SIGKILL) };
-                life = None;
-                orphaned = true;
+                if let Some(l) = &life {
+                    read_lifeline(l, &mut said);
+                }
+                if said.orphaned {
+                    // `rimg run` is gone: nobody will ever collect this container; end it.
+                    // SAFETY: kill(2) of our own child.
+                    unsafe { libc::kill(init, libc::SIGKILL) };
+                    life = None;
+                }
             }
         }
     }
-    (wait_pid(init).unwrap_or(0), orphaned)
+    (wait_pid(init).unwrap_or(0), said)
 }
 
 /// Close every descriptor above 2 except `keep`.
