@@ -148,8 +148,10 @@ pub fn start(
     } else {
         None
     };
-    let (report_r, report_w) = pipe()?;
-    let (life_r, life_w) = pipe()?;
+    let ((report_r, report_w), (life_r, life_w)) = match pipe().and_then(|a| pipe().map(|b| (a, b))) {
+        Ok(p) => p,
+        Err(e) => return Err(cleanup_fail(e.into(), Some(&cgroup))),
+    };
     // Block the forwarded signals now so none is lost between fork and the relay loop; the monitor
     // restores its mask.
     let mut set = SigSet::empty();
