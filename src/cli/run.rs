@@ -100,6 +100,9 @@ pub struct Args {
     /// Give the container all capabilities, unmasked /proc and /sys, all device access.
     #[arg(long)]
     privileged: bool,
+    /// User namespace: only `host` (the default) for now; remapped user namespaces are not implemented.
+    #[arg(long, default_value = "host")]
+    userns: String,
     /// cgroup parent path (default rimg).
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
@@ -345,6 +348,9 @@ fn build_spec(
             bail!("invalid --tmpfs {t:?}: path must be absolute");
         }
         mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
+    }
+    if a.userns != "host" && !a.userns.is_empty() {
+        bail!("--userns={}: only the host user namespace is supported", a.userns);
     }
     let network = match a.network.as_str() {
         "none" => NetworkMode::None,
