@@ -252,6 +252,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     let winsize = if attach == Attach::Foreground { super::attach::terminal_size() } else { None };
     let id = state.id.clone();
     let mut report_w = File::from(report_w);
+    set_comm(c"rimg-monitor");
     let _ = nix::unistd::setsid();
     for s in [
         Signal::SIGINT,
@@ -695,6 +696,12 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, Lifeline) {
     (wait_pid(init).unwrap_or(0), said)
 }
 
+/// Name the process in `ps`/`top` (its command line stays rimg's).
+fn set_comm(name: &std::ffi::CStr) {
+    // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
 /// Close every descriptor above 2 except `keep`.
 fn close_fds_except(keep: &[i32]) {
     let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
@@ -808,6 +815,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
             Err(f) => fail(f),
         };
     if state.spec.init {
+        set_comm(c"rimg-init");
         super::init::run(prepared, err_w);
     }
     let f = command::exec(&prepared);
