@@ -39,5 +39,10 @@ pub fn commit_container(
         img.set_top("author", serde_json::json!(a));
     }
     img.push_layer(layer, &st.spec.process.args.join(" "), &now_rfc3339(), message);
-    img.write(store, name).map_err(|e| e.to_string())
+    // Names are stored fully qualified (docker.io/library/x:latest), as every lookup expects.
+    let name = name
+        .map(|n| crate::reference::Reference::parse(n).map(|r| r.to_string()))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    img.write(store, name.as_deref()).map_err(|e| e.to_string())
 }
