@@ -100,6 +100,15 @@ pub struct Args {
     /// Give the container all capabilities, unmasked /proc and /sys, all device access.
     #[arg(long)]
     privileged: bool,
+    /// Add a Linux capability (docker name, with or without CAP_, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (docker name, with or without CAP_, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Security options: no-new-privileges[=true|false].
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
     /// User namespace: only `host` (the default) for now; remapped user namespaces are not implemented.
     #[arg(long, default_value = "host")]
     userns: String,
@@ -152,6 +161,44 @@ fn device_rate(s: &str) -> anyhow::Result<DeviceRate> {
         minor: libc::minor(rdev) as u64,
         rate: parse_bytes(rate)?,
     })
+}
+
+/// Capability names checked and spelled canonically (`CAP_NET_ADMIN`, `ALL`).
+fn cap_names(names: &[String]) -> anyhow::Result<Vec<String>> {
+    names
+        .iter()
+        .map(|n| match runtime::caps::parse_name(n)? {
+            runtime::caps::CapName::All => Ok("ALL".to_string()),
+            runtime::caps::CapName::One(c) => Ok(runtime::caps::name_of(c)),
+        })
+        .collect()
+}
+
+/// What `--security-opt` asks for.
+#[derive(Debug, Default)]
+struct SecurityOpts {
+    allow_new_privileges: bool,
+}
+
+fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
+    let mut out = SecurityOpts::default();
+    for o in opts {
+        // docker accepts both `key=value` and the older `key:value`.
+        let (k, v) = o.split_once(['=', ':']).map(|(k, v)| (k, Some(v))).unwrap_or((o.as_str(), None));
+        match k {
+            "no-new-privileges" => {
+                out.allow_new_privileges = match v {
+                    None | Some("true") => false,
+                    Some("false") => true,
+                    Some(other) => bail!(
+                        "invalid --security-opt {o:?}: no-new-privileges takes true or false, not {other:?}"
+                    ),
+                }
+            }
+            _ => bail!("--security-opt {o:?} is not supported (no-new-privileges)"),
+        }
+    }
+    Ok(out)
 }
 
 fn volume(s: &str) -> anyhow::Result<MountSpec> {
@@ -367,6 +414,7 @@ fn build_spec(
         None => libc::SIGTERM,
     };
     let memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    let security = security_opts(&a.security_opt)?;
     if let Some(m) = memory {
         if m < 6 << 20 {
             bail!("Minimum memory limit allowed is 6MB");
@@ -400,6 +448,9 @@ fn build_spec(
         mounts,
         read_only: a.read_only,
         privileged: a.privileged,
+        cap_add: cap_names(&a.cap_add)?,
+        cap_drop: cap_names(&a.cap_drop)?,
+        allow_new_privileges: security.allow_new_privileges,
         init: a.init,
         resources: Resources {
             memory,

@@ -140,6 +140,7 @@ pub fn environment(p: &ProcessSpec, id: &Identity, hostname: Option<&str>) -> Ve
 
 /// Everything the final exec needs, resolved while still privileged.
 pub struct Prepared {
+    no_new_privs: bool,
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -147,8 +148,14 @@ pub struct Prepared {
 
 /// Switch to the process's identity, working directory and capabilities, and resolve the executable.
 /// Runs in the container's root (after pivot_root or setns).
-/// `caps` is what to keep (all when `None`), from [`caps::for_container`].
-pub fn prepare(p: &ProcessSpec, caps: Option<&[u32]>, hostname: Option<&str>) -> Result<Prepared, Failure> {
+/// `caps` is what to keep (all when `None`), from [`caps::for_container`]; `no_new_privs` makes [`exec`]
+/// set PR_SET_NO_NEW_PRIVS so setuid binaries and file capabilities cannot raise privileges.
+pub fn prepare(
+    p: &ProcessSpec,
+    caps: Option<&[u32]>,
+    no_new_privs: bool,
+    hostname: Option<&str>,
+) -> Result<Prepared, Failure> {
     if p.args.is_empty() {
         return Err(Failure { code: EXIT_RIMG, message: "no command specified".into() });
     }
@@ -162,7 +169,7 @@ pub fn prepare(p: &ProcessSpec, caps: Option<&[u32]>, hostname: Option<&str>) ->
         // SAFETY: chown(2) of a directory we just created.
         unsafe { libc::chown(c.as_ptr(), id.uid, id.gid) };
     }
-    caps::restrict(caps)?;
+    caps::bound(caps)?;
     let gids: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
     let setup = |what: &str, e: nix::Error| Failure { code: EXIT_RIMG, message: format!("{what}: {e}") };
     nix::unistd::setgroups(&gids).map_err(|e| setup("setgroups", e))?;
@@ -170,6 +177,7 @@ pub fn prepare(p: &ProcessSpec, caps: Option<&[u32]>, hostname: Option<&str>) ->
     nix::unistd::setresgid(g, g, g).map_err(|e| setup("setgid", e))?;
     let u = nix::unistd::Uid::from_raw(id.uid);
     nix::unistd::setresuid(u, u, u).map_err(|e| setup("setuid", e))?;
+    caps::finish(caps)?;
     nix::unistd::chdir(cwd).map_err(|e| Failure {
         code: EXIT_RIMG,
         message: format!("chdir to cwd ({cwd:?}) set in config.json failed: {e}"),
@@ -179,14 +187,22 @@ pub fn prepare(p: &ProcessSpec, caps: Option<&[u32]>, hostname: Option<&str>) ->
         CString::new(s).map_err(|_| Failure { code: EXIT_RIMG, message: format!("NUL byte in {s:?}") })
     };
     Ok(Prepared {
+        no_new_privs,
         path: cs(&path)?,
         argv: p.args.iter().map(|a| cs(a)).collect::<Result<_, _>>()?,
         envp: env.iter().map(|a| cs(a)).collect::<Result<_, _>>()?,
     })
 }
 
-/// execve; returns only on failure, with docker's code for it.
+/// no_new_privs (unless opted out), then execve; returns only on failure, with docker's code for it.
 pub fn exec(p: &Prepared) -> Failure {
+    // SAFETY: prctl with integer arguments.
+    if p.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Failure {
+            code: EXIT_RIMG,
+            message: format!("set no_new_privs: {}", std::io::Error::last_os_error()),
+        };
+    }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();

@@ -50,7 +50,7 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
     let pidns = ns("pid")?;
     // Decided here, on the host side: inside the container /sys/fs/cgroup is its own view.
     let v2 = super::cgroups::Cgroup::from_dirs(&st.cgroups).is_v2();
-    let keep_caps = super::caps::for_container(st.spec.privileged, !v2);
+    let keep_caps = super::caps::for_container(&st.spec, !v2);
     let winsize = super::attach::terminal_size();
     let console = if process.tty { Some(super::pty::channel().map_err(Failure::from)?) } else { None };
     let (err_r, err_w) =
@@ -94,10 +94,11 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
                 fail(e.into());
             }
         }
-        let prepared = match command::prepare(process, keep_caps.as_deref(), None) {
-            Ok(p) => p,
-            Err(f) => fail(f),
-        };
+        let prepared =
+            match command::prepare(process, keep_caps.as_deref(), !st.spec.allow_new_privileges, None) {
+                Ok(p) => p,
+                Err(f) => fail(f),
+            };
         fail(command::exec(&prepared))
     }
     let _ = nix::sched::setns(&own_pid, CloneFlags::CLONE_NEWPID);

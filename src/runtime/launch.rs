@@ -805,12 +805,13 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
         fail(Failure { code: 125, message: format!("unshare cgroup namespace: {e}") });
     }
-    let keep_caps = super::caps::for_container(state.spec.privileged, !cgroup.is_v2());
+    let keep_caps = super::caps::for_container(&state.spec, !cgroup.is_v2());
     if let Err(e) = mounts::mount_cgroupfs(&cgroup.hierarchies(), cgroup.is_v2(), state.spec.privileged) {
         fail(e.into());
     }
+    let nnp = !state.spec.allow_new_privileges;
     let prepared =
-        match command::prepare(&state.spec.process, keep_caps.as_deref(), Some(&state.spec.hostname)) {
+        match command::prepare(&state.spec.process, keep_caps.as_deref(), nnp, Some(&state.spec.hostname)) {
             Ok(p) => p,
             Err(f) => fail(f),
         };

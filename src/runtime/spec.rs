@@ -36,6 +36,16 @@ pub struct ContainerSpec {
     /// Keep all capabilities, devices and unmasked /proc, /sys (`--privileged`).
     #[serde(default)]
     pub privileged: bool,
+    /// Capabilities added to docker's default set (`--cap-add`), canonical `CAP_…` names or `ALL`.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities removed from docker's default set (`--cap-drop`), canonical `CAP_…` names or `ALL`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Let processes gain privileges through setuid binaries and file capabilities
+    /// (`--security-opt no-new-privileges=false`); by default rimg sets no_new_privs before exec.
+    #[serde(default)]
+    pub allow_new_privileges: bool,
     /// Run rimg's tiny init as PID 1 (`--init`): reaps zombies, forwards signals.
     #[serde(default)]
     pub init: bool,
