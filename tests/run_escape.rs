@@ -1,0 +1,241 @@
+//! Confinement: capability sets and no_new_privs as docker sets them, and escape attempts from inside a
+//! container that must fail. Where it means something, the same attempt is shown to succeed with
+//! `--privileged` (or the relevant opt-out), so each test would notice the protection going missing.
+
+#[path = "run_support.rs"]
+mod run_support;
+
+use run_support::{code, stderr, stdout, Root};
+use std::process::Output;
+
+/// docker's default 14 capabilities as a mask (CapBnd of a default container on cgroup v1).
+const DOCKER_DEFAULT_MASK: u64 = 0xa80425fb;
+/// CAP_MKNOD, withheld on cgroup v2 (no device cgroup there).
+const MKNOD_BIT: u64 = 1 << 27;
+
+/// `rimg run --rm FLAGS… alpine sh -c SCRIPT`.
+fn sh(root: &Root, flags: &[&str], script: &str) -> Output {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["alpine", "sh", "-c", script]);
+    root.rimg(&args)
+}
+
+/// Like [`sh`] but must exit 0; returns stdout.
+fn sh_ok(root: &Root, flags: &[&str], script: &str) -> String {
+    let out = sh(root, flags, script);
+    assert_eq!(code(&out), 0, "{flags:?} {script:?}: stdout {} stderr {}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+/// The capability masks of the shell: (Inh, Prm, Eff, Bnd, Amb) from /proc/self/status.
+fn cap_sets(root: &Root, flags: &[&str]) -> [u64; 5] {
+    let out = sh_ok(root, flags, "grep ^Cap /proc/self/status");
+    let mut sets = [u64::MAX; 5];
+    for line in out.lines() {
+        let (k, v) = line.split_once(':').expect("Cap line");
+        let v = u64::from_str_radix(v.trim(), 16).expect("hex mask");
+        let i = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().position(|n| *n == k).expect("key");
+        sets[i] = v;
+    }
+    sets
+}
+
+fn device_cgroup() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/devices").is_dir()
+}
+
+fn default_mask() -> u64 {
+    if device_cgroup() {
+        DOCKER_DEFAULT_MASK
+    } else {
+        DOCKER_DEFAULT_MASK & !MKNOD_BIT
+    }
+}
+
+#[test]
+fn root_gets_dockers_default_capabilities_and_nothing_inheritable() {
+    let root = Root::new();
+    let [inh, prm, eff, bnd, amb] = cap_sets(&root, &[]);
+    assert_eq!(bnd, default_mask(), "bounding set");
+    assert_eq!(prm, default_mask(), "permitted set");
+    assert_eq!(eff, default_mask(), "effective set");
+    assert_eq!((inh, amb), (0, 0), "inheritable and ambient sets");
+    let [_, prm, _, bnd, _] = cap_sets(&root, &["--privileged"]);
+    assert_ne!(bnd & (1 << 21), 0, "--privileged keeps CAP_SYS_ADMIN");
+    assert_eq!(prm, bnd);
+}
+
+#[test]
+fn non_root_user_has_no_effective_capabilities() {
+    let root = Root::new();
+    let [inh, prm, eff, bnd, amb] = cap_sets(&root, &["-u", "1000:1000"]);
+    assert_eq!((inh, prm, eff, amb), (0, 0, 0, 0), "non-root: nothing permitted, effective or ambient");
+    assert_eq!(bnd, default_mask(), "bounding set still docker's default");
+    // Dropping SETUID/SETGID does not stop rimg switching to the user.
+    let out = sh_ok(&root, &["-u", "1000:1000", "--cap-drop", "ALL"], "id -u; id -g");
+    assert_eq!(out, "1000\n1000\n");
+}
+
+#[test]
+fn cap_add_and_cap_drop_follow_dockers_rules() {
+    let root = Root::new();
+    let [_, prm, eff, bnd, _] = cap_sets(&root, &["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"]);
+    assert_eq!((prm, eff, bnd), (1 << 12, 1 << 12, 1 << 12), "only CAP_NET_ADMIN");
+    let [_, _, eff, bnd, _] = cap_sets(&root, &["--cap-add", "cap_sys_admin", "--cap-drop", "CAP_CHOWN"]);
+    assert_eq!(bnd, (default_mask() | 1 << 21) & !1, "default + SYS_ADMIN - CHOWN");
+    assert_eq!(eff, bnd);
+    // Dropped CHOWN is really gone: chown of a file to another user fails.
+    let out = sh(&root, &["--cap-drop", "chown"], "touch /f && chown 1000 /f");
+    assert_ne!(code(&out), 0, "chown without CAP_CHOWN: {}", stdout(&out));
+    sh_ok(&root, &[], "touch /f && chown 1000 /f");
+    // A typo is an error, not a silent no-op.
+    let out = sh(&root, &["--cap-add", "CAP_FLY"], "true");
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("unknown capability"), "{}", stderr(&out));
+}
+
+fn no_new_privs(status: &str) -> &str {
+    status.lines().find_map(|l| l.strip_prefix("NoNewPrivs:")).map(str::trim).unwrap_or("?")
+}
+
+#[test]
+fn no_new_privs_is_set_by_default_in_run_and_exec() {
+    let root = Root::new();
+    let out = sh_ok(&root, &[], "cat /proc/self/status");
+    assert_eq!(no_new_privs(&out), "1");
+    let out = sh_ok(&root, &["--security-opt", "no-new-privileges=false"], "cat /proc/self/status");
+    assert_eq!(no_new_privs(&out), "0");
+    let out = sh_ok(&root, &["--init"], "cat /proc/self/status");
+    assert_eq!(no_new_privs(&out), "1", "--init's child too");
+    let bad = sh(&root, &["--security-opt", "no-new-privileges=maybe"], "true");
+    assert_eq!(code(&bad), 125);
+
+    let id = root.ok(&["run", "-d", "--name", "nnp", "alpine", "sleep", "60"]).trim().to_string();
+    let status = root.ok(&["exec", &id, "cat", "/proc/self/status"]);
+    assert_eq!(no_new_privs(&status), "1", "rimg exec");
+    root.ok(&["rm", "-f", &id]);
+    let id = root
+        .ok(&["run", "-d", "--security-opt", "no-new-privileges=false", "alpine", "sleep", "60"])
+        .trim()
+        .to_string();
+    let status = root.ok(&["exec", &id, "cat", "/proc/self/status"]);
+    assert_eq!(no_new_privs(&status), "0", "rimg exec of an opted-out container");
+    root.ok(&["rm", "-f", &id]);
+}
+
+#[test]
+fn mounting_is_denied() {
+    let root = Root::new();
+    let out = sh(&root, &[], "mount -t tmpfs none /mnt");
+    assert_ne!(code(&out), 0, "mount inside a container: {}", stdout(&out));
+    sh_ok(&root, &["--privileged"], "mount -t tmpfs none /mnt && umount /mnt");
+}
+
+#[test]
+fn unshare_is_denied() {
+    let root = Root::new();
+    let out = sh(&root, &[], "unshare -m true");
+    assert_ne!(code(&out), 0, "unshare -m inside a container: {}", stdout(&out));
+    sh_ok(&root, &["--privileged"], "unshare -m true");
+}
+
+#[test]
+fn proc_sys_and_sysrq_are_not_writable() {
+    let root = Root::new();
+    let out = sh(&root, &[], "echo escaped > /proc/sys/kernel/hostname");
+    assert_ne!(code(&out), 0, "write /proc/sys: {}", stdout(&out));
+    // The host's sysrq: 'h' only prints help to the kernel log, should the protection ever be missing.
+    let out = sh(&root, &[], "echo h > /proc/sysrq-trigger");
+    assert_ne!(code(&out), 0, "write /proc/sysrq-trigger");
+    // Privileged: /proc/sys is writable (the hostname is the container's own, in its UTS namespace).
+    let out = sh_ok(&root, &["--privileged"], "echo inside > /proc/sys/kernel/hostname && hostname");
+    assert_eq!(out, "inside\n");
+    assert_ne!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(), "inside");
+}
+
+#[test]
+fn kcore_reads_nothing() {
+    let root = Root::new();
+    let out = sh_ok(&root, &[], "head -c 64 /proc/kcore 2>/dev/null | wc -c");
+    assert_eq!(out.trim(), "0", "/proc/kcore must yield no kernel memory");
+    // The counter-check needs a kernel with /proc/kcore (CONFIG_PROC_KCORE); this one may not have it.
+    if std::fs::File::open("/proc/kcore").is_ok_and(|f| std::io::Read::bytes(f).next().is_some()) {
+        let out = sh_ok(&root, &["--privileged"], "head -c 64 /proc/kcore | wc -c");
+        assert_eq!(out.trim(), "64", "privileged reads /proc/kcore");
+    }
+}
+
+/// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.
+fn host_block_device() -> String {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devs.sort_by_key(|d| !d.starts_with("7:"));
+    devs.first().expect("a block device").replace(':', " ")
+}
+
+#[test]
+fn mknod_of_a_block_device_cannot_be_opened() {
+    let root = Root::new();
+    let dev = host_block_device();
+    let script = format!("mknod /dev/sda0 b {dev} && exec 3</dev/sda0 && echo opened");
+    let out = sh(&root, &[], &script);
+    assert!(!stdout(&out).contains("opened"), "a host block device opened from a container ({dev})");
+    if device_cgroup() {
+        // mknod itself is allowed (docker's "b *:* m"); opening is what the device cgroup refuses.
+        assert!(
+            stderr(&out).contains("Operation not permitted") || stdout(&out).contains("not permitted"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = sh_ok(&root, &["--privileged"], &script);
+    assert!(out.contains("opened"), "privileged opens it");
+    // /dev/fuse, the FUSE server's channel, is not reachable either.
+    let out = sh(&root, &[], "mknod /dev/fuse c 10 229 && exec 3<>/dev/fuse && echo opened");
+    assert!(!stdout(&out).contains("opened"), "/dev/fuse opened from a container");
+}
+
+#[test]
+fn host_processes_are_invisible() {
+    let root = Root::new();
+    let me = std::process::id();
+    let script = format!(
+        "ls /proc/{me} >/dev/null 2>&1 && echo visible; kill -0 {me} 2>/dev/null && echo signalled; \
+         ls -d /proc/[0-9]* | wc -l; cat /proc/1/cmdline | tr '\\0' ' '"
+    );
+    let out = sh_ok(&root, &[], &script);
+    assert!(
+        !out.lines().any(|l| l == "visible" || l == "signalled"),
+        "the test's pid {me} is visible: {out}"
+    );
+    let mut lines = out.lines();
+    let count: usize = lines.next().unwrap_or("").trim().parse().expect("count");
+    assert!(count <= 4, "only the container's few processes: {out}");
+    assert!(lines.next().unwrap_or("").starts_with("sh -c"), "PID 1 is the container's command: {out}");
+}
+
+#[test]
+fn host_store_and_layer_dirs_are_unreachable() {
+    let root = Root::new();
+    let layers = root.path().join("layers/sha256");
+    let layer = std::fs::read_dir(&layers).expect("layers").flatten().next().expect("a layer").path();
+    let store = root.path().display().to_string();
+    let layer = layer.display().to_string();
+    let probes = format!(
+        "for p in {store} {layer} /var/lib/rimg; do \
+           for r in / /proc/*/root/; do test -e $r$p && echo reached $r$p; done; \
+         done; \
+         for r in /proc/[0-9]*/root; do readlink $r; done | sort -u"
+    );
+    let out = sh_ok(&root, &[], &probes);
+    assert!(!out.contains("reached"), "host paths reachable from the container: {out}");
+    assert_eq!(out, "/\n", "every visible process has the container's root");
+    // The probe does find the path when it is there: bind the store in and it is reached.
+    let vol = format!("{store}:{store}:ro");
+    let out = sh_ok(&root, &["-v", &vol], &probes);
+    assert!(out.contains(&format!("reached /{store}")), "probe works: {out}");
+}
