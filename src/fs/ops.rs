@@ -61,33 +61,41 @@ impl Overlay {
             }
             r => r?,
         };
-        Ok((Handle { fd: Arc::new(fd), backing: None }, upper, write))
+        Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false }, upper, write))
     }
 
-    /// Register the handle, attaching a passthrough backing file (shared per inode) when possible.
+    /// Register the handle. Upper files are served through FUSE passthrough with one backing file per
+    /// inode (opened read-write, shared by all opens). Lower files are served through the page cache:
+    /// the kernel allows only one backing file per inode, and a lower backing could not take the writes
+    /// of a later open that copies the file up while a reader still has it open.
     /// Returns the file handle and whether the handle is in passthrough mode.
     fn register<F>(&self, ino: u64, mut h: Handle, upper: bool, open_backing: F) -> (u64, bool)
     where
         F: FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
     {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        if self.passthrough.load(Ordering::Relaxed) {
-            let mut t = lock(&self.t);
-            if let Some(n) = t.nodes.get_mut(&ino) {
+        let mut t = lock(&self.t);
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            if upper && self.passthrough.load(Ordering::Relaxed) && n.cached_opens == 0 {
                 match n.backing.upgrade() {
-                    Some(b) if n.backing_upper == upper => h.backing = Some(b),
+                    Some(b) if n.backing_upper => h.backing = Some(b),
                     Some(_) => {}
                     None => {
                         if let Ok(b) = open_backing(&h) {
                             let b = Arc::new(b);
                             n.backing = Arc::downgrade(&b);
-                            n.backing_upper = upper;
+                            n.backing_upper = true;
                             h.backing = Some(b);
                         }
                     }
                 }
             }
+            if h.backing.is_none() {
+                h.cached = true;
+                n.cached_opens += 1;
+            }
         }
+        drop(t);
         let pt = h.backing.is_some();
         lock(&self.handles).insert(fh, h);
         (fh, pt)
@@ -180,6 +188,9 @@ impl Filesystem for Overlay {
         for cap in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
+            // opens that cannot share an inode's passthrough backing file fall back to direct I/O;
+            // they must still be mmap-able
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
             InitFlags::FUSE_CACHE_SYMLINKS,
             InitFlags::FUSE_ASYNC_DIO,
@@ -350,10 +361,8 @@ impl Filesystem for Overlay {
         }
         // flush is a no-op here (no POSIX locks are kept by the server): spare the round trip on close
         let mut f = FopenFlags::FOPEN_NOFLUSH;
-        if self.passthrough.load(Ordering::Relaxed) {
-            // another open of this inode already uses a different backing file
-            f |= FopenFlags::FOPEN_DIRECT_IO;
-        } else if !upper {
+        if !upper {
+            // lower files never change: keep their pages across opens
             f |= FopenFlags::FOPEN_KEEP_CACHE;
         }
         reply.opened(FileHandle(fh), f);
@@ -429,6 +438,13 @@ impl Filesystem for Overlay {
         reply: ReplyEmpty,
     ) {
         let h = lock(&self.handles).remove(&fh.0);
+        if let Some(h) = &h {
+            if h.cached {
+                if let Some(n) = lock(&self.t).nodes.get_mut(&h.ino) {
+                    n.cached_opens = n.cached_opens.saturating_sub(1);
+                }
+            }
+        }
         drop(h);
         reply.ok();
     }
@@ -667,7 +683,7 @@ impl Filesystem for Overlay {
                 Err(e) => return reply.error(err(e)),
             };
         let _ = flags;
-        let h = Handle { fd: Arc::new(file), backing: None };
+        let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
         let (fh, pt) = self.register(ino, h, true, |h| reply.open_backing(h.fd.as_fd()));
         if pt {
             let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
@@ -682,12 +698,7 @@ impl Filesystem for Overlay {
                 );
             }
         }
-        let f = if self.passthrough.load(Ordering::Relaxed) {
-            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FopenFlags::FOPEN_NOFLUSH
-        };
-        reply.created(&TTL, &attr, GEN, FileHandle(fh), f);
+        reply.created(&TTL, &attr, GEN, FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
     }
 
     fn fallocate(

@@ -45,6 +45,10 @@ pub struct Handle {
     pub fd: Arc<OwnedFd>,
     /// Passthrough backing registration, kept alive while the handle is open.
     pub backing: Option<Arc<fuser::BackingId>>,
+    /// The inode it belongs to.
+    pub ino: u64,
+    /// Served through the page cache (counted in the node's `cached_opens`).
+    pub cached: bool,
 }
 
 /// One entry of an open directory's listing snapshot.

@@ -115,6 +115,9 @@ pub struct Node {
     pub backing: Weak<fuser::BackingId>,
     /// The backing file is the upper copy.
     pub backing_upper: bool,
+    /// Open handles served through the page cache (not passthrough); while any exist the kernel refuses
+    /// passthrough opens of the inode.
+    pub cached_opens: u64,
 }
 
 /// All nodes plus the identity → inode number map.
@@ -204,6 +207,7 @@ impl Tables {
                 keys: vec![f.key],
                 backing: Weak::new(),
                 backing_upper: false,
+                cached_opens: 0,
             },
         );
         if let Some(p) = self.nodes.get_mut(&parent) {
