@@ -578,13 +578,38 @@ pub fn layer_tar(data: &[u8]) {
     let sentinel = Sentinel::new();
     let mut tar = Vec::new();
     match rimg::layer::decompress_auto(None, data) {
-        Ok((rimg::layer::Compression::None, _)) => tar.extend_from_slice(data),
+        Ok((rimg::layer::Compression::None, _)) => {
+            tar.extend_from_slice(data);
+            // Mutated headers almost never have a valid checksum, and the tar reader stops at the first
+            // bad one; fix them so the fuzzer's mutations reach `apply` itself.
+            fix_checksums(&mut tar);
+        }
         Ok((_, r)) => {
             let _ = r.take(MAX_DECOMPRESSED).read_to_end(&mut tar);
         }
         Err(_) => return,
     }
     apply_checked(&sentinel, &tar, Vec::new(), &tar);
+}
+
+/// Recompute the checksum of every header block of an uncompressed tar, following the size fields from
+/// one header to the next as a tar reader does.
+pub fn fix_checksums(tar: &mut [u8]) {
+    let mut off = 0usize;
+    while tar.len().saturating_sub(off) >= 512 {
+        let block = &mut tar[off..off + 512];
+        if block.iter().all(|&b| b == 0) {
+            off += 512;
+            continue;
+        }
+        let size = tar::Header::from_byte_slice(block).entry_size().unwrap_or(0);
+        block[148..156].copy_from_slice(b"        ");
+        let sum: u64 = block.iter().map(|&b| u64::from(b)).sum();
+        octal(&mut block[148..155], sum);
+        block[155] = b' ';
+        let data = usize::try_from(size.div_ceil(512).saturating_mul(512)).unwrap_or(usize::MAX);
+        off = off.saturating_add(512).saturating_add(data);
+    }
 }
 
 /// A structured layer (and optionally a lower layer under it): built into tars aimed at the sentinel,
