@@ -64,27 +64,28 @@ impl Overlay {
         Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false }, upper, write))
     }
 
-    /// Register the handle. Upper files are served through FUSE passthrough with one backing file per
-    /// inode (opened read-write, shared by all opens). Lower files are served through the page cache:
-    /// the kernel allows only one backing file per inode, and a lower backing could not take the writes
-    /// of a later open that copies the file up while a reader still has it open.
+    /// Register the handle. Regular files are served through FUSE passthrough, with one backing file
+    /// per inode shared by all its opens (upper copies opened read-write). The kernel allows only one
+    /// backing file per inode: while a lower copy is open for reading, an open that copies the file up
+    /// cannot get the upper copy as its backing and fails with ETXTBSY (as writing a running executable
+    /// does). Without passthrough, files are served through the page cache.
     /// Returns the file handle and whether the handle is in passthrough mode.
-    fn register<F>(&self, ino: u64, mut h: Handle, upper: bool, open_backing: F) -> (u64, bool)
+    fn register<F>(&self, ino: u64, mut h: Handle, upper: bool, open_backing: F) -> Result<(u64, bool), i32>
     where
         F: FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
     {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut t = lock(&self.t);
         if let Some(n) = t.nodes.get_mut(&ino) {
-            if upper && self.passthrough.load(Ordering::Relaxed) && n.cached_opens == 0 {
+            if self.passthrough.load(Ordering::Relaxed) && n.cached_opens == 0 {
                 match n.backing.upgrade() {
-                    Some(b) if n.backing_upper => h.backing = Some(b),
-                    Some(_) => {}
+                    Some(b) if n.backing_upper == upper => h.backing = Some(b),
+                    Some(_) => return Err(libc::ETXTBSY),
                     None => {
                         if let Ok(b) = open_backing(&h) {
                             let b = Arc::new(b);
                             n.backing = Arc::downgrade(&b);
-                            n.backing_upper = true;
+                            n.backing_upper = upper;
                             h.backing = Some(b);
                         }
                     }
@@ -98,7 +99,7 @@ impl Overlay {
         drop(t);
         let pt = h.backing.is_some();
         lock(&self.handles).insert(fh, h);
-        (fh, pt)
+        Ok((fh, pt))
     }
 
     fn handle_fd(&self, fh: FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, i32> {
@@ -352,7 +353,10 @@ impl Filesystem for Overlay {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        let (fh, pt) = self.register(ino.0, h, upper, |h| reply.open_backing(h.fd.as_fd()));
+        let (fh, pt) = match self.register(ino.0, h, upper, |h| reply.open_backing(h.fd.as_fd())) {
+            Ok(x) => x,
+            Err(e) => return reply.error(err(e)),
+        };
         if pt {
             let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
             if let Some(b) = b {
@@ -684,7 +688,10 @@ impl Filesystem for Overlay {
             };
         let _ = flags;
         let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
-        let (fh, pt) = self.register(ino, h, true, |h| reply.open_backing(h.fd.as_fd()));
+        let (fh, pt) = match self.register(ino, h, true, |h| reply.open_backing(h.fd.as_fd())) {
+            Ok(x) => x,
+            Err(e) => return reply.error(err(e)),
+        };
         if pt {
             let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
             if let Some(b) = b {
