@@ -239,3 +239,91 @@ fn host_store_and_layer_dirs_are_unreachable() {
     let out = sh_ok(&root, &["-v", &vol], &probes);
     assert!(out.contains(&format!("reached /{store}")), "probe works: {out}");
 }
+
+#[test]
+fn default_seccomp_profile_blocks_user_namespaces() {
+    let root = Root::new();
+    // Creating a user namespace needs no capability, only seccomp stops it (docker's default profile
+    // allows unshare/clone namespace flags only with CAP_SYS_ADMIN).
+    let out = sh(&root, &[], "unshare -U true");
+    assert_ne!(code(&out), 0, "unshare -U under the default profile");
+    assert!(stderr(&out).contains("Operation not permitted"), "EPERM: {}", stderr(&out));
+    let status = sh_ok(&root, &[], "grep ^Seccomp: /proc/self/status");
+    assert_eq!(status.trim(), "Seccomp:\t2", "filter mode");
+    // Without no_new_privs the filter is still there (installed while privileged).
+    let out = sh(&root, &["--security-opt", "no-new-privileges=false"], "unshare -U true");
+    assert_ne!(code(&out), 0, "unshare -U without no_new_privs");
+    // The same command works once the profile is off.
+    sh_ok(&root, &["--security-opt", "seccomp=unconfined"], "unshare -U true");
+    let status = sh_ok(&root, &["--privileged"], "grep ^Seccomp: /proc/self/status");
+    assert_eq!(status.trim(), "Seccomp:\t0", "--privileged is unconfined");
+    // rimg exec runs under the container's profile too.
+    let id = root.ok(&["run", "-d", "alpine", "sleep", "60"]).trim().to_string();
+    let out = root.rimg(&["exec", &id, "unshare", "-U", "true"]);
+    assert_ne!(code(&out), 0, "unshare -U in rimg exec");
+    root.ok(&["rm", "-f", &id]);
+}
+
+fn profile(dir: &tempfile::TempDir, name: &str, json: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, json).expect("write profile");
+    format!("seccomp={}", p.display())
+}
+
+#[test]
+fn custom_seccomp_profiles_in_dockers_format() {
+    let root = Root::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deny_mkdir = profile(
+        &dir,
+        "deny-mkdir.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    );
+    let out = sh(&root, &["--security-opt", &deny_mkdir], "mkdir /x");
+    assert_ne!(code(&out), 0, "mkdir under a profile denying it");
+    assert!(stderr(&out).contains("Operation not permitted"), "{}", stderr(&out));
+    sh_ok(&root, &["--security-opt", &deny_mkdir], "touch /y && unshare -U true");
+    sh_ok(&root, &[], "mkdir /x");
+
+    // errnoRet is honoured.
+    let enosys = profile(
+        &dir,
+        "enosys.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}"#,
+    );
+    let out = sh(&root, &["--security-opt", &enosys], "mkdir /x");
+    assert!(stderr(&out).contains("not implemented"), "ENOSYS: {}", stderr(&out));
+
+    // Argument filters: only AF_INET sockets are refused.
+    let no_inet = profile(
+        &dir,
+        "no-inet.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["socket"], "action": "SCMP_ACT_ERRNO",
+                          "args": [{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]}]}"#,
+    );
+    let out = sh(&root, &["--security-opt", &no_inet], "nc 127.0.0.1 1 </dev/null");
+    assert!(stderr(&out).contains("Operation not permitted"), "socket(AF_INET): {}", stderr(&out));
+    let out = sh(&root, &[], "nc 127.0.0.1 1 </dev/null");
+    assert!(!stderr(&out).contains("Operation not permitted"), "socket allowed: {}", stderr(&out));
+    let out = sh(&root, &["--security-opt", &no_inet], "nc -U /nonexistent </dev/null 2>&1; echo done");
+    assert!(!stdout(&out).contains("Operation not permitted"), "AF_UNIX still allowed: {}", stdout(&out));
+
+    // An allowlist profile: a syscall it does not list gets the default errno.
+    let allowlist = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runtime/seccomp-default.json"),
+    )
+    .expect("default profile")
+    .replace("\"mkdir\",", "");
+    let no_mkdir_allow = profile(&dir, "allowlist.json", &allowlist);
+    let out = sh(&root, &["--security-opt", &no_mkdir_allow], "mkdir /x");
+    assert!(stderr(&out).contains("Operation not permitted"), "{}", stderr(&out));
+
+    // A broken profile is refused before anything starts.
+    let broken = profile(&dir, "broken.json", r#"{"defaultAction": "SCMP_ACT_SOMETIMES"}"#);
+    let out = sh(&root, &["--security-opt", &broken], "true");
+    assert_eq!(code(&out), 125);
+    assert!(stderr(&out).contains("SCMP_ACT_SOMETIMES"), "{}", stderr(&out));
+}

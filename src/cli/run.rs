@@ -106,7 +106,7 @@ pub struct Args {
     /// Drop a Linux capability (docker name, with or without CAP_, or ALL).
     #[arg(long = "cap-drop", value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Security options: no-new-privileges[=true|false].
+    /// Security options: no-new-privileges[=true|false], seccomp=unconfined|PROFILE.json.
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// User namespace: only `host` (the default) for now; remapped user namespaces are not implemented.
@@ -178,6 +178,7 @@ fn cap_names(names: &[String]) -> anyhow::Result<Vec<String>> {
 #[derive(Debug, Default)]
 struct SecurityOpts {
     allow_new_privileges: bool,
+    seccomp: runtime::seccomp::SeccompPolicy,
 }
 
 fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
@@ -195,7 +196,23 @@ fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
                     ),
                 }
             }
-            _ => bail!("--security-opt {o:?} is not supported (no-new-privileges)"),
+            "seccomp" => {
+                use runtime::seccomp::SeccompPolicy;
+                out.seccomp = match v {
+                    Some("unconfined") => SeccompPolicy::Unconfined,
+                    Some("builtin") | Some("default") => SeccompPolicy::Default,
+                    Some(path) if !path.is_empty() => {
+                        let json = std::fs::read_to_string(path)
+                            .with_context(|| format!("opening seccomp profile ({path})"))?;
+                        // Checked now, so a bad profile is the user's error here, not a failed start.
+                        runtime::seccomp::compile(&json, runtime::caps::DEFAULT_CAPS)
+                            .with_context(|| format!("seccomp profile {path}"))?;
+                        SeccompPolicy::Custom(json)
+                    }
+                    _ => bail!("invalid --security-opt {o:?}: seccomp takes unconfined or a profile path"),
+                }
+            }
+            _ => bail!("--security-opt {o:?} is not supported (no-new-privileges, seccomp)"),
         }
     }
     Ok(out)
@@ -451,6 +468,7 @@ fn build_spec(
         cap_add: cap_names(&a.cap_add)?,
         cap_drop: cap_names(&a.cap_drop)?,
         allow_new_privileges: security.allow_new_privileges,
+        seccomp: security.seccomp,
         init: a.init,
         resources: Resources {
             memory,

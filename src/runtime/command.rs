@@ -3,6 +3,7 @@
 //! failures reported through a close-on-exec pipe as docker's 126/127 so the caller can explain them.
 
 use super::caps;
+use super::seccomp::{self, SeccompPolicy};
 use super::spec::ProcessSpec;
 use super::user::{self, Identity};
 use super::RuntimeError;
@@ -141,6 +142,7 @@ pub fn environment(p: &ProcessSpec, id: &Identity, hostname: Option<&str>) -> Ve
 /// Everything the final exec needs, resolved while still privileged.
 pub struct Prepared {
     no_new_privs: bool,
+    seccomp: Option<seccomp::Filters>,
     path: CString,
     argv: Vec<CString>,
     envp: Vec<CString>,
@@ -149,15 +151,26 @@ pub struct Prepared {
 /// Switch to the process's identity, working directory and capabilities, and resolve the executable.
 /// Runs in the container's root (after pivot_root or setns).
 /// `caps` is what to keep (all when `None`), from [`caps::for_container`]; `no_new_privs` makes [`exec`]
-/// set PR_SET_NO_NEW_PRIVS so setuid binaries and file capabilities cannot raise privileges.
+/// set PR_SET_NO_NEW_PRIVS so setuid binaries and file capabilities cannot raise privileges. The seccomp
+/// filters of `policy` (compiled for the capabilities kept) are installed by [`exec`] right after
+/// no_new_privs; without no_new_privs the kernel wants CAP_SYS_ADMIN for that, so they are installed here
+/// first, while rimg still holds it (as runc does), and the rest of the setup runs under them.
 pub fn prepare(
     p: &ProcessSpec,
     caps: Option<&[u32]>,
     no_new_privs: bool,
+    policy: &SeccompPolicy,
     hostname: Option<&str>,
 ) -> Result<Prepared, Failure> {
     if p.args.is_empty() {
         return Err(Failure { code: EXIT_RIMG, message: "no command specified".into() });
+    }
+    let held: Vec<u32> = caps.map(<[u32]>::to_vec).unwrap_or_else(|| (0..64).collect());
+    let mut filters = seccomp::for_container(policy, &held)?;
+    if !no_new_privs {
+        if let Some(f) = filters.take() {
+            seccomp::install(&f)?;
+        }
     }
     let id = user::resolve(Path::new("/"), &p.user)?;
     let env = environment(p, &id, hostname);
@@ -188,13 +201,15 @@ pub fn prepare(
     };
     Ok(Prepared {
         no_new_privs,
+        seccomp: filters,
         path: cs(&path)?,
         argv: p.args.iter().map(|a| cs(a)).collect::<Result<_, _>>()?,
         envp: env.iter().map(|a| cs(a)).collect::<Result<_, _>>()?,
     })
 }
 
-/// no_new_privs (unless opted out), then execve; returns only on failure, with docker's code for it.
+/// no_new_privs (unless opted out), the seccomp filters, then execve; returns only on failure, with
+/// docker's code for it.
 pub fn exec(p: &Prepared) -> Failure {
     // SAFETY: prctl with integer arguments.
     if p.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -202,6 +217,11 @@ pub fn exec(p: &Prepared) -> Failure {
             code: EXIT_RIMG,
             message: format!("set no_new_privs: {}", std::io::Error::last_os_error()),
         };
+    }
+    if let Some(f) = &p.seccomp {
+        if let Err(e) = seccomp::install(f) {
+            return e.into();
+        }
     }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());

@@ -94,11 +94,16 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
                 fail(e.into());
             }
         }
-        let prepared =
-            match command::prepare(process, keep_caps.as_deref(), !st.spec.allow_new_privileges, None) {
-                Ok(p) => p,
-                Err(f) => fail(f),
-            };
+        let prepared = match command::prepare(
+            process,
+            keep_caps.as_deref(),
+            !st.spec.allow_new_privileges,
+            super::seccomp::policy_of(&st.spec),
+            None,
+        ) {
+            Ok(p) => p,
+            Err(f) => fail(f),
+        };
         fail(command::exec(&prepared))
     }
     let _ = nix::sched::setns(&own_pid, CloneFlags::CLONE_NEWPID);

@@ -810,11 +810,16 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         fail(e.into());
     }
     let nnp = !state.spec.allow_new_privileges;
-    let prepared =
-        match command::prepare(&state.spec.process, keep_caps.as_deref(), nnp, Some(&state.spec.hostname)) {
-            Ok(p) => p,
-            Err(f) => fail(f),
-        };
+    let prepared = match command::prepare(
+        &state.spec.process,
+        keep_caps.as_deref(),
+        nnp,
+        super::seccomp::policy_of(&state.spec),
+        Some(&state.spec.hostname),
+    ) {
+        Ok(p) => p,
+        Err(f) => fail(f),
+    };
     if state.spec.init {
         set_comm(c"rimg-init");
         super::init::run(prepared, err_w);

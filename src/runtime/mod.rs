@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod net;
 pub mod process;
 pub mod pty;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod user;

@@ -46,6 +46,9 @@ pub struct ContainerSpec {
     /// (`--security-opt no-new-privileges=false`); by default rimg sets no_new_privs before exec.
     #[serde(default)]
     pub allow_new_privileges: bool,
+    /// Seccomp profile (`--security-opt seccomp=…`); ignored with `--privileged`, as docker does.
+    #[serde(default)]
+    pub seccomp: super::seccomp::SeccompPolicy,
     /// Run rimg's tiny init as PID 1 (`--init`): reaps zombies, forwards signals.
     #[serde(default)]
     pub init: bool,
