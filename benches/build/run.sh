@@ -56,6 +56,11 @@ for dir in Dockerfile.examples/*/; do
   ex=$(basename "$dir")
   tag=localhost/bench/$ex:latest
   hf="$work/$ex.json"
+  if ! "${B[@]}" bud -q --isolation oci --network none --layers -t "$tag" "$dir" > "$work/$ex.buildah.log" 2>&1; then
+    rn=$(python3 -c "import time,subprocess,sys; t=time.time(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(f'{time.time()-t:.2f}')" "${R[@]}" build -q --no-cache -t "$tag" "$dir")
+    echo "| $ex | buildah $(buildah --version | cut -d' ' -f3) cannot build it: $(grep -m1 -i error "$work/$ex.buildah.log" | cut -c1-80) | $rn | - | - | - | - |" >> "$out"
+    continue
+  fi
   hyperfine -N --runs "$runs" --export-json "$hf" \
     -n rimg "${R[*]} build -q --no-cache -t $tag $dir" \
     -n buildah "${B[*]} bud -q --isolation oci --network none --no-cache --layers -t $tag $dir" >/dev/null
@@ -70,11 +75,12 @@ for dir in Dockerfile.examples/*/; do
   "${R[@]}" unpack "$tag" "$work/tree-rimg"
   ctr=$("${B[@]}" from -q "$tag")
   mnt=$("${B[@]}" mount "$ctr")
-  if diff <(cd "$work/tree-rimg" && find . -printf '%p %y %m %U:%G %s %l\n' | sort) \
-          <(cd "$mnt" && find . -printf '%p %y %m %U:%G %s %l\n' | sort) > "$work/$ex.treediff"; then
+  # The root directory itself is the mount point's (buildah mounts at a 0555 dir): compare what is below.
+  if diff <(cd "$work/tree-rimg" && find . -mindepth 1 -printf '%p %y %m %U:%G %s %l\n' | sort) \
+          <(cd "$mnt" && find . -mindepth 1 -printf '%p %y %m %U:%G %s %l\n' | sort) > "$work/$ex.treediff"; then
     same=yes
   else
-    same="no ($(wc -l < "$work/$ex.treediff") lines differ, see .work/bench/build/$ex.treediff)"
+    same="no: $(grep -E '^[<>]' "$work/$ex.treediff" | sed 's/^</rimg-only/; s/^>/buildah-only/' | cut -d' ' -f1-3 | tr '\n' ';' | cut -c1-160)"
   fi
   "${B[@]}" umount "$ctr" >/dev/null; "${B[@]}" rm "$ctr" >/dev/null
   read -r rn bn rc bc < <(python3 - "$hf" "$work/$ex-cached.json" <<'PY'

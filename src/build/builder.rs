@@ -597,6 +597,7 @@ impl Builder<'_> {
             return Err(BuildError::RunFailed { cmd: argv.join(" "), code }.into());
         }
         let upper = containers.dir_of(&id).upper();
+        drop_mount_stubs(&upper, &lowers);
         let layer = layer_from_upper(self.store, &upper, &lowers, &below, source_date_epoch())?;
         let entry = CacheEntry { layer: Some(layer), created: now_rfc3339() };
         self.cache_put(&key, &entry);
@@ -809,6 +810,20 @@ pub fn enter_private_mount_namespace() -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / private: {e}"))
+}
+
+/// The runtime bind-mounts /etc/hosts, /etc/resolv.conf and /etc/hostname over files it creates when the
+/// image lacks them; those empty stubs are the runtime's, not the step's, and stay out of the layer (as
+/// docker and buildah keep them out).
+fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf]) {
+    for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        let p = upper.join(f);
+        let stub = p.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
+        let in_image = crate::layer::lower::lookup(lowers, f.as_bytes()).ok().flatten().is_some();
+        if stub && !in_image {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
 }
 
 /// `/a/./b/../c` → `a/c`: the destination as a path relative to the image root.
