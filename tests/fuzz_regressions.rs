@@ -92,7 +92,8 @@ fn e(kind: Kind, name: &str, target: &str) -> Entry {
 fn watch_notices_escapes() {
     let s = checks::Sentinel::new();
     let dest = s.dest();
-    let attempts: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Attempt<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let attempts: Vec<Attempt> = vec![
         ("write", Box::new(|| std::fs::write(s.root.join("outside/victim"), "x").expect("write"))),
         ("create", Box::new(|| std::fs::write(s.root.join("d/new"), "x").expect("create"))),
         ("hard link", Box::new(|| std::fs::hard_link(s.root.join("victim"), dest.join("h")).expect("link"))),

@@ -82,9 +82,12 @@ fn platforms() -> Vec<Platform> {
     v
 }
 
+/// (`to_string()` on oci-spec digests and media types on purpose: it is what rimg's store does.)
+///
 /// The first byte picks a served `Content-Type`; the rest is the manifest body. Classification, index
 /// parsing, platform selection and the OCI manifest/index parsers must not panic, and what they accept
 /// must be consistent.
+#[allow(clippy::unnecessary_to_owned)]
 pub fn manifest(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else { return };
     let ct = CONTENT_TYPES[sel as usize % CONTENT_TYPES.len()];
