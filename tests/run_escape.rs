@@ -138,6 +138,8 @@ fn unshare_is_denied() {
     let out = sh(&root, &[], "unshare -m true");
     assert_ne!(code(&out), 0, "unshare -m inside a container: {}", stdout(&out));
     sh_ok(&root, &["--privileged"], "unshare -m true");
+    // CAP_SYS_ADMIN alone (no --privileged) also enables the seccomp profile's cap-conditional entries.
+    sh_ok(&root, &["--cap-add", "SYS_ADMIN"], "unshare -m true && mount -t tmpfs none /mnt");
 }
 
 #[test]

@@ -190,12 +190,14 @@ pub fn prepare(
     nix::unistd::setresgid(g, g, g).map_err(|e| setup("setgid", e))?;
     let u = nix::unistd::Uid::from_raw(id.uid);
     nix::unistd::setresuid(u, u, u).map_err(|e| setup("setuid", e))?;
-    caps::finish(caps)?;
+    // As runc: the working directory and the executable are resolved with the user's own rights (setuid
+    // cleared the effective set), and only then are the kept capabilities raised again.
     nix::unistd::chdir(cwd).map_err(|e| Failure {
         code: EXIT_RIMG,
         message: format!("chdir to cwd ({cwd:?}) set in config.json failed: {e}"),
     })?;
     let path = find_executable(&p.args[0], &env)?;
+    caps::finish(caps)?;
     let cs = |s: &str| {
         CString::new(s).map_err(|_| Failure { code: EXIT_RIMG, message: format!("NUL byte in {s:?}") })
     };
