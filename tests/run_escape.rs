@@ -233,9 +233,11 @@ fn host_store_and_layer_dirs_are_unreachable() {
          done; \
          for r in /proc/[0-9]*/root; do readlink $r; done | sort -u"
     );
-    let out = sh_ok(&root, &[], &probes);
-    assert!(!out.contains("reached"), "host paths reachable from the container: {out}");
-    assert_eq!(out, "/\n", "every visible process has the container's root");
+    for driver in ["fuse", "overlay"] {
+        let out = sh_ok(&root, &["--storage-driver", driver], &probes);
+        assert!(!out.contains("reached"), "{driver}: host paths reachable from the container: {out}");
+        assert_eq!(out, "/\n", "{driver}: every visible process has the container's root");
+    }
     // The probe does find the path when it is there: bind the store in and it is reached.
     let vol = format!("{store}:{store}:ro");
     let out = sh_ok(&root, &["-v", &vol], &probes);

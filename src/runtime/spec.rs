@@ -171,3 +171,25 @@ pub struct DeviceRate {
     /// Bytes per second.
     pub rate: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// state.json written before the security fields existed still loads, with docker's defaults.
+    #[test]
+    fn old_state_loads_with_secure_defaults() {
+        let old = r#"{"name":"x","image":"alpine","lowers":[],"hostname":"h",
+            "process":{"args":["sh"],"env":[],"cwd":"/","user":""}}"#;
+        let s: ContainerSpec = serde_json::from_str(old).unwrap();
+        assert!(s.cap_add.is_empty() && s.cap_drop.is_empty());
+        assert!(!s.allow_new_privileges, "no_new_privs stays on");
+        assert_eq!(s.seccomp, super::super::seccomp::SeccompPolicy::Default);
+        let custom = ContainerSpec {
+            seccomp: super::super::seccomp::SeccompPolicy::Custom("{}".into()),
+            ..Default::default()
+        };
+        let back: ContainerSpec = serde_json::from_str(&serde_json::to_string(&custom).unwrap()).unwrap();
+        assert_eq!(back.seccomp, custom.seccomp);
+    }
+}
