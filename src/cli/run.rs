@@ -532,7 +532,32 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{cap_names, parse_bytes, security_opts};
+    use crate::runtime::seccomp::SeccompPolicy;
+
+    #[test]
+    fn security_opt_spellings() {
+        let o = |v: &[&str]| security_opts(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(!o(&[]).unwrap().allow_new_privileges);
+        assert_eq!(o(&[]).unwrap().seccomp, SeccompPolicy::Default);
+        assert!(o(&["no-new-privileges=false"]).unwrap().allow_new_privileges);
+        assert!(o(&["no-new-privileges:false"]).unwrap().allow_new_privileges);
+        assert!(!o(&["no-new-privileges"]).unwrap().allow_new_privileges);
+        assert_eq!(o(&["seccomp=unconfined"]).unwrap().seccomp, SeccompPolicy::Unconfined);
+        assert_eq!(o(&["seccomp:unconfined"]).unwrap().seccomp, SeccompPolicy::Unconfined);
+        assert!(o(&["seccomp=/nonexistent.json"]).is_err());
+        assert!(o(&["apparmor=foo"]).is_err());
+    }
+
+    #[test]
+    fn capability_names_are_canonical() {
+        let n = |v: &[&str]| cap_names(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            n(&["net_admin", "CAP_SYS_ADMIN", "all"]).unwrap(),
+            ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "ALL"]
+        );
+        assert!(n(&["NET_FLY"]).is_err());
+    }
 
     #[test]
     fn docker_sizes() {
