@@ -9,6 +9,12 @@
 //! action that returns it for its syscalls and allows the rest. The kernel runs every filter and applies
 //! the most restrictive result (and, between two errno results, the later filter's errno), which is what
 //! libseccomp's single filter would decide.
+//!
+//! Limits: only the native architecture is filtered. A syscall through another ABI (i386 `int 0x80` on
+//! x86_64) fails seccompiler's architecture check, which kills the process; docker instead filters x86 and
+//! x32 too (`archMap`), so 32-bit binaries run there and not here. `SCMP_ACT_NOTIFY` is not supported.
+//! Compiling costs one seccompiler probe per syscall name (its name table is private): about 50 ms per
+//! container start or exec in a debug build.
 
 use super::caps;
 use super::spec::ContainerSpec;
