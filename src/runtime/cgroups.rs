@@ -324,7 +324,12 @@ const DEFAULT_DEVICE_RULES: &[&str] = &[
 /// Remove a cgroup directory, SIGKILLing any process still in it first; retries briefly while the kernel
 /// finishes tearing the processes down. Missing directories are fine.
 pub fn remove_dir_killing(dir: &Path) {
-    for attempt in 0..200 {
+    // Killed tasks leave the cgroup only once the kernel has torn them down, which on a loaded machine
+    // (or with a task blocked on a dying FUSE mount) takes longer than a few milliseconds: keep trying,
+    // backing off, for up to 10 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut pause = Duration::from_millis(5);
+    loop {
         if !dir.exists() {
             return;
         }
@@ -337,11 +342,13 @@ pub fn remove_dir_killing(dir: &Path) {
         match fs::remove_dir(dir) {
             Ok(()) => return,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-            Err(e) => {
-                if attempt == 199 {
-                    log::warn!("remove cgroup {}: {e}", dir.display());
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            Err(e) if std::time::Instant::now() >= deadline => {
+                log::warn!("remove cgroup {}: {e}", dir.display());
+                return;
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
             }
         }
     }
