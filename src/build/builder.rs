@@ -269,6 +269,14 @@ impl Builder<'_> {
                 {
                     (s.image.clone(), s.key.clone())
                 } else {
+                    let mut vars = self.global.clone();
+                    for k in ["BUILDPLATFORM", "TARGETPLATFORM"] {
+                        vars.entry(k.to_string()).or_insert_with(|| predefined_arg(k).unwrap_or_default());
+                    }
+                    let platform = match platform {
+                        Some(p) => Some(expand(p, &vars, self.escape).map_err(|e| e.to_string())?),
+                        None => None,
+                    };
                     let rec = resolve_base(&name, platform.as_deref())?;
                     (
                         NewImage::from_image(self.store, &rec)?,

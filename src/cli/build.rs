@@ -1,6 +1,6 @@
 //! `rimg build` and `rimg push`.
 
-use super::pull::{client, open_store, pull_image};
+use super::pull::{client, open_store};
 use super::Globals;
 use crate::build::builder::{self, BuildOptions};
 use crate::progress::Progress;
@@ -92,11 +92,18 @@ pub fn build(a: BuildArgs, g: &Globals) -> anyhow::Result<i32> {
         tags: tags.clone(),
         quiet: a.quiet,
     };
-    let resolve = |name: &str, _platform: Option<&str>| -> Result<crate::store::ImageRecord, String> {
-        if let Ok(rec) = store.image(name) {
-            return Ok(rec);
-        }
-        pull_image(g, name, a.quiet).map_err(|e| super::one_line(&e))?;
+    let resolve = |name: &str, platform: Option<&str>| -> Result<crate::store::ImageRecord, String> {
+        // `FROM --platform=…` always asks the registry (the cache keys images by name, not platform).
+        let platform = match platform {
+            None => {
+                if let Ok(rec) = store.image(name) {
+                    return Ok(rec);
+                }
+                crate::registry::Platform::host()
+            }
+            Some(p) => p.parse::<crate::registry::Platform>().map_err(|e| e.to_string())?,
+        };
+        super::pull::pull_with(g, name, a.quiet, platform, 3).map_err(|e| super::one_line(&e))?;
         store.image(name).map_err(|e| e.to_string())
     };
     let built = match builder::build(&store, &opts, &resolve) {

@@ -50,7 +50,7 @@ pub(crate) fn pull_image(g: &Globals, image: &str, quiet: bool) -> anyhow::Resul
     pull_with(g, image, quiet, Platform::host(), 3).map(|_| ())
 }
 
-fn pull_with(
+pub(crate) fn pull_with(
     g: &Globals,
     image: &str,
     quiet: bool,
