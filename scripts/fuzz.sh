@@ -64,7 +64,7 @@ for t in "${targets[@]}"; do
     args+=(-fork="$jobs" -ignore_crashes=1)
   fi
   if "$bin/$t" "corpus-run/$t" "corpus/$t" "${args[@]}" >"logs/$t.log" 2>&1; then
-    echo "fuzz: $t: $(grep -ao 'Done [0-9]* runs' "logs/$t.log" | tail -n 1), no crash"
+    echo "fuzz: $t: no crash ($(grep -a -E '^Done|^#[0-9]+' "logs/$t.log" | tail -n 1 | cut -c1-70))"
   else
     echo "fuzz: $t: CRASH (see fuzz/logs/$t.log)"
     grep -a -A12 -E 'panicked|ERROR: libFuzzer' "logs/$t.log" | head -n 30 || true
