@@ -16,12 +16,11 @@ mod overlay;
 mod sys;
 mod tree;
 
-use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use overlay::FsOptions;
+use overlay::FsOptions;
 
 /// The layers of one overlay, as kernel overlayfs takes them.
 #[derive(Clone, Debug, Default)]
@@ -153,11 +152,6 @@ fn open_work(work: &Path) -> Result<OwnedFd, FsError> {
     }
     let l = open_layer(&w)?;
     Arc::try_unwrap(l.root).map_err(|_| ferr(std::io::Error::from_raw_os_error(libc::EIO)))
-}
-
-/// Open the layers and build the filesystem object (nothing is mounted yet).
-pub fn build(cfg: &OverlayConfig, opts: &MountOptions) -> Result<impl fuser::Filesystem, FsError> {
-    build_overlay(cfg, opts)
 }
 
 fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Overlay, FsError> {
@@ -354,12 +348,4 @@ impl Drop for OverlayMount {
             log::warn!("{e}");
         }
     }
-}
-
-/// Is `name` a valid single path component (what FUSE hands us always is; used by the CLI).
-pub fn is_component(name: &OsStr) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !std::os::unix::ffi::OsStrExt::as_bytes(name).contains(&b'/')
 }
