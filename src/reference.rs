@@ -124,13 +124,17 @@ impl Reference {
     /// docker's short name: `centos`, `user/app`, `localhost:5000/foo`.
     pub fn familiar_name(&self) -> String {
         if self.registry == DEFAULT_REGISTRY {
-            match self.repository.strip_prefix("library/") {
-                Some(short) if !short.contains('/') => short.to_string(),
-                _ => self.repository.clone(),
+            let short = match self.repository.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short,
+                _ => &self.repository,
+            };
+            // `docker.io/a.b/c` stays qualified: the short `a.b/c` would name the registry `a.b` (found by
+            // the `reference` fuzz target).
+            if split_registry(short).0 == DEFAULT_REGISTRY {
+                return short.to_string();
             }
-        } else {
-            self.name()
         }
+        self.name()
     }
 
     /// docker's short form with tag and digest: `centos:latest`, `localhost:5000/foo:1`.

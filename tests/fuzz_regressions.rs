@@ -135,10 +135,9 @@ fn structured_escapes_are_contained() {
 /// registry `a.b`. `rimg images`, `rimg save` (RepoTags) and `rimg load` print/parse that form, so a saved
 /// and re-loaded image changes registry. (docker's `FamiliarString` has the same ambiguity; Docker Hub does
 /// not allow such namespaces, but a reference typed by a user or read from an archive can have one.)
-/// Fix in `Reference::familiar_name`: keep the `docker.io/` prefix when the short form's first component
+/// Fixed in `Reference::familiar_name`: it keeps the `docker.io/` prefix when the short form's first component
 /// would be read as a registry (contains `.` or `:`, or is `localhost`).
 #[test]
-#[ignore = "open bug in Reference::familiar_name (see the doc comment); un-ignore once fixed"]
 fn familiar_form_of_hub_repo_with_dotted_namespace() {
     for s in ["docker.io/a.b/c", "docker.io/localhost/c:1", "docker.io/library.io/library/cen"] {
         checks::reference(s);
