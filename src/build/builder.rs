@@ -358,17 +358,11 @@ impl Builder<'_> {
                     .to_string();
                 let dir =
                     if w.starts_with('/') { w.clone() } else { format!("{}/{w}", cur.trim_end_matches('/')) };
-                self.config_step(n, &format!("WORKDIR {dir}"), |img| {
-                    img.runtime_config_mut().insert("WorkingDir".into(), json!(dir));
-                    Ok(())
-                })
+                self.set_field(n, &format!("WORKDIR {dir}"), "WorkingDir", json!(dir))
             }
             Instruction::User(u) => {
                 let u = self.x(u)?;
-                self.config_step(n, &format!("USER {u}"), |img| {
-                    img.runtime_config_mut().insert("User".into(), json!(u));
-                    Ok(())
-                })
+                self.set_field(n, &format!("USER {u}"), "User", json!(u))
             }
             Instruction::Cmd(c) | Instruction::Entrypoint(c) => {
                 let is_cmd = matches!(step.instruction, Instruction::Cmd(_));
@@ -390,40 +384,19 @@ impl Builder<'_> {
                     .iter()
                     .map(|p| self.x(p).map(|p| if p.contains('/') { p } else { format!("{p}/tcp") }))
                     .collect::<Result<_, _>>()?;
-                self.config_step(n, &format!("EXPOSE {}", ports.join(" ")), |img| {
-                    let c = img.runtime_config_mut();
-                    let e = c.entry("ExposedPorts").or_insert_with(|| json!({}));
-                    for p in &ports {
-                        e[p] = json!({});
-                    }
-                    Ok(())
-                })
+                self.add_keys(n, &format!("EXPOSE {}", ports.join(" ")), "ExposedPorts", &ports)
             }
             Instruction::Volume(vols) => {
                 let vols: Vec<String> = vols.iter().map(|v| self.x(v)).collect::<Result<_, _>>()?;
-                self.config_step(n, &format!("VOLUME {}", json!(vols)), |img| {
-                    let c = img.runtime_config_mut();
-                    let e = c.entry("Volumes").or_insert_with(|| json!({}));
-                    for v in &vols {
-                        e[v] = json!({});
-                    }
-                    Ok(())
-                })
+                self.add_keys(n, &format!("VOLUME {}", json!(vols)), "Volumes", &vols)
             }
             Instruction::Shell(sh) => {
                 self.stage().shell = sh.clone();
-                let sh = sh.clone();
-                self.config_step(n, &format!("SHELL {}", json!(sh)), |img| {
-                    img.runtime_config_mut().insert("Shell".into(), json!(sh));
-                    Ok(())
-                })
+                self.set_field(n, &format!("SHELL {}", json!(sh)), "Shell", json!(sh))
             }
             Instruction::StopSignal(s) => {
                 let s = self.x(s)?;
-                self.config_step(n, &format!("STOPSIGNAL {s}"), |img| {
-                    img.runtime_config_mut().insert("StopSignal".into(), json!(s));
-                    Ok(())
-                })
+                self.set_field(n, &format!("STOPSIGNAL {s}"), "StopSignal", json!(s))
             }
             Instruction::Maintainer(m) => {
                 let m = m.clone();
@@ -478,6 +451,28 @@ impl Builder<'_> {
                 resolve_base,
             ),
         }
+    }
+
+    /// A config step that sets one runtime-config field.
+    fn set_field(&mut self, n: usize, text: &str, field: &str, value: Value) -> Result<(), StepError> {
+        self.config_step(n, text, |img| {
+            img.runtime_config_mut().insert(field.into(), value);
+            Ok(())
+        })
+    }
+
+    /// A config step that adds keys to a set-valued field (`ExposedPorts`, `Volumes`: `{"key": {}}`).
+    fn add_keys(&mut self, n: usize, text: &str, field: &str, keys: &[String]) -> Result<(), StepError> {
+        self.config_step(n, text, |img| {
+            let set = img.runtime_config_mut().entry(field).or_insert_with(|| json!({}));
+            if !set.is_object() {
+                *set = json!({});
+            }
+            for k in keys {
+                set[k] = json!({});
+            }
+            Ok(())
+        })
     }
 
     /// A step that only changes the config: cached only for its timestamp (so rebuilds are identical).
