@@ -71,7 +71,7 @@ fn build_killed_mid_step_leaves_nothing_running_and_builds_again() {
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 256];
-    while !seen.contains("step-started") {
+    while !seen.lines().any(|l| l.trim() == "step-started") {
         let n = std::io::Read::read(&mut out, &mut buf).unwrap();
         assert!(n > 0, "build ended before its RUN step started: {seen}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));

@@ -85,7 +85,9 @@ fn sigkill_of_rimg_run_leaves_nothing_behind() {
         .spawn()
         .expect("spawn");
     assert!(eventually(Duration::from_secs(20), || {
-        root.container_ids().first().is_some_and(|id| root.state(id)["status"] == "running")
+        root.container_ids()
+            .first()
+            .is_some_and(|id| root.try_state(id).is_some_and(|s| s["status"] == "running"))
     }));
     let id = root.id_of("victim");
     let st = root.state(&id);

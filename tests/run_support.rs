@@ -107,6 +107,13 @@ impl Root {
             .collect()
     }
 
+    /// A container's state.json, or `None` while it is not (fully) written yet: the container directory
+    /// appears before its state file, so polling code must not panic on that window.
+    pub fn try_state(&self, id: &str) -> Option<serde_json::Value> {
+        let p = self.path.join("containers").join(id).join("state.json");
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    }
+
     /// A container's state.json.
     pub fn state(&self, id: &str) -> serde_json::Value {
         let p = self.path.join("containers").join(id).join("state.json");
@@ -118,7 +125,7 @@ impl Root {
     pub fn id_of(&self, name: &str) -> String {
         self.container_ids()
             .into_iter()
-            .find(|id| self.state(id)["spec"]["name"] == name)
+            .find(|id| self.try_state(id).is_some_and(|s| s["spec"]["name"] == name))
             .unwrap_or_else(|| panic!("no container named {name}"))
     }
 }
