@@ -98,4 +98,6 @@ fn build_killed_mid_step_leaves_nothing_running_and_builds_again() {
     std::fs::write(ctx.path().join("Dockerfile"), "FROM alpine\nRUN echo fine > /f\n").unwrap();
     root.ok(&["build", "-q", "-t", "after:1", ctx.path().to_str().unwrap()]);
     assert_eq!(root.ok(&["run", "--rm", "after:1", "cat", "/f"]), "fine\n");
+    let ps = root.ok(&["ps", "-a"]);
+    assert!(!ps.contains("rimg-build-"), "the killed build's step container was cleared: {ps}");
 }

@@ -121,6 +121,15 @@ pub fn build(
             global.insert(k.clone(), v);
         }
     }
+    // A build killed mid-step leaves its step container's record behind (its monitor tore the container
+    // down); clear those exited ones so they neither clutter `ps -a` nor pile up.
+    if let Ok(containers) = Containers::open(&store.containers_dir()) {
+        for old in containers.list() {
+            if old.spec.name.starts_with("rimg-build-") && old.status == runtime::Status::Exited {
+                let _ = containers.remove_files(&old.id);
+            }
+        }
+    }
     let mut b =
         Builder { store, opts, ignore, escape: df.escape, global, stages: Vec::new(), hits: 0, executed: 0 };
     let total = df.steps.len();
@@ -568,7 +577,7 @@ impl Builder<'_> {
             stage.image.layers().iter().map(|l| l.diff_id.clone()).collect();
         let containers = Containers::open(&self.store.containers_dir()).map_err(|e| e.to_string())?;
         let spec = ContainerSpec {
-            name: format!("rimg-build-{}", &key[..12]),
+            name: format!("rimg-build-{}-{}", &key[..12], std::process::id()),
             image: format!("build step {}", step.line),
             image_id: None,
             lowers: lowers.clone(),
