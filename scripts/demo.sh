@@ -26,6 +26,8 @@ step cargo build --release
 step bash image-fixtures/build.sh
 step bash scripts/registry.sh start
 step bash scripts/push-fixtures.sh
+# The FUSE overlay also answers to rimg-overlayfs (mount -t fuse.rimg-overlayfs, podman's mount_program).
+ln -sf rimg "$repo/target/release/rimg-overlayfs"
 export PATH=$repo/target/release:$PATH
 step rimg --registry-mirror "$mirror" pull centos:latest
 step rimg --registry-mirror "$mirror" run --rm centos:latest ps -ef
