@@ -130,7 +130,8 @@ impl Reference {
             };
             // `docker.io/a.b/c` stays qualified: the short `a.b/c` would name the registry `a.b` (found by
             // the `reference` fuzz target).
-            if split_registry(short).0 == DEFAULT_REGISTRY {
+            // Likewise `docker.io/docker.io/x`: only a short form that parses back to itself is used.
+            if split_registry(short) == (DEFAULT_REGISTRY, short) {
                 return short.to_string();
             }
         }

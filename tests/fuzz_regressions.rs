@@ -139,7 +139,13 @@ fn structured_escapes_are_contained() {
 /// would be read as a registry (contains `.` or `:`, or is `localhost`).
 #[test]
 fn familiar_form_of_hub_repo_with_dotted_namespace() {
-    for s in ["docker.io/a.b/c", "docker.io/localhost/c:1", "docker.io/library.io/library/cen"] {
+    for s in [
+        "docker.io/a.b/c",
+        "docker.io/localhost/c:1",
+        "docker.io/library.io/library/cen",
+        // second finding (fuzz-ci, 10 s): a Hub namespace that is itself `docker.io`
+        "docker.io/docker.io/librarlibrary/cker",
+    ] {
         checks::reference(s);
     }
 }
