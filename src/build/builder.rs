@@ -357,14 +357,7 @@ impl Builder<'_> {
             }
             Instruction::Workdir(w) => {
                 let w = self.x(w)?;
-                let cur = self
-                    .stage()
-                    .image
-                    .runtime_config()
-                    .get("WorkingDir")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/")
-                    .to_string();
+                let cur = self.workdir();
                 let dir =
                     if w.starts_with('/') { w.clone() } else { format!("{}/{w}", cur.trim_end_matches('/')) };
                 self.set_field(n, &format!("WORKDIR {dir}"), "WorkingDir", json!(dir))
@@ -462,6 +455,17 @@ impl Builder<'_> {
         }
     }
 
+    /// The current stage's working directory (`/` when unset).
+    fn workdir(&self) -> String {
+        self.stages
+            .last()
+            .and_then(|s| {
+                s.image.runtime_config().get("WorkingDir").and_then(Value::as_str).map(str::to_string)
+            })
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".to_string())
+    }
+
     /// A config step that sets one runtime-config field.
     fn set_field(&mut self, n: usize, text: &str, field: &str, value: Value) -> Result<(), StepError> {
         self.config_step(n, text, |img| {
@@ -551,9 +555,7 @@ impl Builder<'_> {
         arg_env.sort();
         env.extend(arg_env.iter().cloned());
         let user = stage.image.runtime_config().get("User").and_then(Value::as_str).unwrap_or("").to_string();
-        let cwd =
-            stage.image.runtime_config().get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_string();
-        let cwd = if cwd.is_empty() { "/".to_string() } else { cwd };
+        let cwd = self.workdir();
         let net = match network.unwrap_or("") {
             "host" => NetworkMode::Host,
             "none" => NetworkMode::None,
@@ -654,14 +656,7 @@ impl Builder<'_> {
             }
             None => None,
         };
-        let cwd = self
-            .stage()
-            .image
-            .runtime_config()
-            .get("WorkingDir")
-            .and_then(Value::as_str)
-            .unwrap_or("/")
-            .to_string();
+        let cwd = self.workdir();
         let abs_dest = if dest.starts_with('/') {
             dest.clone()
         } else {
