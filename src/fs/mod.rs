@@ -330,7 +330,7 @@ impl OverlayMount {
     /// Wait until the mount goes away by other means (umount, fusermount3 -u).
     pub fn wait(mut self) -> Result<(), FsError> {
         if let Some(bg) = self.bg.take() {
-            bg.join().map_err(|e| FsError::Serve { path: self.mountpoint.clone(), source: e })?;
+            finished(bg.join(), &self.mountpoint)?;
         }
         Ok(())
     }
@@ -338,7 +338,17 @@ impl OverlayMount {
     fn shutdown(&mut self) -> Result<(), FsError> {
         let Some(bg) = self.bg.take() else { return Ok(()) };
         unmount_path(&self.mountpoint)?;
-        bg.join().map_err(|e| FsError::Serve { path: self.mountpoint.clone(), source: e })
+        finished(bg.join(), &self.mountpoint)
+    }
+}
+
+/// How the server threads ended. Once the mount is gone the kernel ends the session either with ENODEV or,
+/// for a worker blocked on a cloned /dev/fuse fd while the connection is torn down, with ECONNABORTED:
+/// both are a normal end, not a server failure.
+fn finished(r: std::io::Result<()>, mountpoint: &Path) -> Result<(), FsError> {
+    match r {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED) | Some(libc::ENODEV)) => Ok(()),
+        r => r.map_err(|e| FsError::Serve { path: mountpoint.to_path_buf(), source: e }),
     }
 }
 
