@@ -711,15 +711,7 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     let year: i64 = year.parse().ok()?;
     let t: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     let [h, m, sec] = t.as_slice() else { return None };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mon <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mon + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + m * 60 + sec;
+    let secs = crate::store::images::unix_seconds(year, mon, day, *h, *m, *sec);
     let secs = u64::try_from(secs).ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }

@@ -339,6 +339,18 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Seconds since the Unix epoch of a UTC civil date and time (days-from-civil, Howard Hinnant's
+/// algorithm): the inverse of [`rfc3339`], shared by every date rimg parses (configs, HTTP dates).
+pub fn unix_seconds(year: i64, month: i64, day: i64, hour: i64, min: i64, sec: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * 86_400 + hour * 3600 + min * 60 + sec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +360,8 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_998_271), "2026-11-30T00:24:31Z");
+        assert_eq!(unix_seconds(2026, 11, 30, 0, 24, 31), 1_795_998_271);
+        assert_eq!(unix_seconds(2000, 2, 29, 0, 0, 0), 951_782_400);
     }
 
     fn entry(name: Option<&str>, d: &Digest) -> ImageEntry {
