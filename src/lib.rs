@@ -14,6 +14,7 @@ pub mod build;
 pub mod cli;
 pub mod digest;
 pub mod fs;
+pub mod idmap;
 pub mod layer;
 pub mod progress;
 pub mod pull;
