@@ -5,6 +5,9 @@
 #
 #   scripts/fuzz-ci.sh                 # every target, FUZZ_SECONDS (default 20) each
 #   FUZZ_SECONDS=5 scripts/fuzz-ci.sh reference manifest
+#   scripts/fuzz-ci.sh --build-only    # install cargo-fuzz and build the targets, run nothing
+#   scripts/fuzz-ci.sh --no-build ...  # run targets built before (scripts/test.sh overlaps the build
+#                                      # with the fixture and rimg builds, then runs them after the tests)
 #
 # Cost on the 2-core dev machine: installing cargo-fuzz once 116 s; building the targets from scratch
 # 3-9 min (rimg and its dependencies, instrumented, in release mode, in fuzz/target), after a change in
@@ -21,6 +24,11 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo/fuzz"
 seconds=${FUZZ_SECONDS:-20}
+build=1 run=1
+case "${1:-}" in
+  --build-only) run=0; shift ;;
+  --no-build) build=0; shift ;;
+esac
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(reference manifest config www_authenticate dockerfile layer_apply layer_entries)
@@ -28,16 +36,19 @@ fi
 # Its own target dir: never contends with (or invalidates) the main crate's build.
 export CARGO_TARGET_DIR="$repo/fuzz/target"
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
+if [ "$build" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz-ci: installing cargo-fuzz (once, ~2 minutes)"
   start=$SECONDS
   cargo install --locked cargo-fuzz
   echo "fuzz-ci: cargo-fuzz installed in $((SECONDS - start)) s"
 fi
 
-start=$SECONDS
-cargo fuzz build --sanitizer none 2>&1 | tail -n 2
-echo "fuzz-ci: targets built in $((SECONDS - start)) s"
+if [ "$build" = 1 ]; then
+  start=$SECONDS
+  cargo fuzz build --sanitizer none 2>&1 | tail -n 2
+  echo "fuzz-ci: targets built in $((SECONDS - start)) s"
+fi
+[ "$run" = 1 ] || exit 0
 
 bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 work=$(mktemp -d "${TMPDIR:-/tmp}/rimg-fuzz-ci.XXXXXX")

@@ -8,11 +8,26 @@ cd "$repo"
 
 mkdir -p "$repo/.work"
 bash setup.sh
+# The fuzz targets (instrumented, a separate target dir) build in the background while the fixtures are
+# made, mostly I/O; their short runs come after the tests. RIMG_SKIP_FUZZ=1 leaves fuzzing out.
+fuzz_pid=
+if [ "${RIMG_SKIP_FUZZ:-0}" != 1 ]; then
+  setsid nice -n 10 bash scripts/fuzz-ci.sh --build-only >"$repo/.work/fuzz-build.log" 2>&1 &
+  fuzz_pid=$!
+  # If a later step fails, the build must not outlive this script.
+  trap 'kill -- -"$fuzz_pid" 2>/dev/null || true' EXIT
+fi
 bash image-fixtures/build.sh
 cargo build --all-targets --locked 2>&1 | tail -n 3
 # Style gates: a change that is not formatted or not clippy-clean does not pass.
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
+if [ -n "$fuzz_pid" ]; then
+  # The tests start containers with limits and watch them: let them have the machine to themselves.
+  wait "$fuzz_pid" || { cat "$repo/.work/fuzz-build.log"; echo "fuzz targets failed to build"; exit 1; }
+  trap - EXIT
+  tail -n 1 "$repo/.work/fuzz-build.log"
+fi
 # Two test threads: the machine has two cores, and tests that mount and start containers are I/O bound.
 cargo test --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$repo/.work/test.log" | grep -E '^(test |running |test result|failures:|---- )|panicked' || true
 # The summary line CI reads, and the exit code that matters.
@@ -20,4 +35,11 @@ if grep -q '^test result: FAILED' "$repo/.work/test.log" || ! grep -q '^test res
   grep -A40 '^failures:' "$repo/.work/test.log" | head -n 200
   exit 1
 fi
+# A short bounded run of every fuzz target (issue 6); a crash fails CI and leaves its input in
+# fuzz/artifacts/<target>/ (make it a regression test in tests/fuzz_regressions.rs).
+fuzz_status=0
+if [ -n "$fuzz_pid" ]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-10} bash scripts/fuzz-ci.sh --no-build || fuzz_status=$?
+fi
 awk '/^test result:/ {p+=$4; f+=$6; s+=$8} END {printf "%d passed, %d failed, %d skipped\n", p, f, s}' "$repo/.work/test.log"
+exit "$fuzz_status"

@@ -5,6 +5,7 @@
 //! The text form is fuse-overlayfs's `uidmapping=`/`gidmapping=` and podman's `--uidmap`:
 //! `INSIDE:OUTSIDE:COUNT`, several ranges joined by `:` (fuse-overlayfs) or `,` (repeated flags).
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The id an unmapped id shows as: the kernel's default `overflowuid`/`overflowgid` (nobody).
@@ -26,7 +27,7 @@ pub enum IdMapError {
 
 /// One contiguous range: ids `inside..inside+count` in the container are `outside..outside+count` on the
 /// host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdRange {
     /// First id as the container (and the files of its image) see it.
     pub inside: u32,
@@ -37,7 +38,8 @@ pub struct IdRange {
 }
 
 /// A user (or group) id map; empty means identity (no user namespace).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<IdRange>", into = "Vec<IdRange>")]
 pub struct IdMap {
     ranges: Vec<IdRange>,
 }
@@ -134,6 +136,20 @@ impl IdMap {
             .map(|r| format!("{}:{}:{}", r.inside, r.outside, r.count))
             .collect::<Vec<_>>()
             .join(":")
+    }
+}
+
+impl TryFrom<Vec<IdRange>> for IdMap {
+    type Error = IdMapError;
+
+    fn try_from(ranges: Vec<IdRange>) -> Result<IdMap, IdMapError> {
+        IdMap::from_ranges(ranges)
+    }
+}
+
+impl From<IdMap> for Vec<IdRange> {
+    fn from(m: IdMap) -> Vec<IdRange> {
+        m.ranges
     }
 }
 

@@ -109,9 +109,16 @@ pub struct Args {
     /// Security options: no-new-privileges[=true|false], seccomp=unconfined|PROFILE.json.
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
-    /// User namespace: only `host` (the default) for now; remapped user namespaces are not implemented.
+    /// User namespace: `host` (default: the host's), or `auto` (a new one mapping the container's ids
+    /// 0-65535 to the range /etc/subuid gives containers, dockremap or root, else 100000-165535).
     #[arg(long, default_value = "host")]
     userns: String,
+    /// Run in a new user namespace with this uid map, CONTAINER:HOST:SIZE (repeatable; podman's flag).
+    #[arg(long = "uidmap", value_name = "CONTAINER:HOST:SIZE")]
+    uidmap: Vec<String>,
+    /// gid map for the user namespace, CONTAINER:HOST:SIZE (repeatable; default: the uid map).
+    #[arg(long = "gidmap", value_name = "CONTAINER:HOST:SIZE")]
+    gidmap: Vec<String>,
     /// cgroup parent path (default rimg).
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
@@ -413,9 +420,17 @@ fn build_spec(
         }
         mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
     }
-    if a.userns != "host" && !a.userns.is_empty() {
-        bail!("--userns={}: only the host user namespace is supported", a.userns);
-    }
+    let userns = match a.userns.as_str() {
+        _ if !a.uidmap.is_empty() || !a.gidmap.is_empty() => {
+            if !matches!(a.userns.as_str(), "" | "host" | "private") {
+                bail!("--userns={} conflicts with --uidmap/--gidmap", a.userns);
+            }
+            Some(runtime::userns::from_flags(&a.uidmap, &a.gidmap)?)
+        }
+        "" | "host" => None,
+        "auto" | "private" | "remap" => Some(runtime::userns::auto()?),
+        other => bail!("--userns={other} is not supported (host, auto, or --uidmap/--gidmap)"),
+    };
     let network = match a.network.as_str() {
         "none" => NetworkMode::None,
         "host" => NetworkMode::Host,
@@ -426,6 +441,12 @@ fn build_spec(
         "fuse" | "rimg" => RootfsDriver::Fuse,
         other => bail!("storage driver {other:?} is not supported (fuse, overlay)"),
     };
+    if userns.is_some() && driver == RootfsDriver::Kernel {
+        // Kernel overlayfs cannot be id-mapped as a whole; the FUSE overlay shifts ids itself.
+        bail!(
+            "a user namespace needs the fuse storage driver (kernel overlayfs cannot shift the image's ids)"
+        );
+    }
     let stop_signal = match a.stop_signal.as_deref().or(d.stop_signal.as_deref()) {
         Some(s) => runtime::process::parse_signal(s).with_context(|| format!("invalid stop signal {s:?}"))?,
         None => libc::SIGTERM,
@@ -491,6 +512,7 @@ fn build_spec(
         stop_signal,
         stop_timeout: a.stop_timeout.unwrap_or(10),
         auto_remove: a.rm,
+        userns,
     })
 }
 

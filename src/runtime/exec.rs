@@ -40,13 +40,18 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
     let own_pid = ns("pid").and_then(|_| {
         File::open("/proc/self/ns/pid").map_err(|e| rimg_fail(format!("own pid namespace: {e}")))
     })?;
-    let joins = [
+    let mut joins = vec![
         (ns("ipc")?, CloneFlags::CLONE_NEWIPC),
         (ns("uts")?, CloneFlags::CLONE_NEWUTS),
         (ns("net")?, CloneFlags::CLONE_NEWNET),
         (ns("cgroup")?, CloneFlags::CLONE_NEWCGROUP),
         (ns("mnt")?, CloneFlags::CLONE_NEWNS),
     ];
+    if st.spec.userns.is_some() {
+        // Last: as host root we may enter every namespace (also a host network one); once inside the
+        // user namespace we could not.
+        joins.push((ns("user")?, CloneFlags::CLONE_NEWUSER));
+    }
     let pidns = ns("pid")?;
     // Decided here, on the host side: inside the container /sys/fs/cgroup is its own view.
     let v2 = super::cgroups::Cgroup::from_dirs(&st.cgroups).is_v2();

@@ -303,12 +303,15 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             )
         }
     };
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
-    if state.spec.network == NetworkMode::None {
-        flags |= CloneFlags::CLONE_NEWNET;
+    // With a user namespace the monitor keeps only a private mount namespace (for the rootfs); the init is
+    // cloned into the user namespace and all the others at once, so they belong to the container's root.
+    let userns = state.spec.userns.as_ref();
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if userns.is_none() {
+        flags |= CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
+        if state.spec.network == NetworkMode::None {
+            flags |= CloneFlags::CLONE_NEWNET;
+        }
     }
     if let Err(e) = nix::sched::unshare(flags) {
         return fail_early(&mut report_w, Failure { code: 125, message: format!("unshare namespaces: {e}") });
@@ -333,16 +336,18 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             RootfsDriver::Fuse => {
                 let cfg =
                     crate::fs::OverlayConfig { lowers, upper: Some(cdir.upper()), work: Some(cdir.work()) };
-                let opts = crate::fs::MountOptions { threads: FUSE_THREADS, ..Default::default() };
+                let mut opts = crate::fs::MountOptions { threads: FUSE_THREADS, ..Default::default() };
+                if let Some(ns) = userns {
+                    // IDMAP-PENDING: opts.uid_map = ns.uid_map.clone(); opts.gid_map = ns.gid_map.clone();
+                    let _ = (&mut opts, ns);
+                }
                 let p = crate::fs::prepare(cfg, &cdir.rootfs(), &opts)
                     .map_err(|e| RuntimeError::Setup(format!("mount rootfs: {e}")))?;
                 Some(p)
             }
         };
-        nix::unistd::sethostname(&state.spec.hostname)
-            .map_err(|e| RuntimeError::Setup(format!("sethostname: {e}")))?;
-        if state.spec.network == NetworkMode::None {
-            super::net::loopback_up()?;
+        if userns.is_none() {
+            name_host_and_raise_lo(&state)?;
         }
         Ok(prepared)
     };
@@ -392,8 +397,11 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         Err(e) => return fail_early(&mut report_w, e.into()),
     };
 
-    // SAFETY: fork while single-threaded; the child runs the container init and never returns.
-    let init = unsafe { libc::fork() };
+    let init = match userns {
+        // SAFETY: fork while single-threaded; the child runs the container init and never returns.
+        None => unsafe { libc::fork() },
+        Some(_) => clone_into_namespaces(state.spec.network == NetworkMode::None),
+    };
     if init < 0 {
         return fail_early(
             &mut report_w,
@@ -424,6 +432,15 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     }
     drop(release_r);
     drop(err_w);
+    if let Some(ns) = userns {
+        // The init waits for phase 1, which comes only after its maps exist.
+        if let Err(e) = super::userns::write_maps(init, ns) {
+            // SAFETY: kill(2) of our own child.
+            unsafe { libc::kill(init, libc::SIGKILL) };
+            let _ = wait_pid(init);
+            return fail_early(&mut report_w, e.into());
+        }
+    }
     drop(stdin_fd);
     drop(stdout_fd);
     drop(stderr_fd);
@@ -696,6 +713,34 @@ fn wait_init(init: i32, lifeline: Option<OwnedFd>) -> (libc::c_int, Lifeline) {
     (wait_pid(init).unwrap_or(0), said)
 }
 
+/// The container's hostname and, with `--network none`, its loopback interface: done by whichever
+/// process owns the uts and net namespaces (the monitor, or the init in a user namespace).
+fn name_host_and_raise_lo(state: &ContainerState) -> Result<(), RuntimeError> {
+    nix::unistd::sethostname(&state.spec.hostname)
+        .map_err(|e| RuntimeError::Setup(format!("sethostname: {e}")))?;
+    if state.spec.network == NetworkMode::None {
+        super::net::loopback_up()?;
+    }
+    Ok(())
+}
+
+/// fork(2) into a new user namespace together with new mount, uts, ipc, pid (the child is PID 1) and,
+/// with `net`, network namespaces, all owned by the new user namespace. Returns like fork: 0 in the child.
+fn clone_into_namespaces(net: bool) -> i32 {
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWPID
+        | libc::SIGCHLD;
+    if net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: clone(2) without a new stack behaves as fork(2) (the child runs on a copy of our stack); we
+    // are single-threaded here, as for fork.
+    unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_ulong, 0usize, 0usize, 0usize, 0usize) as i32 }
+}
+
 /// Name the process in `ps`/`top` (its command line stays rimg's).
 fn set_comm(name: &std::ffi::CStr) {
     // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
@@ -776,6 +821,15 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         }
     }
     drop(stdio);
+    if state.spec.userns.is_some() {
+        // Cloned into the user namespace and its namespaces; the monitor wrote the maps before phase 1.
+        if let Err(e) = super::userns::become_root().and_then(|_| name_host_and_raise_lo(state)) {
+            fail(e.into());
+        }
+        // A credential change cleared the parent-death signal.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    }
     let _ = nix::unistd::setsid();
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
         fail(Failure { code: 125, message: format!("unshare mount namespace: {e}") });
@@ -806,8 +860,13 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         fail(Failure { code: 125, message: format!("unshare cgroup namespace: {e}") });
     }
     let keep_caps = super::caps::for_container(&state.spec, !cgroup.is_v2());
-    if let Err(e) = mounts::mount_cgroupfs(&cgroup.hierarchies(), cgroup.is_v2(), state.spec.privileged) {
-        fail(e.into());
+    // cgroup v1 cannot be mounted from a user namespace (cgroup2 can): such a container gets no
+    // /sys/fs/cgroup, as with rootless runc.
+    let cgroupfs_mountable = cgroup.is_v2() || state.spec.userns.is_none();
+    if cgroupfs_mountable {
+        if let Err(e) = mounts::mount_cgroupfs(&cgroup.hierarchies(), cgroup.is_v2(), state.spec.privileged) {
+            fail(e.into());
+        }
     }
     let nnp = !state.spec.allow_new_privileges;
     let prepared = match command::prepare(

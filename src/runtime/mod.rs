@@ -23,6 +23,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod user;
+pub mod userns;
 
 pub use command::Failure;
 pub use launch::{start, Attach, Launched};

@@ -67,6 +67,20 @@ pub struct ContainerSpec {
     /// Remove the container when it exits (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// The container's own user namespace (`--userns=auto`, `--uidmap`, `--gidmap`); `None` shares the
+    /// host's, as docker does by default.
+    #[serde(default)]
+    pub userns: Option<UserNamespace>,
+}
+
+/// A user namespace for the container: its root is an unprivileged host uid, and the FUSE rootfs shows
+/// the image's files under the mapped host ids so the container sees them as their image owners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserNamespace {
+    /// Container uid -> host uid ranges (written to /proc/PID/uid_map).
+    pub uid_map: crate::idmap::IdMap,
+    /// Container gid -> host gid ranges (written to /proc/PID/gid_map).
+    pub gid_map: crate::idmap::IdMap,
 }
 
 fn default_stop_signal() -> i32 {
