@@ -104,10 +104,11 @@ const CAP_MKNOD: u32 = 27;
 
 /// The capabilities a container gets: all with `--privileged`; otherwise docker's rule: with `--cap-add
 /// ALL` everything minus `--cap-drop`, with `--cap-drop ALL` only `--cap-add`, else the default set plus
-/// `--cap-add` minus `--cap-drop`. CAP_MKNOD is withheld when no device cgroup guards device access
-/// (cgroup v2, where docker attaches an eBPF device filter that rimg does not have): a node made there would
-/// open the host's device. Names that no longer parse (a hand-edited state.json) are ignored.
-pub fn for_container(spec: &ContainerSpec, device_cgroup: bool) -> Option<Vec<u32>> {
+/// `--cap-add` minus `--cap-drop`. CAP_MKNOD is withheld unless `filters_devices` (from
+/// [`super::cgroups::Cgroup::filters_devices`]: the v1 devices controller, or the eBPF device filter on v2,
+/// limits the container to the allowlist): without a filter, a node the container makes would open the
+/// host's device. Names that no longer parse (a hand-edited state.json) are ignored.
+pub fn for_container(spec: &ContainerSpec, filters_devices: bool) -> Option<Vec<u32>> {
     if spec.privileged {
         return None;
     }
@@ -133,7 +134,7 @@ pub fn for_container(spec: &ContainerSpec, device_cgroup: bool) -> Option<Vec<u3
     if !drop_all {
         caps.retain(|c| !drop.contains(&CapName::One(*c)));
     }
-    caps.retain(|&c| device_cgroup || c != CAP_MKNOD);
+    caps.retain(|&c| filters_devices || c != CAP_MKNOD);
     caps.sort_unstable();
     Some(caps)
 }
@@ -246,6 +247,11 @@ mod tests {
         assert_eq!(for_container(&spec(&["KILL"], &["ALL"]), true).unwrap(), vec![5]);
         let all = for_container(&spec(&["ALL"], &["SYS_ADMIN"]), true).unwrap();
         assert!(all.contains(&16) && !all.contains(&21));
+        // No device filter: CAP_MKNOD is withheld, even when asked for; privileged gets everything.
         assert!(!for_container(&spec(&[], &[]), false).unwrap().contains(&CAP_MKNOD));
+        assert!(!for_container(&spec(&["MKNOD"], &[]), false).unwrap().contains(&CAP_MKNOD));
+        assert!(for_container(&spec(&[], &[]), true).unwrap().contains(&CAP_MKNOD));
+        let privileged = ContainerSpec { privileged: true, ..Default::default() };
+        assert_eq!(for_container(&privileged, false), None);
     }
 }

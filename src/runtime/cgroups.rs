@@ -5,13 +5,18 @@
 //! files are. On pure v2, one directory holds everything and controllers are enabled down the chain via
 //! `cgroup.subtree_control`. `RIMG_CGROUP_ROOT=/path/to/cgroup2/mount` forces v2 at that mount.
 //!
+//! Device access follows one allowlist ([`super::device_filter::DEFAULT_RULES`]): written to the v1 `devices`
+//! controller, or compiled into an eBPF program attached to the v2 directory.
+//!
 //! Every container gets `<hierarchy>/<parent>/<id>` (parent defaults to `rimg`); the absolute directories are
 //! persisted in the container state so any later `rimg` can remove them even if the monitor died.
 
+use super::device_filter;
 use super::spec::Resources;
 use super::RuntimeError;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// v1 controllers rimg puts containers into (cpuset is left alone: it needs cpus/mems copied down).
@@ -85,6 +90,18 @@ pub struct Cgroup {
     v2: bool,
     /// (controllers in that hierarchy, absolute directory)
     dirs: Vec<(Vec<String>, PathBuf)>,
+    /// v2: this process attached the eBPF device filter (set by [`Cgroup::apply`]).
+    device_filter: Flag,
+}
+
+/// A bool that `apply(&self)` can set and that clones (into the monitor and the init) carry along.
+#[derive(Debug, Default)]
+struct Flag(AtomicBool);
+
+impl Clone for Flag {
+    fn clone(&self) -> Flag {
+        Flag(AtomicBool::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 fn write_file(path: &Path, value: &str) -> Result<(), RuntimeError> {
@@ -111,7 +128,7 @@ impl Cgroup {
                     fs::create_dir_all(&dir).map_err(|e| cg_err("create", &dir, e))?;
                     dirs.push((ctrls.clone(), dir));
                 }
-                Ok(Cgroup { v2: false, dirs })
+                Ok(Cgroup { v2: false, dirs, device_filter: Flag::default() })
             }
             Layout::V2(root) => {
                 // Enable what we can at each level above the leaf; the leaf itself holds processes, so it
@@ -135,7 +152,7 @@ impl Cgroup {
                     }
                     enabled = want.iter().map(|s| s.to_string()).collect();
                 }
-                Ok(Cgroup { v2: true, dirs: vec![(enabled, cur)] })
+                Ok(Cgroup { v2: true, dirs: vec![(enabled, cur)], device_filter: Flag::default() })
             }
         }
     }
@@ -143,7 +160,11 @@ impl Cgroup {
     /// Re-open a cgroup from the directories persisted in state.
     pub fn from_dirs(dirs: &[PathBuf]) -> Cgroup {
         let v2 = dirs.len() == 1 && dirs[0].join("cgroup.controllers").exists();
-        Cgroup { v2, dirs: dirs.iter().map(|d| (Vec::new(), d.clone())).collect() }
+        Cgroup {
+            v2,
+            dirs: dirs.iter().map(|d| (Vec::new(), d.clone())).collect(),
+            device_filter: Flag::default(),
+        }
     }
 
     /// The absolute directories, for persisting.
@@ -159,6 +180,18 @@ impl Cgroup {
     /// Whether this is a cgroup2 (unified) cgroup.
     pub fn is_v2(&self) -> bool {
         self.v2
+    }
+
+    /// Does this cgroup restrict device access to the allowlist? True on v1 when a `devices` hierarchy is
+    /// mounted, and on v2 once an eBPF device filter is attached to the directory (by [`Cgroup::apply`] in
+    /// this process, or found attached by a later `rimg` through [`Cgroup::from_dirs`]). The caller gives
+    /// CAP_MKNOD only when this holds: a node made without a filter would open the host's device.
+    pub fn filters_devices(&self) -> bool {
+        if !self.v2 {
+            return self.file("devices.list").is_some();
+        }
+        self.device_filter.0.load(Ordering::Relaxed)
+            || self.dirs.first().is_some_and(|(_, d)| device_filter::attached(d).is_ok_and(|n| n > 0))
     }
 
     /// The directory holding `file` (the hierarchy whose controller owns it), if any.
@@ -251,14 +284,31 @@ impl Cgroup {
                 }
             }
         }
-        if !privileged && !self.v2 {
+        if !privileged {
+            self.restrict_devices()?;
+        }
+        Ok(())
+    }
+
+    /// Limit device access to [`device_filter::DEFAULT_RULES`]: v1 through `devices.deny`/`devices.allow`,
+    /// v2 through an eBPF program. Where the kernel will not load or attach one (no cgroup BPF, or rimg
+    /// itself confined without CAP_BPF/CAP_SYS_ADMIN) the container still runs, with a warning, and
+    /// [`Cgroup::filters_devices`] stays false so CAP_MKNOD is withheld instead.
+    fn restrict_devices(&self) -> Result<(), RuntimeError> {
+        if !self.v2 {
             if let Some(deny) = self.file("devices.deny") {
                 write_file(&deny, "a")?;
                 let allow = deny.with_file_name("devices.allow");
-                for rule in DEFAULT_DEVICE_RULES {
-                    write_file(&allow, rule)?;
+                for rule in device_filter::DEFAULT_RULES {
+                    write_file(&allow, &rule.to_string())?;
                 }
             }
+            return Ok(());
+        }
+        let Some((_, dir)) = self.dirs.first() else { return Ok(()) };
+        match device_filter::attach(dir, device_filter::DEFAULT_RULES) {
+            Ok(()) => self.device_filter.0.store(true, Ordering::Relaxed),
+            Err(e) => log::warn!("{e}; the container runs without a device filter and without CAP_MKNOD"),
         }
         Ok(())
     }
@@ -273,7 +323,10 @@ impl Cgroup {
 
     /// Move a process into the resource hierarchies only (memory, cpu, blkio/io; on v1 not devices,
     /// freezer or pids): used for the monitor, whose FUSE server must keep opening /dev/fuse, must not be
-    /// frozen with the container, and whose threads should not eat into `--pids-limit`.
+    /// frozen with the container, and whose threads should not eat into `--pids-limit`. On v2 there is one
+    /// directory, so the process also comes under the eBPF device filter: every device it opens from then
+    /// on must be on the allowlist (/dev/null is, /dev/fuse is not — its descriptors must already be
+    /// open).
     pub fn add_process_for_resources(&self, pid: i32) -> Result<(), RuntimeError> {
         for (ctrls, d) in &self.dirs {
             if !self.v2 && ctrls.iter().all(|c| c == "devices" || c == "freezer" || c == "pids") {
@@ -303,23 +356,6 @@ impl Cgroup {
         }
     }
 }
-
-/// Device access a non-privileged container gets (v1 devices controller): the nodes rimg creates in /dev,
-/// ptys, and mknod (but not use) of anything, as docker's defaults.
-const DEFAULT_DEVICE_RULES: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
-    "c 10:200 rwm",
-];
 
 /// Remove a cgroup directory, SIGKILLing any process still in it first; retries briefly while the kernel
 /// finishes tearing the processes down. Missing directories are fine.

@@ -10,6 +10,7 @@ pub mod attach;
 pub mod caps;
 pub mod cgroups;
 pub mod command;
+pub mod device_filter;
 pub mod exec;
 pub mod init;
 pub mod launch;
