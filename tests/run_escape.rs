@@ -268,6 +268,21 @@ fn default_seccomp_profile_blocks_user_namespaces() {
     root.ok(&["rm", "-f", &id]);
 }
 
+#[test]
+fn init_runs_under_the_container_filter() {
+    let root = Root::new();
+    // With --init, PID 1 is rimg's init: it must be as confined as the command it starts.
+    let status = sh_ok(&root, &["--init"], "grep -E '^(Seccomp|NoNewPrivs):' /proc/1/status");
+    assert_eq!(status, "NoNewPrivs:\t1\nSeccomp:\t2\n", "PID 1 under --init");
+    // Counter-check: the same probe sees an unfiltered init when the profile is off.
+    let status = sh_ok(
+        &root,
+        &["--init", "--security-opt", "seccomp=unconfined"],
+        "grep -E '^Seccomp:' /proc/1/status",
+    );
+    assert_eq!(status, "Seccomp:\t0\n", "PID 1 with seccomp=unconfined");
+}
+
 fn profile(dir: &tempfile::TempDir, name: &str, json: &str) -> String {
     let p = dir.path().join(name);
     std::fs::write(&p, json).expect("write profile");

@@ -139,6 +139,33 @@ pub fn environment(p: &ProcessSpec, id: &Identity, hostname: Option<&str>) -> Ve
     env
 }
 
+/// Set no_new_privs and install the seccomp filters of `p` on the calling process (inherited by its
+/// children). [`exec`] does it last thing before execve; `--init` does it before forking the command, so
+/// rimg's init runs under the same filter as the container (as docker-init does).
+pub fn confine(p: &Prepared) -> Result<(), Failure> {
+    // SAFETY: prctl with integer arguments.
+    if p.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(Failure {
+            code: EXIT_RIMG,
+            message: format!("set no_new_privs: {}", std::io::Error::last_os_error()),
+        });
+    }
+    if let Some(f) = &p.seccomp {
+        seccomp::install(f)?;
+    }
+    Ok(())
+}
+
+impl Prepared {
+    /// The same exec without confinement, for a child of a process that already called [`confine`]
+    /// (filters are inherited; installing them twice would run each syscall through both).
+    pub fn confined(mut self) -> Prepared {
+        self.no_new_privs = false;
+        self.seccomp = None;
+        self
+    }
+}
+
 /// Everything the final exec needs, resolved while still privileged.
 pub struct Prepared {
     no_new_privs: bool,
@@ -213,17 +240,8 @@ pub fn prepare(
 /// no_new_privs (unless opted out), the seccomp filters, then execve; returns only on failure, with
 /// docker's code for it.
 pub fn exec(p: &Prepared) -> Failure {
-    // SAFETY: prctl with integer arguments.
-    if p.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Failure {
-            code: EXIT_RIMG,
-            message: format!("set no_new_privs: {}", std::io::Error::last_os_error()),
-        };
-    }
-    if let Some(f) = &p.seccomp {
-        if let Err(e) = seccomp::install(f) {
-            return e.into();
-        }
+    if let Err(f) = confine(p) {
+        return f;
     }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());

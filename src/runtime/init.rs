@@ -10,6 +10,11 @@ use std::os::fd::OwnedFd;
 
 /// Run as PID 1: fork `prepared` into a child, then reap and forward until it exits. Never returns.
 pub fn run(prepared: command::Prepared, err_pipe: OwnedFd) -> ! {
+    // The init is the container's PID 1: it gets the container's no_new_privs and seccomp filter too.
+    if let Err(f) = command::confine(&prepared) {
+        command::fail(&err_pipe, f);
+    }
+    let prepared = prepared.confined();
     let all = SigSet::all();
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None);
     // SAFETY: fork in a single-threaded process.

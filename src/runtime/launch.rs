@@ -834,6 +834,13 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
         fail(Failure { code: 125, message: format!("unshare mount namespace: {e}") });
     }
+    if state.spec.userns.is_some() {
+        // The rootfs mount came from the monitor's (more privileged) namespace, so here it is locked and
+        // pivot_root refuses it; a bind of it made in this namespace is not.
+        if let Err(e) = mounts::rebind_own(&cdir.rootfs()) {
+            fail(e.into());
+        }
+    }
     let root = match mounts::Root::open(&cdir.rootfs()) {
         Ok(r) => r,
         Err(e) => fail(e.into()),

@@ -4,7 +4,7 @@
 //! Every path inside the rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through
 //! `/proc/self/fd/N`, so a symlink planted in an image (`/data -> /etc`) cannot redirect a mount to the host.
 
-use super::spec::{ContainerSpec, MountSpec};
+use super::spec::{ContainerSpec, MountSpec, NetworkMode};
 use super::RuntimeError;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::ffi::CString;
@@ -25,6 +25,13 @@ fn cstr(p: &Path) -> Result<CString, RuntimeError> {
 pub fn make_private() -> Result<(), RuntimeError> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| setup_err("make / private", e))
+}
+
+/// Bind `path` onto itself (recursively), so that a mount inherited from a more privileged mount namespace
+/// gets a copy owned by this one (for `pivot_root` in a user namespace).
+pub fn rebind_own(path: &Path) -> Result<(), RuntimeError> {
+    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| setup_err(format!("bind {} onto itself", path.display()), e))
 }
 
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -263,6 +270,10 @@ fn remount_ro(root: &Root, target: &str) -> Result<(), RuntimeError> {
         (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
         (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        // In a user namespace the atime flags of an inherited mount are locked too.
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
         if st.flags().contains(f) {
             flags |= m;
@@ -316,7 +327,18 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), Ru
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_at(root, "proc", Kind::Dir, Some("proc"), Some("proc"), nse, None)?;
     let sys_flags = if spec.privileged { nse } else { nse | MsFlags::MS_RDONLY };
-    mount_at(root, "sys", Kind::Dir, Some("sysfs"), Some("sysfs"), sys_flags, None)?;
+    match mount_at(root, "sys", Kind::Dir, Some("sysfs"), Some("sysfs"), sys_flags, None) {
+        Ok(()) => {}
+        Err(_) if spec.userns.is_some() && spec.network == NetworkMode::Host => {
+            // sysfs may be mounted only by the owner of the network namespace; with the host's network a
+            // user namespace gets the host's /sys bound instead (as runc does).
+            mount_at(root, "sys", Kind::Dir, Some("/sys"), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+            if !spec.privileged {
+                remount_ro(root, "sys")?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
     mount_at(
         root,
         "dev",
