@@ -54,8 +54,8 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
     }
     let pidns = ns("pid")?;
     // Decided here, on the host side: inside the container /sys/fs/cgroup is its own view.
-    let v2 = super::cgroups::Cgroup::from_dirs(&st.cgroups).is_v2();
-    let keep_caps = super::caps::for_container(&st.spec, !v2);
+    let filters_devices = super::cgroups::Cgroup::from_dirs(&st.cgroups).filters_devices();
+    let keep_caps = super::caps::for_container(&st.spec, filters_devices);
     let winsize = super::attach::terminal_size();
     let console = if process.tty { Some(super::pty::channel().map_err(Failure::from)?) } else { None };
     let (err_r, err_w) =

@@ -866,7 +866,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
     if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP) {
         fail(Failure { code: 125, message: format!("unshare cgroup namespace: {e}") });
     }
-    let keep_caps = super::caps::for_container(&state.spec, !cgroup.is_v2());
+    let keep_caps = super::caps::for_container(&state.spec, cgroup.filters_devices());
     // cgroup v1 cannot be mounted from a user namespace (cgroup2 can): such a container gets no
     // /sys/fs/cgroup, as with rootless runc.
     let cgroupfs_mountable = cgroup.is_v2() || state.spec.userns.is_none();
