@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::fs::{self, MountOptions, OverlayConfig};
+use crate::idmap::IdMap;
 use anyhow::{bail, Context};
 
 use super::Globals;
@@ -107,6 +108,8 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             ("allow_other", None) => opts.allow_other = true,
             ("allow_root", None) => opts.allow_other = true,
             ("noallow_other", None) => opts.allow_other = false,
+            ("uidmapping", Some(v)) => opts.uid_map = IdMap::parse(v).context("uidmapping")?,
+            ("gidmapping", Some(v)) => opts.gid_map = IdMap::parse(v).context("gidmapping")?,
             _ => eprintln!("unknown argument ignored: {o}"),
         }
     }
@@ -299,5 +302,24 @@ mod tests {
         assert_eq!(p.cfg.upper, Some(PathBuf::from("/u")));
         assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
         assert!(!p.foreground);
+        assert!(p.opts.as_ref().unwrap().uid_map.is_identity());
+    }
+
+    #[test]
+    fn parses_id_mappings() {
+        // fuse-overlayfs joins ranges with ':' inside one option (',' separates options)
+        let args: Vec<String> =
+            ["-o", "lowerdir=/a,uidmapping=0:100000:65536,gidmapping=0:1000:1:1:200000:65535", "/mnt"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let p = parse(&args).unwrap();
+        let o = p.opts.unwrap();
+        assert_eq!(o.uid_map.to_host(0), 100000);
+        assert_eq!(o.gid_map.to_host(0), 1000);
+        assert_eq!(o.gid_map.to_host(2), 200001);
+        let bad: Vec<String> =
+            ["-o", "lowerdir=/a,uidmapping=0:1", "/mnt"].iter().map(|s| s.to_string()).collect();
+        assert!(parse(&bad).is_err());
     }
 }

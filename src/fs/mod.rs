@@ -11,6 +11,7 @@
 //! threads; [`mount`] does both. Dropping the [`OverlayMount`] unmounts.
 
 mod attr;
+mod ids;
 mod ops;
 mod overlay;
 mod sys;
@@ -20,6 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::idmap::IdMap;
 use overlay::FsOptions;
 
 /// The layers of one overlay, as kernel overlayfs takes them.
@@ -52,6 +54,14 @@ pub struct MountOptions {
     pub metacopy: bool,
     /// Serve regular-file I/O through FUSE passthrough when the kernel supports it.
     pub passthrough: bool,
+    /// User ids of a user namespace the mount is served to (fuse-overlayfs `uidmapping=`): files keep
+    /// container uids on disk and are shown to the kernel with the host uids those map to; the uids the
+    /// kernel sends (callers creating files, chown) are mapped back. Identity (the default) translates
+    /// nothing. A caller without a container uid creates files owned by [`crate::idmap::OVERFLOW_ID`];
+    /// a chown to a host uid without a container uid fails with EINVAL.
+    pub uid_map: IdMap,
+    /// Group ids, as `uid_map` (fuse-overlayfs `gidmapping=`).
+    pub gid_map: IdMap,
 }
 
 impl Default for MountOptions {
@@ -64,6 +74,8 @@ impl Default for MountOptions {
             redirect_dir: true,
             metacopy: true,
             passthrough: true,
+            uid_map: IdMap::identity(),
+            gid_map: IdMap::identity(),
         }
     }
 }
@@ -182,6 +194,7 @@ fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Ov
         redirect_dir: opts.redirect_dir,
         metacopy: opts.metacopy,
         passthrough: opts.passthrough,
+        ids: ids::IdMaps { uid: opts.uid_map.clone(), gid: opts.gid_map.clone() },
     };
     let stack = tree::Stack { lowers, upper };
     overlay::Overlay::new(stack, work, fsopts).map_err(|e| FsError::Open {

@@ -159,6 +159,10 @@ impl Overlay {
         }
         let d = dir.as_raw_fd();
         if uid.is_some() || gid.is_some() {
+            // the kernel sends host ids; the layers keep container ids
+            let ids = &self.opts.ids;
+            let uid = uid.map(|u| ids.chown_uid(u)).transpose()?;
+            let gid = gid.map(|g| ids.chown_gid(g)).transpose()?;
             sys::chown_at(d, &name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
         }
         if let Some(m) = mode {
@@ -237,7 +241,7 @@ impl Filesystem for Overlay {
                 let st =
                     fh.and_then(|f| self.handle_fd(f).ok()).and_then(|fd| sys::fstat(fd.as_raw_fd()).ok());
                 match st {
-                    Some(st) => reply.attr(&TTL, &super::attr::to_attr(ino.0, &st)),
+                    Some(st) => reply.attr(&TTL, &self.present(ino.0, &st)),
                     None => reply.error(err(e)),
                 }
             }
@@ -587,6 +591,10 @@ impl Filesystem for Overlay {
                 self.copy_up(ino.0, CopyMode::Meta)?;
             }
             let ((d, n), _) = self.loc(ino.0)?;
+            if self.opts.ids.translates(name.as_bytes()) {
+                let v = self.opts.ids.xattr_to_disk(name.as_bytes(), value)?;
+                return sys::set_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?, &v, flags);
+            }
             sys::set_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?, value, flags)
         })();
         match r {
@@ -602,7 +610,12 @@ impl Filesystem for Overlay {
                 return Err(libc::ENODATA);
             }
             let ((d, n), _) = self.loc(ino.0)?;
-            sys::get_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?)
+            let v = sys::get_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?)?;
+            if self.opts.ids.translates(name.as_bytes()) {
+                // a malformed stored value is shown as it is rather than hidden
+                return Ok(self.opts.ids.xattr_from_disk(name.as_bytes(), &v).unwrap_or(v));
+            }
+            Ok(v)
         })();
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),

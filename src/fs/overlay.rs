@@ -26,6 +26,8 @@ pub struct FsOptions {
     pub metacopy: bool,
     /// Use FUSE passthrough for regular-file I/O when the kernel offers it.
     pub passthrough: bool,
+    /// Container ↔ host id maps (identity without a user namespace).
+    pub ids: super::ids::IdMaps,
 }
 
 /// How much of a file a copy-up brings into the upper layer.
@@ -222,7 +224,14 @@ impl Overlay {
         };
         let mut st = sys::stat_at(loc.0.as_raw_fd(), &loc.1)?;
         self.adjust(&mut st, merged, meta_lower.as_ref().map(|l| (l.dir.as_raw_fd(), l.name.as_os_str())));
-        Ok(to_attr(ino, &st))
+        Ok(self.present(ino, &st))
+    }
+
+    /// FUSE attributes of a real file as the kernel is shown them (owners as host ids).
+    pub fn present(&self, ino: u64, st: &libc::stat) -> FileAttr {
+        let mut a = to_attr(ino, st);
+        self.opts.ids.present(&mut a);
+        a
     }
 
     fn adjust(&self, st: &mut libc::stat, merged: bool, meta: Option<(RawFd, &OsStr)>) {
@@ -243,7 +252,7 @@ impl Overlay {
             f.dir.as_ref().is_some_and(|d| (d.upper.is_some() && !d.lowers.is_empty()) || d.lowers.len() > 1);
         let meta = if f.metacopy { f.lower.as_ref() } else { None };
         self.adjust(&mut st, merged, meta.map(|l| (l.dir.as_raw_fd(), l.name.as_os_str())));
-        to_attr(ino, &st)
+        self.present(ino, &st)
     }
 
     /// Resolve `name` in directory `parent` and register it with `lookups` kernel references.
@@ -414,7 +423,7 @@ impl Overlay {
         }
     }
 
-    /// Create a new entry as the caller (uid, gid). Returns the new inode, its attributes and, for
+    /// Create a new entry as the caller (uid, gid: host ids, as the kernel sends them). Returns the new inode, its attributes and, for
     /// regular files, the open file (read-write).
     pub fn create_entry(
         &self,
@@ -425,6 +434,7 @@ impl Overlay {
         what: NewEntry<'_>,
     ) -> SysResult<(u64, FileAttr, Option<OwnedFd>)> {
         self.writable()?;
+        let (uid, gid) = self.opts.ids.creator(uid, gid);
         let _g = lock(&self.mutate);
         let dir = self.dir_of(parent)?;
         // one probe of the upper layer decides most cases; the lowers only matter without an upper entry
@@ -510,7 +520,7 @@ impl Overlay {
             Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: st.st_ino, extra: 0 };
         let found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
         let ino = lock(&self.t).install(parent, name, &found, 1);
-        Ok((ino, to_attr(ino, &st), file))
+        Ok((ino, self.present(ino, &st), file))
     }
 
     /// Hard link `ino` as `newparent/newname`.
