@@ -28,8 +28,34 @@ fn err(e: i32) -> Errno {
     Errno::from_i32(e)
 }
 
+/// How the I/O of one open file is served.
+enum Served {
+    /// By the kernel, on the inode's passthrough backing file.
+    Passthrough(Arc<fuser::BackingId>),
+    /// Here, with direct I/O; the inode's backing file (if it has one) must still be named in the reply.
+    Direct(Option<Arc<fuser::BackingId>>),
+    /// Here, through the kernel's page cache.
+    Cached,
+}
+
+/// The mode bits a write by a caller without CAP_FSETID clears: S_ISUID always, S_ISGID when the
+/// group may execute (without S_IXGRP it marks mandatory locking and stays), as the kernel does.
+fn suid_kill_bits(mode: u32) -> u32 {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return 0;
+    }
+    let mut kill = mode & libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        kill |= libc::S_ISGID;
+    }
+    kill
+}
+
 impl Overlay {
-    fn open_file(&self, ino: u64, flags: i32) -> Result<(Handle, bool, bool), i32> {
+    /// Open the current copy of `ino` (copying it up first for writing or truncation) for a caller
+    /// with host uid `caller`. Returns the handle, whether it is the upper copy, and whether it was
+    /// opened for writing.
+    fn open_file(&self, ino: u64, flags: i32, caller: u32) -> Result<(Handle, bool, bool), i32> {
         let acc = flags & libc::O_ACCMODE;
         let write = acc != libc::O_RDONLY;
         if write || flags & libc::O_TRUNC != 0 {
@@ -61,45 +87,90 @@ impl Overlay {
             }
             r => r?,
         };
+        if upper && flags & libc::O_TRUNC != 0 && caller != 0 {
+            // what the kernel asks for with FUSE_OPEN_KILL_SUIDGID (which fuser does not pass on)
+            self.kill_suid(ino, fd.as_raw_fd())?;
+        }
         Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false }, upper, write))
     }
 
-    /// Register the handle. Regular files are served through FUSE passthrough, with one backing file
-    /// per inode shared by all its opens (upper copies opened read-write). The kernel allows only one
-    /// backing file per inode: while a lower copy is open for reading, an open that copies the file up
-    /// cannot get the upper copy as its backing and fails with ETXTBSY (as writing a running executable
-    /// does). Without passthrough, files are served through the page cache.
-    /// Returns the file handle and whether the handle is in passthrough mode.
-    fn register<F>(&self, ino: u64, mut h: Handle, upper: bool, open_backing: F) -> Result<(u64, bool), i32>
+    /// Clear S_ISUID, and S_ISGID of a group-executable file, as a write or truncation by a caller
+    /// without CAP_FSETID does (the server itself has it, so its own write would keep them).
+    fn kill_suid(&self, ino: u64, fd: std::os::fd::RawFd) -> Result<(), i32> {
+        let st = sys::fstat(fd)?;
+        let kill = suid_kill_bits(st.st_mode);
+        if kill != 0 {
+            sys::fchmod(fd, st.st_mode & 0o7777 & !kill)?;
+            self.invalidate_attr(ino);
+        }
+        Ok(())
+    }
+
+    /// Register the handle and decide how its I/O is served. Regular files go through FUSE passthrough,
+    /// with one backing file per inode shared by all its opens (upper copies opened read-write), unless
+    /// `allow_passthrough` is false (see [`Overlay::passthrough_allowed`]). The kernel takes only one
+    /// backing file per inode: while a lower copy is open through passthrough, an open that copied the
+    /// file up cannot have the upper copy as its backing, so it is served here with direct I/O, naming
+    /// the inode's backing file in the reply as the kernel requires (`FOPEN_DIRECT_IO` takes precedence
+    /// over `FOPEN_PASSTHROUGH` for read and write; only an mmap of that handle would map the backing
+    /// file). Without passthrough, files are served through the page cache.
+    fn register<F>(
+        &self,
+        ino: u64,
+        mut h: Handle,
+        upper: bool,
+        allow_passthrough: bool,
+        open_backing: F,
+    ) -> (u64, Served)
     where
         F: FnOnce(&Handle) -> std::io::Result<fuser::BackingId>,
     {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut served = Served::Cached;
         let mut t = lock(&self.t);
         if let Some(n) = t.nodes.get_mut(&ino) {
             if self.passthrough.load(Ordering::Relaxed) && n.cached_opens == 0 {
                 match n.backing.upgrade() {
-                    Some(b) if n.backing_upper == upper => h.backing = Some(b),
-                    Some(_) => return Err(libc::ETXTBSY),
+                    Some(b) if n.backing_upper == upper && allow_passthrough => {
+                        served = Served::Passthrough(b.clone());
+                        h.backing = Some(b);
+                    }
+                    Some(b) => {
+                        served = Served::Direct(Some(b.clone()));
+                        h.backing = Some(b);
+                    }
+                    None if !allow_passthrough => served = Served::Direct(None),
                     None => {
                         if let Ok(b) = open_backing(&h) {
                             let b = Arc::new(b);
                             n.backing = Arc::downgrade(&b);
                             n.backing_upper = upper;
+                            served = Served::Passthrough(b.clone());
                             h.backing = Some(b);
                         }
                     }
                 }
             }
-            if h.backing.is_none() {
+            if matches!(served, Served::Cached) {
                 h.cached = true;
                 n.cached_opens += 1;
             }
         }
         drop(t);
-        let pt = h.backing.is_some();
         lock(&self.handles).insert(fh, h);
-        Ok((fh, pt))
+        (fh, served)
+    }
+
+    /// May a write-open by host uid `caller` of the file open as `fd` use passthrough? Not when the
+    /// write must clear setuid/setgid bits: passthrough writes reach the backing file with the server's
+    /// credentials (which keep them), so such opens are served here, where FUSE_WRITE_KILL_SUIDGID is
+    /// honoured. Host uid 0 stands in for CAP_FSETID (a container's root under a user namespace does
+    /// not have it either, as for the kernel).
+    fn passthrough_allowed(&self, write: bool, caller: u32, fd: std::os::fd::RawFd) -> bool {
+        if !write || caller == 0 {
+            return true;
+        }
+        sys::fstat(fd).map_or(true, |st| suid_kill_bits(st.st_mode) == 0)
     }
 
     fn handle_fd(&self, fh: FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, i32> {
@@ -142,6 +213,7 @@ impl Overlay {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         fh: Option<FileHandle>,
+        caller: u32,
     ) -> Result<fuser::FileAttr, i32> {
         self.writable()?;
         {
@@ -178,6 +250,15 @@ impl Overlay {
                 _ => {
                     let f = sys::open_at(d, &name, libc::O_WRONLY, 0)?;
                     sys::ftruncate(f.as_raw_fd(), s)?;
+                }
+            }
+            if caller != 0 && mode.is_none() {
+                // FATTR_KILL_SUIDGID, which fuser does not pass on: a truncation by a caller without
+                // CAP_FSETID clears setuid/setgid
+                let st = sys::stat_at(d, &name)?;
+                let kill = suid_kill_bits(st.st_mode);
+                if kill != 0 {
+                    sys::chmod_at(d, &name, st.st_mode & 0o7777 & !kill)?;
                 }
             }
         }
@@ -250,7 +331,7 @@ impl Filesystem for Overlay {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -266,7 +347,7 @@ impl Filesystem for Overlay {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.do_setattr(ino.0, mode, uid, gid, size, atime, mtime, fh) {
+        match self.do_setattr(ino.0, mode, uid, gid, size, atime, mtime, fh, req.uid()) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(err(e)),
         }
@@ -352,28 +433,25 @@ impl Filesystem for Overlay {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (h, upper, _write) = match self.open_file(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (h, upper, write) = match self.open_file(ino.0, flags.0, req.uid()) {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        let (fh, pt) = match self.register(ino.0, h, upper, |h| reply.open_backing(h.fd.as_fd())) {
-            Ok(x) => x,
-            Err(e) => return reply.error(err(e)),
-        };
-        if pt {
-            let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
-            if let Some(b) = b {
-                return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b);
-            }
-        }
+        let allow = self.passthrough_allowed(write, req.uid(), h.fd.as_raw_fd());
+        let (fh, served) = self.register(ino.0, h, upper, allow, |h| reply.open_backing(h.fd.as_fd()));
         // flush is a no-op here (no POSIX locks are kept by the server): spare the round trip on close
-        let mut f = FopenFlags::FOPEN_NOFLUSH;
-        if !upper {
+        let nf = FopenFlags::FOPEN_NOFLUSH;
+        match served {
+            Served::Passthrough(b) => reply.opened_passthrough(FileHandle(fh), nf, &b),
+            Served::Direct(Some(b)) => {
+                reply.opened_passthrough(FileHandle(fh), nf | FopenFlags::FOPEN_DIRECT_IO, &b)
+            }
+            Served::Direct(None) => reply.opened(FileHandle(fh), nf | FopenFlags::FOPEN_DIRECT_IO),
             // lower files never change: keep their pages across opens
-            f |= FopenFlags::FOPEN_KEEP_CACHE;
+            Served::Cached if !upper => reply.opened(FileHandle(fh), nf | FopenFlags::FOPEN_KEEP_CACHE),
+            Served::Cached => reply.opened(FileHandle(fh), nf),
         }
-        reply.opened(FileHandle(fh), f);
     }
 
     fn read(
@@ -407,11 +485,11 @@ impl Filesystem for Overlay {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -420,6 +498,12 @@ impl Filesystem for Overlay {
             Ok(f) => f,
             Err(e) => return reply.error(err(e)),
         };
+        // the kernel asks for this (HANDLE_KILLPRIV_V2) when the writer lacks CAP_FSETID
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.kill_suid(ino.0, fd.as_raw_fd()) {
+                return reply.error(err(e));
+            }
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(fd.as_raw_fd(), &data[done..], offset + done as u64) {
@@ -701,24 +785,17 @@ impl Filesystem for Overlay {
             };
         let _ = flags;
         let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
-        let (fh, pt) = match self.register(ino, h, true, |h| reply.open_backing(h.fd.as_fd())) {
-            Ok(x) => x,
-            Err(e) => return reply.error(err(e)),
-        };
-        if pt {
-            let b = lock(&self.handles).get(&fh).and_then(|h| h.backing.clone());
-            if let Some(b) = b {
-                return reply.created_passthrough(
-                    &TTL,
-                    &attr,
-                    GEN,
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_NOFLUSH,
-                    &b,
-                );
+        let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());
+        let (fh, served) = self.register(ino, h, true, allow, |h| reply.open_backing(h.fd.as_fd()));
+        let (fh, nf) = (FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
+        match served {
+            Served::Passthrough(b) => reply.created_passthrough(&TTL, &attr, GEN, fh, nf, &b),
+            Served::Direct(Some(b)) => {
+                reply.created_passthrough(&TTL, &attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO, &b)
             }
+            Served::Direct(None) => reply.created(&TTL, &attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO),
+            Served::Cached => reply.created(&TTL, &attr, GEN, fh, nf),
         }
-        reply.created(&TTL, &attr, GEN, FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
     }
 
     fn fallocate(
