@@ -227,3 +227,31 @@ fn through_a_real_user_namespace() {
     assert_eq!(stdout.lines().collect::<Vec<_>>(), vec!["0:0", "1000:1000", "0:0", "1000:1000"]);
     assert_eq!(owner(&f.u.join("made_inside")), (1000, 1000));
 }
+
+/// `rimg overlayfs -o uidmapping=,gidmapping=` (fuse-overlayfs's options) mounts with the maps.
+#[test]
+fn overlayfs_command_takes_fuse_overlayfs_mapping_options() {
+    let f = fixture();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},uidmapping=0:{BASE}:65536,gidmapping=0:{BASE}:1000:1000:{}:64536",
+        f.lower.display(),
+        f.u.display(),
+        f.w.display(),
+        BASE + 50000
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rimg"))
+        .args(["overlayfs", "-o", &opts])
+        .arg(&f.m)
+        .output()
+        .expect("rimg overlayfs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // the daemon serves until the mount goes away
+    let _guard = KernelMount(f.m.clone());
+    assert_eq!(owner(&f.m.join("root_file")), (BASE, BASE));
+    assert_eq!(owner(&f.m.join("user_file")), (BASE + 1000, BASE + 50000));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("ignored"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
