@@ -37,9 +37,14 @@ fn build_lower(l: &Path) {
 /// chmod copies data up, as without metacopy) over identical lowers; both must see the same, and the
 /// upper directories must end up with the same modes.
 fn on_both(scenario: Scenario) -> Vec<String> {
-    let s = Scratch::new();
     let opts = kernel_like_options();
     assert!(opts.passthrough);
+    on_both_with(scenario, &opts)
+}
+
+/// [`on_both`] with these rimg options.
+fn on_both_with(scenario: Scenario, opts: &rimg::fs::MountOptions) -> Vec<String> {
+    let s = Scratch::new();
     let mut results = Vec::new();
     for which in ["kernel", "rimg"] {
         let l = s.path(&format!("{which}-l"));
@@ -51,7 +56,7 @@ fn on_both(scenario: Scenario) -> Vec<String> {
             let _k = kernel_mount(&lowers, Some((&u, &w)), &m, "").expect("kernel overlayfs");
             scenario(&m)
         } else {
-            let _r = rimg_mount(&lowers, Some((&u, &w)), &m, &opts);
+            let _r = rimg_mount(&lowers, Some((&u, &w)), &m, opts);
             scenario(&m)
         };
         let mut upper: Vec<String> = std::fs::read_dir(&u)
@@ -173,6 +178,9 @@ fn unprivileged_writes_clear_setuid_and_setgid() {
         vec!["suid 777", "sgid_x 777", "sgid_nox 2767", "trunc 777", "otrunc 777", "by_root 4777"],
         "as kernel overlayfs: S_ISUID goes, S_ISGID goes with group-exec, CAP_FSETID keeps both"
     );
+    // the same through the page cache: the server honours FUSE_WRITE_KILL_SUIDGID
+    let no_pt = rimg::fs::MountOptions { passthrough: false, ..kernel_like_options() };
+    assert_eq!(on_both_with(unprivileged_writes, &no_pt), seen);
 }
 
 /// A setuid file already copied up and open through passthrough by root: an unprivileged writer joins.
