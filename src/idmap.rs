@@ -81,7 +81,7 @@ impl IdMap {
     /// Parse `INSIDE:OUTSIDE:COUNT` triples separated by `:` or `,` (fuse-overlayfs and podman forms).
     pub fn parse(s: &str) -> Result<IdMap, IdMapError> {
         let fields: Vec<&str> = s.split([':', ',']).map(str::trim).collect();
-        if fields.len() % 3 != 0 || fields.iter().any(|f| f.is_empty()) {
+        if !fields.len().is_multiple_of(3) || fields.iter().any(|f| f.is_empty()) {
             return Err(IdMapError::Syntax(s.to_string()));
         }
         let mut ranges = Vec::new();

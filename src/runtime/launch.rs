@@ -338,8 +338,9 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
                     crate::fs::OverlayConfig { lowers, upper: Some(cdir.upper()), work: Some(cdir.work()) };
                 let mut opts = crate::fs::MountOptions { threads: FUSE_THREADS, ..Default::default() };
                 if let Some(ns) = userns {
-                    // IDMAP-PENDING: opts.uid_map = ns.uid_map.clone(); opts.gid_map = ns.gid_map.clone();
-                    let _ = (&mut opts, ns);
+                    // The overlay shows the image's (container) ids as the host ids the container runs as.
+                    opts.uid_map = ns.uid_map.clone();
+                    opts.gid_map = ns.gid_map.clone();
                 }
                 let p = crate::fs::prepare(cfg, &cdir.rootfs(), &opts)
                     .map_err(|e| RuntimeError::Setup(format!("mount rootfs: {e}")))?;

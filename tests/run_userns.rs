@@ -1,0 +1,154 @@
+//! `--userns` / `--uidmap`: the container's root is an unprivileged host uid, the image still looks like
+//! the image inside, and what the container writes keeps image (container) ownership on disk. Each
+//! property is checked against a counter-case without a user namespace, so the test would notice the
+//! namespace going missing.
+
+#[path = "run_support.rs"]
+mod run_support;
+
+use run_support::{code, stderr, stdout, Root};
+use std::os::unix::fs::MetadataExt;
+
+const MAP: &str = "0:200000:65536";
+
+/// The host uid and gid of a process, from /proc/PID/status (real ids).
+fn host_ids(pid: &str) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |k: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(k)).expect("id line");
+        line.split_whitespace().nth(1).expect("real id").parse().expect("number")
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+fn init_pid(root: &Root, id: &str) -> String {
+    root.state(id)["pid"].as_i64().expect("running pid").to_string()
+}
+
+#[test]
+fn container_root_is_an_unprivileged_host_uid_and_sees_the_image_as_root() {
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "--uidmap", MAP, "alpine", "sleep", "60"]).trim().to_string();
+    assert_eq!(host_ids(&init_pid(&root, &id)), (200000, 200000), "host view of the container's root");
+    let inside = root.ok(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "id -u; id -g; cat /proc/self/uid_map; stat -c %u:%g /etc/passwd /bin/busybox; stat -c %U /",
+    ]);
+    let lines: Vec<&str> = inside.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "0", "uid inside");
+    assert_eq!(lines[1], "0", "gid inside");
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["0", "200000", "65536"], "uid_map");
+    assert_eq!(&lines[3..5], ["0:0", "0:0"], "image files keep their owners inside");
+    assert_eq!(lines[5], "root", "the rootfs root belongs to the container's root");
+    // Counter-check: without a user namespace the same container runs as host root.
+    let plain = root.ok(&["run", "-d", "alpine", "sleep", "60"]).trim().to_string();
+    assert_eq!(host_ids(&init_pid(&root, &plain)), (0, 0), "no user namespace: host root");
+    root.ok(&["rm", "-f", &id, &plain]);
+}
+
+#[test]
+fn writes_keep_container_ids_on_disk() {
+    let root = Root::new();
+    root.ok(&[
+        "run",
+        "--name",
+        "w",
+        "--uidmap",
+        MAP,
+        "alpine",
+        "sh",
+        "-c",
+        "echo hi > /new; mkdir /d; touch /d/f; chown 1000:1001 /d/f; adduser -D -u 1234 alice",
+    ]);
+    let upper = root.path().join("containers").join(root.id_of("w")).join("upper");
+    let owner = |rel: &str| {
+        let m = std::fs::symlink_metadata(upper.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        (m.uid(), m.gid())
+    };
+    assert_eq!(owner("new"), (0, 0), "a file made by the container's root is root's in the layer");
+    assert_eq!(owner("d"), (0, 0));
+    assert_eq!(owner("d/f"), (1000, 1001), "chown inside stores the container's ids");
+    assert_eq!(owner("home/alice"), (1234, 1234), "adduser's home");
+    // Committed, the layer is an ordinary image layer: a container without a user namespace sees the same
+    // owners.
+    root.ok(&["commit", "w", "userns-made:1"]);
+    let out =
+        root.ok(&["run", "--rm", "userns-made:1", "stat", "-c", "%u:%g", "/new", "/d/f", "/home/alice"]);
+    assert_eq!(out, "0:0\n1000:1001\n1234:1234\n");
+    root.ok(&["rm", "w"]);
+}
+
+#[test]
+fn container_root_has_no_power_over_host_files() {
+    let root = Root::new();
+    let host = tempfile::tempdir().expect("temp dir");
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host root only\n").expect("write secret");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let vol = format!("{}:/host", host.path().display());
+    let script = "cat /host/secret; touch /host/planted; echo done";
+    let out = root.rimg(&["run", "--rm", "--uidmap", MAP, "-v", &vol, "alpine", "sh", "-c", script]);
+    assert!(stderr(&out).contains("Permission denied"), "denied: {}", stderr(&out));
+    assert!(!stdout(&out).contains("host root only"), "read a host root file: {}", stdout(&out));
+    assert!(!host.path().join("planted").exists(), "wrote into a host root directory");
+    // Counter-check: the container's root without a user namespace is host root.
+    let out = root.rimg(&["run", "--rm", "-v", &vol, "alpine", "sh", "-c", script]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("host root only"));
+    assert!(host.path().join("planted").exists());
+}
+
+#[test]
+fn namespaces_belong_to_the_container() {
+    let root = Root::new();
+    // Owned by the container's user namespace: its root may name its uts namespace and bind a low port in
+    // its network namespace (docker's default capabilities), and sees its own pid namespace in /proc.
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--uidmap",
+        MAP,
+        "-h",
+        "inner",
+        "alpine",
+        "sh",
+        "-c",
+        "hostname; (nc -l -p 80 & p=$!; sleep 0.2; kill $p) && echo bound; ps -o pid= | head -n 1; ip -o link | cut -d: -f2",
+    ]);
+    assert_eq!(out.lines().map(str::trim).collect::<Vec<_>>(), ["inner", "bound", "1", "lo"]);
+    // The user namespace does not give what docker withholds: mounting still fails.
+    let out = root.rimg(&["run", "--rm", "--uidmap", MAP, "alpine", "mount", "-t", "tmpfs", "t", "/mnt"]);
+    assert_ne!(code(&out), 0, "mount in a user namespace without CAP_SYS_ADMIN");
+}
+
+#[test]
+fn userns_auto_uses_a_subordinate_range() {
+    let root = Root::new();
+    let out = root.ok(&["run", "--rm", "--userns=auto", "alpine", "cat", "/proc/self/uid_map"]);
+    let f: Vec<u32> = out.split_whitespace().map(|x| x.parse().expect("number")).collect();
+    assert_eq!(f.len(), 3, "one range: {out}");
+    assert_eq!((f[0], f[2]), (0, 65536), "container ids 0-65535");
+    assert!(f[1] >= 65536, "mapped above the host's system ids: {out}");
+}
+
+#[test]
+fn bad_userns_requests_are_refused_clearly() {
+    let root = Root::new();
+    for (args, needle) in [
+        (vec!["--uidmap", "1:200000:10"], "container's root"),
+        (vec!["--uidmap", "0:200000"], "invalid id map"),
+        (vec!["--userns=keep-id"], "not supported"),
+        (vec!["--userns=auto", "--storage-driver", "overlay"], "fuse storage driver"),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args.iter().copied());
+        a.extend(["alpine", "true"]);
+        let out = root.rimg(&a);
+        assert_eq!(code(&out), 125, "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(needle) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+}
