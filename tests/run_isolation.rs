@@ -79,11 +79,20 @@ fn locks_on(path: &std::path::Path) -> bool {
 
 #[test]
 fn sigkill_of_rimg_run_leaves_nothing_behind() {
+    sigkill_of_rimg_run(&[], "1001");
+}
+
+#[test]
+fn sigkill_of_rimg_run_in_a_user_namespace_leaves_nothing_behind() {
+    sigkill_of_rimg_run(&["--uidmap", "0:200000:65536"], "1011");
+}
+
+fn sigkill_of_rimg_run(flags: &[&str], secs: &str) {
     let root = Root::new();
-    let mut child = run_support::support::rimg_cmd(root.path())
-        .args(["run", "--name", "victim", "alpine", "sleep", "1001"])
-        .spawn()
-        .expect("spawn");
+    let mut args = vec!["run", "--name", "victim"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["alpine", "sleep", secs]);
+    let mut child = run_support::support::rimg_cmd(root.path()).args(&args).spawn().expect("spawn");
     assert!(eventually(Duration::from_secs(20), || {
         root.container_ids()
             .first()
@@ -109,7 +118,7 @@ fn sigkill_of_rimg_run_leaves_nothing_behind() {
     );
     assert!(cgroup_left(&id).is_empty(), "cgroups removed: {:?}", cgroup_left(&id));
     assert_eq!(mounts_mentioning(&id), 0, "no mount left in any namespace");
-    assert!(run_support::processes_with("sleep 1001").is_empty(), "no process left");
+    assert!(run_support::processes_with(&format!("sleep {secs}")).is_empty(), "no process left");
     assert!(!locks_on(&cdir.join("monitor.lock")), "no lock left");
     let ps = root.ok(&["ps", "-a"]);
     assert!(ps.contains("victim") && ps.contains("Exited (137)"), "{ps}");
@@ -119,15 +128,30 @@ fn sigkill_of_rimg_run_leaves_nothing_behind() {
 
 #[test]
 fn killed_monitor_is_reconciled_by_ps() {
+    killed_monitor(&[], "1002");
+}
+
+#[test]
+fn killed_monitor_of_a_user_namespace_container_is_reconciled_by_ps() {
+    // The init changed credentials in its user namespace, which clears a parent-death signal: it must
+    // have been set again, or the container would outlive its monitor.
+    killed_monitor(&["--uidmap", "0:200000:65536"], "1012");
+}
+
+fn killed_monitor(flags: &[&str], secs: &str) {
     let root = Root::new();
-    let id = root.ok(&["run", "-d", "--name", "orphan", "alpine", "sleep", "1002"]);
+    let mut args = vec!["run", "-d", "--name", "orphan"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["alpine", "sleep", secs]);
+    let id = root.ok(&args);
     let id = id.trim();
     let st = root.state(id);
     let monitor = st["monitor_pid"].as_i64().unwrap() as i32;
     // SIGKILL the monitor itself: the init dies with it (PDEATHSIG) but nobody records or cleans up.
     // SAFETY: kill(2) of the monitor we just started.
     unsafe { libc::kill(monitor, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(10), || run_support::processes_with("sleep 1002").is_empty()));
+    assert!(eventually(Duration::from_secs(10), || run_support::processes_with(&format!("sleep {secs}"))
+        .is_empty()));
     let ps = root.ok(&["ps", "-a"]);
     assert!(ps.contains("orphan") && ps.contains("Exited (137)"), "{ps}");
     assert!(cgroup_left(id).is_empty(), "reconciled cgroups: {:?}", cgroup_left(id));
