@@ -421,3 +421,75 @@ fn a_lower_file_open_for_reading_and_then_for_writing() {
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "g\n!");
     drop(reader);
 }
+
+/// Read up to `n` names (all if `n` is None) from a directory stream, skipping "." and "..".
+///
+/// # Safety
+/// `d` must be a valid open directory stream.
+unsafe fn read_names(d: *mut libc::DIR, n: Option<usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    while n.is_none_or(|n| out.len() < n) {
+        let e = libc::readdir(d);
+        if e.is_null() {
+            break;
+        }
+        let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn readdir_stays_consistent_while_the_directory_changes() {
+    // a merged directory big enough to take several getdents calls, read by two streams while
+    // entries are removed and added through the mount: entries present all along appear exactly once
+    let f = fixture();
+    let (low, up) = (f.lowers[1].join("big"), f.lowers[0].join("big"));
+    std::fs::create_dir_all(&low).unwrap();
+    std::fs::create_dir_all(&up).unwrap();
+    for i in 0..3000 {
+        write(&low.join(format!("lower-file-with-a-longish-name-{i}")), "");
+    }
+    for i in 0..50 {
+        write(&up.join(format!("upper-{i}")), "");
+    }
+    let _m = mount(&f, &MountOptions::default());
+    let big = f.m.join("big");
+    let c = cpath(&big);
+    // SAFETY: directory streams on a valid path, closed below.
+    unsafe {
+        let a = libc::opendir(c.as_ptr());
+        let b = libc::opendir(c.as_ptr());
+        assert!(!a.is_null() && !b.is_null());
+        let mut seen_a = read_names(a, Some(100));
+        let removed: Vec<String> =
+            (0..3000).step_by(10).map(|i| format!("lower-file-with-a-longish-name-{i}")).collect();
+        for r in &removed {
+            std::fs::remove_file(big.join(r)).unwrap();
+        }
+        for i in 0..200 {
+            write(&big.join(format!("new-{i}")), "");
+        }
+        seen_a.extend(read_names(a, None));
+        let seen_b = read_names(b, None);
+        libc::closedir(a);
+        libc::closedir(b);
+        let mut now = names(&big);
+        now.retain(|n| !n.is_empty());
+        let mut sorted_a = seen_a.clone();
+        sorted_a.sort();
+        sorted_a.dedup();
+        assert_eq!(sorted_a.len(), seen_a.len(), "no entry twice in a stream read across changes");
+        for n in &now {
+            if !n.starts_with("new-") {
+                assert!(seen_a.contains(n), "{n} present all along but missed");
+            }
+        }
+        let mut sorted_b = seen_b;
+        sorted_b.sort();
+        assert_eq!(sorted_b, now, "a stream started after the changes sees the new state");
+        assert_eq!(now.len(), 3000 - removed.len() + 50 + 200);
+    }
+}

@@ -4,7 +4,10 @@
 # usage (as root): benches/fs/run.sh [REPS]
 #   env: RIMG=path/to/rimg (default target/release/rimg, built if missing)
 #        ROOTFS_TAR=debian rootfs tarball (default: the fixtures' debootstrap bookworm minbase tar,
-#                   else the Alpine minirootfs), BENCH_DIR=/tmp/rimg-fs-bench
+#                   else the Alpine minirootfs), BENCH_DIR=/tmp/rimg-fs-bench,
+#        TESTS="find_warm mount" (a subset of the tests, default all), FSES="kernel rimg" (default all three),
+#        RIMG_OPTS=extra rimg mount options appended to -o (e.g. threads=4; the output header names them)
+# The individual samples of every test go to stderr.
 # Every figure is the median of REPS runs (default 3), each on a fresh upper/work and a fresh mount.
 # "cold" figures drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) first.
 set -euo pipefail
@@ -51,7 +54,7 @@ do_mount() {
     local opts="lowerdir=$B/data:$B/rootfs,upperdir=$R/u,workdir=$R/w"
     case $fs in
         kernel) mount -t overlay overlay -o "$opts" "$R/m" ;;
-        rimg) "$RIMG" overlayfs -o "$opts" "$R/m" ;;
+        rimg) "$RIMG" overlayfs -o "$opts${RIMG_OPTS:+,$RIMG_OPTS}" "$R/m" ;;
         fuse-overlayfs) fuse-overlayfs -o "$opts" "$R/m" 2>/dev/null ;;
     esac
 }
@@ -91,7 +94,7 @@ run_test() {
         local opts="lowerdir=$B/data:$B/rootfs,upperdir=$R/u,workdir=$R/w"
         case $fs in
             kernel) mount -t overlay overlay -o "$opts" "$R/m" ;;
-            rimg) "$RIMG" overlayfs -o "$opts" "$R/m" ;;
+            rimg) "$RIMG" overlayfs -o "$opts${RIMG_OPTS:+,$RIMG_OPTS}" "$R/m" ;;
             fuse-overlayfs) fuse-overlayfs -o "$opts" "$R/m" 2>/dev/null ;;
         esac
         stat "$R/m/etc/passwd" >/dev/null
@@ -123,9 +126,10 @@ run_test() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 setup
-TESTS="mount find_cold find_warm read1g_cold read1g_warm small_reads creates untar20k mkdir_rmdir10k write4k copyup1g chmod1g write512m_fsync"
-FSES="kernel rimg fuse-overlayfs"
+TESTS=${TESTS:-"mount find_cold find_warm read1g_cold read1g_warm small_reads creates untar20k mkdir_rmdir10k write4k copyup1g chmod1g write512m_fsync"}
+FSES=${FSES:-"kernel rimg fuse-overlayfs"}
 echo "# rimg FUSE overlay benchmark — $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, reps=$REPS"
+[ -n "${RIMG_OPTS:-}" ] && echo "# rimg extra options: $RIMG_OPTS"
 echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR"); upper/work on $(df --output=fstype "$B" | tail -1)"
 printf "%-16s %10s %10s %14s %12s %14s\n" test kernel_ms rimg_ms fuse-ovl_ms rimg/kernel fuse-ovl/rimg
 for t in $TESTS; do
@@ -134,8 +138,8 @@ for t in $TESTS; do
     for _ in $(seq 1 "$REPS"); do
         for fs in $FSES; do all[$fs]+="$(run_test "$fs" "$t") "; done
     done
-    for fs in $FSES; do res[$fs]=$(echo ${all[$fs]} | tr ' ' '\n' | median); done
-    k=${res[kernel]}; r=${res[rimg]}; f=${res[fuse-overlayfs]}
+    for fs in $FSES; do res[$fs]=$(echo ${all[$fs]} | tr ' ' '\n' | median); echo "# $t $fs: ${all[$fs]}" >&2; done
+    k=${res[kernel]:-0}; r=${res[rimg]:-0}; f=${res[fuse-overlayfs]:-0}
     rk=$(awk -v a="$r" -v b="$k" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
     fr=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
     printf "%-16s %10s %10s %14s %12s %14s\n" "$t" "$k" "$r" "$f" "$rk" "$fr"

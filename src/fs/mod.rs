@@ -11,6 +11,7 @@
 //! threads; [`mount`] does both. Dropping the [`OverlayMount`] unmounts.
 
 mod attr;
+mod dirlist;
 mod ids;
 mod ops;
 mod overlay;

@@ -16,7 +16,8 @@ use fuser::{
 };
 
 use super::attr::{decode_dev, kind_of_dtype, timespec};
-use super::overlay::{lock, private_xattr, CopyMode, DirEnt, Handle, NewEntry, Overlay};
+use super::dirlist::Listing;
+use super::overlay::{lock, private_xattr, CopyMode, Handle, NewEntry, Overlay};
 use super::sys;
 
 /// Entry and attribute cache lifetime: every change goes through this server, so the kernel's caches
@@ -177,29 +178,40 @@ impl Overlay {
         lock(&self.handles).get(&fh.0).map(|h| h.fd.clone()).ok_or(libc::EBADF)
     }
 
-    fn listing(&self, ino: u64) -> Result<Vec<DirEnt>, i32> {
+    /// The merged listing of directory `ino` for a reader at readdir offset `offset`: built afresh at
+    /// offset 0 (as POSIX wants of rewinddir), else the one cached on the node if there is one.
+    fn dir_listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>, i32> {
+        if offset != 0 {
+            let t = lock(&self.t);
+            if let Some(l) = t.nodes.get(&ino).and_then(|n| n.listing.clone()) {
+                return Ok(l);
+            }
+        }
         let dir = self.dir_of(ino)?;
         let entries = self.stack.list(&dir, ino)?;
         let mut t = lock(&self.t);
         let parent = t.nodes.get(&ino).map(|n| n.parent).unwrap_or(ino);
-        let mut out = Vec::with_capacity(entries.len() + 2);
-        out.push(DirEnt { name: ".".into(), ino, dtype: libc::DT_DIR });
-        out.push(DirEnt { name: "..".into(), ino: parent, dtype: libc::DT_DIR });
-        for (name, dtype, key) in entries {
-            let i = t.ino_for(key);
-            out.push(DirEnt { name, ino: i, dtype });
+        let named = entries.into_iter().map(|(name, dtype, key)| (name, dtype, t.ino_for(key))).collect();
+        let l = Arc::new(Listing::new(ino, parent, named));
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            n.listing = Some(l.clone());
         }
-        Ok(out)
+        Ok(l)
     }
 
-    fn dir_entries(&self, ino: u64, fh: FileHandle, offset: u64) -> Result<Arc<Vec<DirEnt>>, i32> {
-        if offset == 0 {
-            // (re)read on rewinddir, as POSIX wants
-            let l = Arc::new(self.listing(ino)?);
-            lock(&self.dirs).insert(fh.0, l.clone());
-            return Ok(l);
+    /// A reader got to the end of `l`: let it go unless it was replaced meanwhile.
+    fn listing_done(&self, ino: u64, l: &Arc<Listing>) {
+        let mut t = lock(&self.t);
+        if let Some(n) = t.nodes.get_mut(&ino) {
+            if n.listing.as_ref().is_some_and(|c| Arc::ptr_eq(c, l)) {
+                n.listing = None;
+            }
         }
-        lock(&self.dirs).get(&fh.0).cloned().ok_or(libc::EBADF)
+    }
+
+    /// The entries of directory `parent` changed through the mount.
+    fn changed(&self, parent: u64) {
+        lock(&self.t).dir_changed(parent);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -291,6 +303,9 @@ impl Filesystem for Overlay {
         {
             self.passthrough.store(true, Ordering::Relaxed);
         }
+        if config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) {
+            self.no_opendir.store(true, Ordering::Relaxed);
+        }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
@@ -375,28 +390,36 @@ impl Filesystem for Overlay {
         } else {
             NewEntry::Node(mode, decode_dev(rdev))
         };
-        match self.create_entry(req.uid(), req.gid(), parent.0, name, what) {
+        let r = self.create_entry(req.uid(), req.gid(), parent.0, name, what);
+        self.changed(parent.0);
+        match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        match self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::Dir(mode)) {
+        let r = self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::Dir(mode));
+        self.changed(parent.0);
+        match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(parent.0, name, false) {
+        let r = self.remove(parent.0, name, false);
+        self.changed(parent.0);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.remove(parent.0, name, true) {
+        let r = self.remove(parent.0, name, true);
+        self.changed(parent.0);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
@@ -404,7 +427,9 @@ impl Filesystem for Overlay {
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let what = NewEntry::Symlink(target.as_os_str());
-        match self.create_entry(req.uid(), req.gid(), parent.0, link_name, what) {
+        let r = self.create_entry(req.uid(), req.gid(), parent.0, link_name, what);
+        self.changed(parent.0);
+        match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
         }
@@ -420,14 +445,19 @@ impl Filesystem for Overlay {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match Overlay::rename(self, parent.0, name, newparent.0, newname, flags.bits()) {
+        let r = Overlay::rename(self, parent.0, name, newparent.0, newname, flags.bits());
+        self.changed(parent.0);
+        self.changed(newparent.0);
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        match Overlay::link(self, ino.0, newparent.0, newname) {
+        let r = Overlay::link(self, ino.0, newparent.0, newname);
+        self.changed(newparent.0);
+        match r {
             Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
         }
@@ -549,22 +579,31 @@ impl Filesystem for Overlay {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir.load(Ordering::Relaxed) {
+            // from now on the kernel opens directories without asking (no OPENDIR/RELEASEDIR round
+            // trips) and caches their listings (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR by default); listings
+            // are kept per inode with name-derived offsets (see dirlist), so no handle is needed
+            return reply.error(Errno::ENOSYS);
+        }
         if let Err(e) = self.dir_of(ino.0) {
             return reply.error(err(e));
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         // the kernel may cache listings: every change to a directory goes through this mount, which
         // invalidates the cache
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.dir_entries(ino.0, fh, offset) {
-            Ok(e) => e,
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let l = match self.dir_listing(ino.0, offset) {
+            Ok(l) => l,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(e.ino), (i + 1) as u64, kind_of_dtype(e.dtype), &e.name) {
+        let rest = l.after(offset);
+        if rest.is_empty() {
+            self.listing_done(ino.0, &l);
+        }
+        for e in rest {
+            if reply.add(INodeNo(e.ino), e.cookie, kind_of_dtype(e.dtype), &e.name) {
                 break;
             }
         }
@@ -575,23 +614,26 @@ impl Filesystem for Overlay {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.dir_entries(ino.0, fh, offset) {
-            Ok(e) => e,
+        let l = match self.dir_listing(ino.0, offset) {
+            Ok(l) => l,
             Err(e) => return reply.error(err(e)),
         };
         let dir = match self.dir_of(ino.0) {
             Ok(d) => d,
             Err(e) => return reply.error(err(e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let off = (i + 1) as u64;
+        let rest = l.after(offset);
+        if rest.is_empty() {
+            self.listing_done(ino.0, &l);
+        }
+        for e in rest {
             if e.name == "." || e.name == ".." {
                 let Ok(attr) = self.attr(e.ino) else { continue };
-                if reply.add(INodeNo(e.ino), off, &e.name, &TTL, &attr, GEN) {
+                if reply.add(INodeNo(e.ino), e.cookie, &e.name, &TTL, &attr, GEN) {
                     break;
                 }
                 continue;
@@ -602,7 +644,7 @@ impl Filesystem for Overlay {
             };
             let eino = lock(&self.t).ino_for(f.key);
             let attr = self.found_attr(eino, &f);
-            if reply.add(INodeNo(eino), off, &e.name, &TTL, &attr, GEN) {
+            if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {
                 break;
             }
             lock(&self.t).install(ino.0, &e.name, &f, 1);
@@ -614,11 +656,10 @@ impl Filesystem for Overlay {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
 
@@ -777,12 +818,13 @@ impl Filesystem for Overlay {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (ino, attr, file) =
-            match self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::File(mode)) {
-                Ok((i, a, Some(f))) => (i, a, f),
-                Ok(_) => return reply.error(Errno::EIO),
-                Err(e) => return reply.error(err(e)),
-            };
+        let r = self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::File(mode));
+        self.changed(parent.0);
+        let (ino, attr, file) = match r {
+            Ok((i, a, Some(f))) => (i, a, f),
+            Ok(_) => return reply.error(Errno::EIO),
+            Err(e) => return reply.error(err(e)),
+        };
         let _ = flags;
         let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
         let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());

@@ -53,17 +53,6 @@ pub struct Handle {
     pub cached: bool,
 }
 
-/// One entry of an open directory's listing snapshot.
-#[derive(Clone)]
-pub struct DirEnt {
-    /// Name.
-    pub name: OsString,
-    /// Overlay inode number.
-    pub ino: u64,
-    /// d_type.
-    pub dtype: u8,
-}
-
 /// The filesystem: layers, inode table, open handles.
 pub struct Overlay {
     /// The layers.
@@ -78,13 +67,14 @@ pub struct Overlay {
     pub mutate: Mutex<()>,
     /// Open files.
     pub handles: Mutex<HashMap<u64, Handle>>,
-    /// Open directories.
-    pub dirs: Mutex<HashMap<u64, Arc<Vec<DirEnt>>>>,
     /// Next file handle.
     pub next_fh: AtomicU64,
     tmp_seq: AtomicU64,
     /// The kernel accepted FUSE_PASSTHROUGH.
     pub passthrough: AtomicBool,
+    /// The kernel can do without OPENDIR (FUSE_NO_OPENDIR_SUPPORT): directories are then opened without
+    /// a round trip and their listings cached per inode.
+    pub no_opendir: AtomicBool,
     /// Channel for telling the kernel that cached attributes went stale (set once the session exists).
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -143,10 +133,10 @@ impl Overlay {
             t: Mutex::new(t),
             mutate: Mutex::new(()),
             handles: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
+            no_opendir: AtomicBool::new(false),
             notifier: Arc::new(std::sync::OnceLock::new()),
         })
     }

@@ -118,6 +118,9 @@ pub struct Node {
     /// Open handles served through the page cache (not passthrough); while any exist the kernel refuses
     /// passthrough opens of the inode.
     pub cached_opens: u64,
+    /// The merged listing of a directory being read (see [`super::dirlist`]); dropped when a reader
+    /// reaches its end or the directory changes.
+    pub listing: Option<Arc<super::dirlist::Listing>>,
 }
 
 /// All nodes plus the identity → inode number map.
@@ -208,6 +211,7 @@ impl Tables {
                 backing: Weak::new(),
                 backing_upper: false,
                 cached_opens: 0,
+                listing: None,
             },
         );
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -238,6 +242,13 @@ impl Tables {
             cur = parent;
             dec = 0;
             child_gone = true;
+        }
+    }
+
+    /// Drop the cached listing of directory `ino` after a change to its entries.
+    pub fn dir_changed(&mut self, ino: u64) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.listing = None;
         }
     }
 
