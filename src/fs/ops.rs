@@ -840,6 +840,22 @@ impl Filesystem for Overlay {
         }
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // no ioctls are served (the kernel asks for every one, e.g. the TCGETS of each isatty()): say so
+        // at once, without fuser's default per-call warning
+        reply.error(Errno::ENOTTY);
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
