@@ -3,7 +3,7 @@
 //! and `mount -t fuse.rimg-overlayfs` can use it. Returns once the mount is ready unless `-f`.
 
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -136,52 +136,51 @@ pub fn run(a: Args, _g: &Globals) -> anyhow::Result<i32> {
     let p = parse(&a.rest)?;
     let opts = p.opts.clone().unwrap_or_default();
     if p.foreground {
+        // SIGTERM from the moment the mount exists means "unmount"
+        block_signals();
         let prepared = fs::prepare(p.cfg, &p.mountpoint, &opts)?;
-        return serve_until_done(prepared, None);
+        let watchdog = spawn_watchdog(&p.mountpoint);
+        return serve_until_done(prepared, watchdog);
     }
     daemon_mount(p.cfg, &p.mountpoint, &opts)
 }
 
-/// Mount in a daemon child and return once the mount is ready (or with the child's error).
+/// Mount, hand the mount to a daemon child that serves it, and return: the mount is ready when this
+/// returns (requests wait in the kernel until the child's threads read them). Mounting here rather
+/// than in the child reports errors directly and keeps the child's start-up off the caller's path.
 pub(crate) fn daemon_mount(
     cfg: OverlayConfig,
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> anyhow::Result<i32> {
-    // the child mounts and reports success or the error through a pipe
-    let (r, w) = nix::unistd::pipe().context("pipe")?;
-    // SAFETY: no threads exist yet in this process; the child continues with ordinary Rust code.
-    match unsafe { nix::unistd::fork() }.context("fork")? {
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(w);
-            let mut msg = String::new();
-            let mut f = std::fs::File::from(r);
-            let _ = f.read_to_string(&mut msg);
-            if msg == "ok" {
-                return Ok(0);
-            }
-            let _ = nix::sys::wait::waitpid(child, None);
-            if msg.is_empty() {
-                bail!("overlay server died before the mount was ready");
-            }
-            bail!("{msg}");
+    // prepare starts no thread, so this process may fork below (the caller has none either)
+    let prepared = fs::prepare(cfg, mountpoint, opts)?;
+    // the watchdog exists before the server does, so no moment is left where a dying server would
+    // leave a dead mount behind
+    let watchdog = spawn_watchdog(mountpoint);
+    // the child inherits the mask: SIGTERM from its first moment means "unmount"
+    block_signals();
+    // SAFETY: no threads exist in this process; the child continues with ordinary Rust code.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // the child owns the session now; this process only exits
+            std::mem::forget(prepared);
+            std::mem::forget(watchdog);
+            Ok(0)
         }
-        nix::unistd::ForkResult::Child => {
-            drop(r);
+        Ok(nix::unistd::ForkResult::Child) => {
             let _ = nix::unistd::setsid();
-            let mut w = std::fs::File::from(w);
-            let prepared = match fs::prepare(cfg, mountpoint, opts) {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = w.write_all(format!("{e}").as_bytes());
-                    std::process::exit(1);
-                }
-            };
-            let code = serve_until_done(prepared, Some(w)).unwrap_or_else(|e| {
+            redirect_stdio();
+            let code = serve_until_done(prepared, watchdog).unwrap_or_else(|e| {
                 log::error!("{e:#}");
                 1
             });
             std::process::exit(code);
+        }
+        Err(e) => {
+            drop(prepared);
+            let _ = fs::unmount_path(mountpoint);
+            Err(e).context("fork")
         }
     }
 }
@@ -196,23 +195,17 @@ fn block_signals() -> nix::sys::signal::SigSet {
     set
 }
 
-/// Serve until SIGTERM/SIGINT/SIGHUP (then unmount) or until someone unmounts the mount.
-fn serve_until_done(prepared: fs::Prepared, ready: Option<std::fs::File>) -> anyhow::Result<i32> {
+/// Serve until SIGTERM/SIGINT/SIGHUP (then unmount) or until someone unmounts the mount. `watchdog` is
+/// the write end of the watchdog's pipe (see [`spawn_watchdog`]), told to stand down on a clean exit.
+fn serve_until_done(prepared: fs::Prepared, watchdog: Option<OwnedFd>) -> anyhow::Result<i32> {
     let set = block_signals();
-    let mountpoint = prepared.mountpoint().to_owned();
     let mount = prepared.serve()?;
-    let watchdog = spawn_watchdog(&mountpoint);
     // a clean exit tells the watchdog not to touch the mount point (whose device number may be reused)
     let dismiss = |w: Option<OwnedFd>| {
         if let Some(w) = w {
             let _ = std::fs::File::from(w).write_all(b"x");
         }
     };
-    if let Some(mut w) = ready {
-        let _ = w.write_all(b"ok");
-        drop(w);
-        redirect_stdio();
-    }
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let ts = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
@@ -242,17 +235,26 @@ fn redirect_stdio() {
     }
 }
 
-/// A child process that lazily unmounts the mount point if this server dies without unmounting (so a
+/// The device number of the mount at `mountpoint`, without asking its server (which may not be
+/// serving yet): `AT_STATX_DONT_SYNC` takes the attributes the kernel has, and st_dev is the
+/// superblock's.
+fn mount_dev(cpath: &CString) -> Option<u64> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and statx buffer.
+    let r = unsafe {
+        libc::statx(libc::AT_FDCWD, cpath.as_ptr(), libc::AT_STATX_DONT_SYNC, libc::STATX_TYPE, &mut stx)
+    };
+    (r == 0).then(|| libc::makedev(stx.stx_dev_major, stx.stx_dev_minor))
+}
+
+/// A child process that lazily unmounts the mount point if the server dies without unmounting (so a
 /// crashed server never leaves a dead "transport endpoint is not connected" mount behind). It holds the
-/// read end of a pipe whose write end only this process has; EOF means the server is gone.
+/// read end of a pipe whose write end only the server keeps (returned here; the caller must not fork
+/// other long-lived processes holding it); EOF means the server is gone. Call it while this process has
+/// no threads.
 fn spawn_watchdog(mountpoint: &Path) -> Option<OwnedFd> {
     let cpath = CString::new(mountpoint.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and stat buffer.
-    if unsafe { libc::stat(cpath.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let dev = st.st_dev;
+    let dev = mount_dev(&cpath)?;
     let (r, w) = nix::unistd::pipe().ok()?;
     let rfd = r.as_raw_fd();
     // SAFETY: the child only makes async-signal-safe system calls and then _exit()s.
