@@ -198,32 +198,27 @@ fn block_signals() -> nix::sys::signal::SigSet {
 /// Serve until SIGTERM/SIGINT/SIGHUP (then unmount) or until someone unmounts the mount. `watchdog` is
 /// the write end of the watchdog's pipe (see [`spawn_watchdog`]), told to stand down on a clean exit.
 fn serve_until_done(prepared: fs::Prepared, watchdog: Option<OwnedFd>) -> anyhow::Result<i32> {
+    // blocked in every thread (they inherit the mask); one thread takes them and unmounts, which ends
+    // the session served below
     let set = block_signals();
-    let mount = prepared.serve()?;
+    let mountpoint = prepared.mountpoint().to_owned();
+    std::thread::Builder::new()
+        .name("rimg-signals".into())
+        .spawn(move || loop {
+            if set.wait().is_ok() {
+                if let Err(e) = fs::unmount_path(&mountpoint) {
+                    log::error!("{e}");
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    let r = prepared.run();
     // a clean exit tells the watchdog not to touch the mount point (whose device number may be reused)
-    let dismiss = |w: Option<OwnedFd>| {
-        if let Some(w) = w {
-            let _ = std::fs::File::from(w).write_all(b"x");
-        }
-    };
-    loop {
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
-        // SAFETY: valid sigset, siginfo buffer and timeout.
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), &mut info, &ts) };
-        if sig > 0 {
-            let r = mount.unmount();
-            dismiss(watchdog);
-            r?;
-            return Ok(0);
-        }
-        if mount.is_finished() {
-            let r = mount.wait();
-            dismiss(watchdog);
-            r?;
-            return Ok(0);
-        }
+    if let Some(w) = watchdog {
+        let _ = std::fs::File::from(w).write_all(b"x");
     }
+    r?;
+    Ok(0)
 }
 
 fn redirect_stdio() {

@@ -281,6 +281,14 @@ impl Prepared {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
     }
+
+    /// Serve from worker threads started by the calling thread, which waits until the mount goes away
+    /// (umount, or [`unmount_path`] from another thread). Unlike [`Prepared::serve`] no intermediate
+    /// thread starts the workers, so the first request is answered one thread start-up sooner.
+    pub fn run(self) -> Result<(), FsError> {
+        let mountpoint = self.mountpoint;
+        finished(self.session.run(), &mountpoint)
+    }
 }
 
 /// Mount the overlay and serve it from background threads of this process (in its mount namespace).
