@@ -90,13 +90,20 @@ pub struct Cgroup {
     v2: bool,
     /// (controllers in that hierarchy, absolute directory)
     dirs: Vec<(Vec<String>, PathBuf)>,
-    /// v2: this process attached the eBPF device filter (set by [`Cgroup::apply`]).
-    device_filter: Flag,
+    /// Device access is filtered: v1 with a devices hierarchy, v2 once the eBPF filter is attached. Kept in
+    /// memory because the container's init asks after `pivot_root`, when the directories are out of reach.
+    filters_devices: Flag,
 }
 
 /// A bool that `apply(&self)` can set and that clones (into the monitor and the init) carry along.
 #[derive(Debug, Default)]
 struct Flag(AtomicBool);
+
+impl Flag {
+    fn new(v: bool) -> Flag {
+        Flag(AtomicBool::new(v))
+    }
+}
 
 impl Clone for Flag {
     fn clone(&self) -> Flag {
@@ -128,7 +135,8 @@ impl Cgroup {
                     fs::create_dir_all(&dir).map_err(|e| cg_err("create", &dir, e))?;
                     dirs.push((ctrls.clone(), dir));
                 }
-                Ok(Cgroup { v2: false, dirs, device_filter: Flag::default() })
+                let devices = dirs.iter().any(|(c, _)| c.iter().any(|c| c == "devices"));
+                Ok(Cgroup { v2: false, dirs, filters_devices: Flag::new(devices) })
             }
             Layout::V2(root) => {
                 // Enable what we can at each level above the leaf; the leaf itself holds processes, so it
@@ -152,18 +160,24 @@ impl Cgroup {
                     }
                     enabled = want.iter().map(|s| s.to_string()).collect();
                 }
-                Ok(Cgroup { v2: true, dirs: vec![(enabled, cur)], device_filter: Flag::default() })
+                Ok(Cgroup { v2: true, dirs: vec![(enabled, cur)], filters_devices: Flag::default() })
             }
         }
     }
 
-    /// Re-open a cgroup from the directories persisted in state.
+    /// Re-open a cgroup from the directories persisted in state (asking the kernel whether a v2 directory
+    /// carries a device filter).
     pub fn from_dirs(dirs: &[PathBuf]) -> Cgroup {
         let v2 = dirs.len() == 1 && dirs[0].join("cgroup.controllers").exists();
+        let filtered = if v2 {
+            device_filter::attached(&dirs[0]).is_ok_and(|n| n > 0)
+        } else {
+            dirs.iter().any(|d| d.join("devices.list").exists())
+        };
         Cgroup {
             v2,
             dirs: dirs.iter().map(|d| (Vec::new(), d.clone())).collect(),
-            device_filter: Flag::default(),
+            filters_devices: Flag::new(filtered),
         }
     }
 
@@ -187,11 +201,7 @@ impl Cgroup {
     /// this process, or found attached by a later `rimg` through [`Cgroup::from_dirs`]). The caller gives
     /// CAP_MKNOD only when this holds: a node made without a filter would open the host's device.
     pub fn filters_devices(&self) -> bool {
-        if !self.v2 {
-            return self.file("devices.list").is_some();
-        }
-        self.device_filter.0.load(Ordering::Relaxed)
-            || self.dirs.first().is_some_and(|(_, d)| device_filter::attached(d).is_ok_and(|n| n > 0))
+        self.filters_devices.0.load(Ordering::Relaxed)
     }
 
     /// The directory holding `file` (the hierarchy whose controller owns it), if any.
@@ -307,7 +317,7 @@ impl Cgroup {
         }
         let Some((_, dir)) = self.dirs.first() else { return Ok(()) };
         match device_filter::attach(dir, device_filter::DEFAULT_RULES) {
-            Ok(()) => self.device_filter.0.store(true, Ordering::Relaxed),
+            Ok(()) => self.filters_devices.0.store(true, Ordering::Relaxed),
             Err(e) => log::warn!("{e}; the container runs without a device filter and without CAP_MKNOD"),
         }
         Ok(())
@@ -410,6 +420,21 @@ mod tests {
         assert!(m
             .iter()
             .any(|(c, p)| c == &["cpu", "cpuacct"] && p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+    }
+
+    #[test]
+    fn filters_devices_is_known_without_the_directories() {
+        // The init asks after pivot_root, when no cgroup directory is reachable any more.
+        let tmp = tempfile::tempdir().unwrap();
+        let mount = |c: &str| (vec![c.to_string()], tmp.path().join(c));
+        let with = Cgroup::create(&Layout::V1(vec![mount("memory"), mount("devices")]), "rimg", "a").unwrap();
+        let without = Cgroup::create(&Layout::V1(vec![mount("memory")]), "rimg", "b").unwrap();
+        let v2 = Cgroup::create(&Layout::V2(tmp.path().join("unified")), "rimg", "c").unwrap();
+        std::fs::remove_dir_all(tmp.path()).unwrap();
+        assert!(with.filters_devices());
+        assert!(!without.filters_devices());
+        assert!(!v2.filters_devices(), "no eBPF filter attached yet");
+        assert!(!Cgroup::from_dirs(&[tmp.path().join("gone")]).filters_devices());
     }
 
     #[test]
