@@ -182,31 +182,174 @@ fn device_write_bps_throttles_writes_through_the_fuse_rootfs() {
     drop(root);
 }
 
+/// The cgroup2 mount of this host (the hybrid `unified` mount here), for cleaning up after v2 tests.
+fn host_cgroup2() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4).map(PathBuf::from))?
+    })
+}
+
+/// Runs `body` (a shell script) in a private mount namespace with its own cgroup2 mount at `$M`, which
+/// `RIMG_CGROUP_ROOT` points rimg at, and `$RIMG` running rimg on `root`. Output goes to files, not pipes,
+/// so a container left hanging cannot keep the test waiting past its deadline; dropping the guard kills
+/// whatever the script's containers left in their cgroups on the (host-wide) cgroup2 hierarchy and
+/// removes those cgroups.
+struct V2<'a> {
+    root: &'a Root,
+}
+
+impl V2<'_> {
+    fn run(&self, body: &str) -> std::process::Output {
+        let mnt = tempfile::tempdir().unwrap();
+        let script = format!(
+            "set -e; M={m}; mount -t cgroup2 none $M; export RIMG_CGROUP_ROOT=$M; \
+             RIMG='{rimg} --root {root}'; {body}",
+            m = mnt.path().display(),
+            rimg = run_support::support::rimg_bin().display(),
+            root = self.root.path().display(),
+        );
+        let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+        let mut child = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                self.kill_containers();
+                let _ = child.kill();
+                break child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let read = |mut f: std::fs::File| {
+            use std::io::{Read, Seek};
+            let mut v = Vec::new();
+            f.rewind().unwrap();
+            f.read_to_end(&mut v).unwrap();
+            v
+        };
+        std::process::Output { status, stdout: read(out), stderr: read(err) }
+    }
+
+    /// SIGKILL every process in the cgroup2 cgroups of this root's containers and remove those cgroups.
+    fn kill_containers(&self) {
+        let Some(cg2) = host_cgroup2() else { return };
+        for id in self.root.container_ids() {
+            let dir = cg2.join("rimg").join(&id);
+            if !dir.exists() {
+                continue;
+            }
+            run_support::eventually(Duration::from_secs(10), || {
+                if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: kill(2) of a process left in a test container's cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                std::fs::remove_dir(&dir).is_ok()
+            });
+        }
+    }
+}
+
+impl Drop for V2<'_> {
+    fn drop(&mut self) {
+        self.kill_containers();
+    }
+}
+
 #[test]
 fn cgroup_v2_on_a_private_hierarchy() {
     // A private mount namespace with its own cgroup2 mount; RIMG_CGROUP_ROOT points rimg at it. On this
     // hybrid host the controllers are bound to v1, so v2 limit files are absent: the test covers
     // creation, process placement, cgroup namespaces and cleanup (limits are exercised on v1 above).
     let root = Root::new();
-    let mnt = tempfile::tempdir().unwrap();
-    let m = mnt.path().display().to_string();
-    let rimg = format!("{} --root {}", run_support::support::rimg_bin().display(), root.path().display());
-    let script = format!(
-        "set -e; mount -t cgroup2 none {m}; export RIMG_CGROUP_ROOT={m}; \
-         id=$({rimg} run -d alpine sleep 30); \
-         echo procs=$(cat {m}/rimg/$id/cgroup.procs | wc -l); \
-         {rimg} exec $id grep ^0:: /proc/self/cgroup; \
-         {rimg} run --rm alpine grep ^0:: /proc/1/cgroup; \
-         {rimg} run --rm alpine grep CapEff /proc/self/status; \
-         {rimg} rm -f $id >/dev/null; \
-         test -e {m}/rimg/$id && echo LEFT || echo removed"
-    );
-    let out = run_support::run_with_deadline(
-        Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]),
-        Duration::from_secs(60),
+    let v2 = V2 { root: &root };
+    let out = v2.run(
+        "id=$($RIMG run -d alpine sleep 30); \
+         echo procs=$(cat $M/rimg/$id/cgroup.procs | wc -l); \
+         $RIMG exec $id grep ^0:: /proc/self/cgroup; \
+         $RIMG exec $id grep CapEff /proc/self/status; \
+         $RIMG run --rm alpine grep ^0:: /proc/1/cgroup; \
+         $RIMG run --rm alpine grep CapEff /proc/self/status; \
+         $RIMG rm -f $id >/dev/null; \
+         test -e $M/rimg/$id && echo LEFT || echo removed",
     );
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     // procs: the init and the monitor serving its FUSE rootfs.
-    // Without a device cgroup (v2 needs eBPF for it) CAP_MKNOD is withheld: docker's 14 minus bit 27.
-    assert_eq!(stdout(&out), "procs=2\n0::/\n0::/\nCapEff:\t00000000a00425fb\nremoved\n", "{}", stderr(&out));
+    // The eBPF device filter guards device access, so CAP_MKNOD is given as on v1: docker's 14, also to
+    // `exec`, which finds the filter attached to the container's cgroup.
+    let caps = "CapEff:\t00000000a80425fb\n";
+    assert_eq!(stdout(&out), format!("procs=2\n0::/\n{caps}0::/\n{caps}removed\n"), "{}", stderr(&out));
+}
+
+/// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.
+fn host_block_device() -> String {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devs.sort_by_key(|d| !d.starts_with("7:"));
+    devs.first().expect("a block device").replace(':', " ")
+}
+
+/// The device probe run inside containers: the allowed nodes work, mknod works, and each made node
+/// reports whether it opens (`NAME opened`) or the error (`NAME: …`).
+fn device_probe(block: &str) -> String {
+    format!(
+        "o() {{ if (exec 3<>$1) 2>/tmp/err; then echo $2 opened; else echo $2: $(cat /tmp/err); fi; }}; \
+         echo x >/dev/null && echo null ok; \
+         echo zero $(head -c 3 /dev/zero | wc -c); \
+         echo urandom $(head -c 5 /dev/urandom | wc -c); \
+         mknod /dev/blk b {block} && echo mknod blk ok; \
+         mknod /dev/kmsg1 c 1 11 && echo mknod kmsg ok; \
+         if (exec 3</dev/blk) 2>/tmp/err; then echo blk opened; else echo blk: $(cat /tmp/err); fi; \
+         if (exec 3>/dev/kmsg1) 2>/tmp/err; then echo kmsg opened; else echo kmsg: $(cat /tmp/err); fi; \
+         o /dev/full full"
+    )
+}
+
+#[test]
+fn cgroup_v2_device_filter_allows_the_standard_devices_only() {
+    // On v2 the allowlist is an eBPF program on the container's cgroup. The hybrid kernel here runs the
+    // program of a task's cgroup2 cgroup for every device open, so the private hierarchy exercises it
+    // for real (the test's own v1 devices cgroup allows everything: see the privileged run).
+    let root = Root::new();
+    let v2 = V2 { root: &root };
+    let block = host_block_device();
+    let probe = device_probe(&block);
+    let out = v2.run(&format!(
+        "echo == default; $RIMG run --rm alpine sh -c '{probe}'; \
+         echo == pty; $RIMG run --rm -t alpine sh -c 'test -t 0 && exec 4<>/dev/tty && echo pty ok'; \
+         echo == privileged; $RIMG run --rm --privileged alpine sh -c '{probe}'"
+    ));
+    let text = stdout(&out).replace('\r', "");
+    assert_eq!(code(&out), 0, "{text}\n{}", stderr(&out));
+    let section = |name: &str| -> Vec<String> {
+        let start = text.find(&format!("== {name}\n")).unwrap_or_else(|| panic!("no {name} in {text}"));
+        text[start..].lines().skip(1).take_while(|l| !l.starts_with("== ")).map(str::to_string).collect()
+    };
+    let default = section("default");
+    let eperm = "Operation not permitted";
+    // (a) the nodes rimg makes work; (b) mknod of anything works but a host block device does not open;
+    // (c) nor does a character device off the list (/dev/kmsg, which root may open write-only).
+    assert_eq!(&default[..5], ["null ok", "zero 3", "urandom 5", "mknod blk ok", "mknod kmsg ok"], "{text}");
+    assert!(default[5].starts_with("blk:") && default[5].contains(eperm), "{text}");
+    assert!(default[6].starts_with("kmsg:") && default[6].contains(eperm), "{text}");
+    assert_eq!(default[7], "full opened", "{text}");
+    assert_eq!(section("pty"), ["pty ok"], "{text}");
+    // The counter-check: without the filter (privileged) the same nodes open, so the denials above are
+    // the filter's doing and not the kernel's or a nodev mount's.
+    let privileged = section("privileged");
+    assert_eq!(privileged[5..7], ["blk opened", "kmsg opened"], "{text}");
 }
