@@ -339,7 +339,8 @@ fn cgroup_v2_device_filter_allows_the_standard_devices_only() {
         let start = text.find(&format!("== {name}\n")).unwrap_or_else(|| panic!("no {name} in {text}"));
         text[start..].lines().skip(1).take_while(|l| !l.starts_with("== ")).map(str::to_string).collect()
     };
-    let default = section("default");
+    let (default, privileged) = (section("default"), section("privileged"));
+    assert!(default.len() == 8 && privileged.len() == 8, "{text}");
     let eperm = "Operation not permitted";
     // (a) the nodes rimg makes work; (b) mknod of anything works but a host block device does not open;
     // (c) nor does a character device off the list (/dev/kmsg, which root may open write-only).
@@ -350,6 +351,5 @@ fn cgroup_v2_device_filter_allows_the_standard_devices_only() {
     assert_eq!(section("pty"), ["pty ok"], "{text}");
     // The counter-check: without the filter (privileged) the same nodes open, so the denials above are
     // the filter's doing and not the kernel's or a nodev mount's.
-    let privileged = section("privileged");
     assert_eq!(privileged[5..7], ["blk opened", "kmsg opened"], "{text}");
 }
