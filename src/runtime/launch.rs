@@ -472,6 +472,14 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         let joined = p
             .serve()
             .map_err(|e| RuntimeError::Setup(format!("serve rootfs: {e}")))
+            // The server's background thread opens every /dev/fuse clone before it starts any worker, so
+            // one answered request proves they are open, before the cgroup's device filter (v2 eBPF)
+            // would refuse /dev/fuse to this process.
+            .and_then(|m| {
+                nix::sys::statfs::statfs(&cdir.rootfs())
+                    .map(|_| m)
+                    .map_err(|e| RuntimeError::Setup(format!("serve rootfs: statfs: {e}")))
+            })
             .and_then(|m| cgroup.add_process_for_resources(std::process::id() as i32).map(|_| m));
         match joined {
             Ok(m) => served = Some(m),
