@@ -152,6 +152,13 @@ fn killed_monitor(flags: &[&str], secs: &str) {
     unsafe { libc::kill(monitor, libc::SIGKILL) };
     assert!(eventually(Duration::from_secs(10), || run_support::processes_with(&format!("sleep {secs}"))
         .is_empty()));
+    // The init dies as soon as the monitor's forking thread does; the monitor's descriptors (and its
+    // lock) go only when its last thread has exited. ps reads the lock, so wait for that.
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+            .unwrap_or(true)
+    }));
     let ps = root.ok(&["ps", "-a"]);
     assert!(ps.contains("orphan") && ps.contains("Exited (137)"), "{ps}");
     assert!(cgroup_left(id).is_empty(), "reconciled cgroups: {:?}", cgroup_left(id));
