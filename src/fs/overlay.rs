@@ -449,7 +449,8 @@ impl Overlay {
         let pst = sys::fstat(pfd)?;
         let is_dir = matches!(what, NewEntry::Dir(_));
         let (ouid, ogid, extra) = Self::new_owner(&pst, uid, gid, is_dir);
-        let tmp = self.tmp_name();
+        // a temporary name (and its getpid) only when the entry is built in the workdir
+        let tmp = if over_whiteout { self.tmp_name() } else { OsString::new() };
         let (tdir, tname): (RawFd, &OsStr) =
             if over_whiteout { (self.work_fd()?, &tmp) } else { (pfd, name) };
         let mut file = None;
