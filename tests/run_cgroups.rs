@@ -3,7 +3,7 @@
 #[path = "run_support.rs"]
 mod run_support;
 
-use run_support::{cgroup_left, code, stderr, stdout, Root};
+use run_support::{cgroup_left, code, host_block_device, stderr, stdout, Root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -290,17 +290,6 @@ fn cgroup_v2_on_a_private_hierarchy() {
     // `exec`, which finds the filter attached to the container's cgroup.
     let caps = "CapEff:\t00000000a80425fb\n";
     assert_eq!(stdout(&out), format!("procs=2\n0::/\n{caps}0::/\n{caps}removed\n"), "{}", stderr(&out));
-}
-
-/// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.
-fn host_block_device() -> String {
-    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
-        .expect("/sys/dev/block")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    devs.sort_by_key(|d| !d.starts_with("7:"));
-    devs.first().expect("a block device").replace(':', " ")
 }
 
 /// The device probe run inside containers: the allowed nodes work, mknod works, and each made node

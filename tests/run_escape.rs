@@ -5,7 +5,7 @@
 #[path = "run_support.rs"]
 mod run_support;
 
-use run_support::{code, stderr, stdout, Root};
+use run_support::{code, host_block_device, stderr, stdout, Root};
 use std::process::Output;
 
 /// docker's default 14 capabilities as a mask (CapBnd of a default container on cgroup v1).
@@ -166,17 +166,6 @@ fn kcore_reads_nothing() {
         let out = sh_ok(&root, &["--privileged"], "head -c 64 /proc/kcore | wc -c");
         assert_eq!(out.trim(), "64", "privileged reads /proc/kcore");
     }
-}
-
-/// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.
-fn host_block_device() -> String {
-    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
-        .expect("/sys/dev/block")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    devs.sort_by_key(|d| !d.starts_with("7:"));
-    devs.first().expect("a block device").replace(':', " ")
 }
 
 #[test]

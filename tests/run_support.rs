@@ -228,3 +228,14 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.
+pub fn host_block_device() -> String {
+    let mut devs: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    devs.sort_by_key(|d| !d.starts_with("7:"));
+    devs.first().expect("a block device").replace(':', " ")
+}
