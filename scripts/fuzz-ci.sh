@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# CI fuzzing: a short bounded run of every fuzz target of fuzz/ (see fuzz/SECURITY-fuzzing.md). Exits
+# CI fuzzing: a short bounded run of every fuzz target of fuzz/ (see SECURITY.md, "Fuzzing"). Exits
 # non-zero if any target crashes (a panic in rimg, a broken invariant, or a layer write outside its
 # directory); the crashing inputs are left in fuzz/artifacts/<target>/.
 #
 #   scripts/fuzz-ci.sh                 # every target, FUZZ_SECONDS (default 20) each
 #   FUZZ_SECONDS=5 scripts/fuzz-ci.sh reference manifest
-#   scripts/fuzz-ci.sh --build-only    # install cargo-fuzz and build the targets, run nothing
+#   scripts/fuzz-ci.sh --build-only    # build the targets, run nothing
 #   scripts/fuzz-ci.sh --no-build ...  # run targets built before (scripts/test.sh overlaps the build
 #                                      # with the fixture and rimg builds, then runs them after the tests)
 #
-# Cost on the 2-core dev machine: installing cargo-fuzz once 116 s; building the targets from scratch
-# 3-9 min (rimg and its dependencies, instrumented, in release mode, in fuzz/target), after a change in
-# rimg 1-2.5 min; then 7 targets x FUZZ_SECONDS (140 s by default). Measured: 4 min for one run that
-# had to rebuild rimg.
+# Build: plain cargo with the flags `cargo fuzz build --sanitizer none` (cargo-fuzz 0.13) passes —
+# libFuzzer's coverage instrumentation (sancov inline 8-bit counters, pc table, compare tracing, stack
+# depth), `--cfg fuzzing`, debug assertions — except its `-Ccodegen-units=1`. So CI needs neither
+# cargo-fuzz (2 minutes to install) nor a single-codegen-unit build; the binaries are the same libFuzzer
+# programs (scripts/fuzz.sh, for long runs, still uses cargo fuzz). Cost on the 2-core dev machine: the
+# build 3.5 min from scratch while other work ran; then 7 targets x FUZZ_SECONDS (140 s by default).
 #
-# Toolchain: only stable Rust is available here. cargo-fuzz needs nightly only for `-Zsanitizer=...`;
-# with `--sanitizer none` it passes only stable flags (`-Cpasses=sancov-module`, `-Cllvm-args=
-# -sanitizer-coverage-*`, `--cfg fuzzing`, `-Cdebug-assertions`), so libFuzzer gets its coverage
-# feedback on stable without RUSTC_BOOTSTRAP. What is lost is AddressSanitizer: a memory error in
-# unsafe code is caught only if it crashes. Panics, integer overflow (debug assertions are on) and the
-# targets' own invariants are all caught.
+# Toolchain: only stable Rust is available here. Only sanitizers need nightly (`-Zsanitizer=...`); the
+# coverage flags above are stable, so libFuzzer gets its coverage feedback without RUSTC_BOOTSTRAP. What
+# is lost is AddressSanitizer: a memory error in unsafe code is caught only if it crashes. Panics,
+# integer overflow (debug assertions are on) and the targets' own invariants are all caught.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo/fuzz"
@@ -36,21 +36,21 @@ fi
 # Its own target dir: never contends with (or invalidates) the main crate's build.
 export CARGO_TARGET_DIR="$repo/fuzz/target"
 
-if [ "$build" = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz-ci: installing cargo-fuzz (once, ~2 minutes)"
-  start=$SECONDS
-  cargo install --locked cargo-fuzz
-  echo "fuzz-ci: cargo-fuzz installed in $((SECONDS - start)) s"
-fi
-
+triple=x86_64-unknown-linux-gnu
 if [ "$build" = 1 ]; then
   start=$SECONDS
-  cargo fuzz build --sanitizer none 2>&1 | tail -n 2
+  flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
+  flags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table"
+  flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth"
+  flags+=" -Cllvm-args=-simplifycfg-branch-fold-threshold=0 --cfg fuzzing -Cdebug-assertions"
+  # --target: RUSTFLAGS then apply to the targets but not to build scripts and proc macros.
+  RUSTFLAGS="$flags" cargo build --release --locked --bins --target "$triple" \
+    --config 'profile.release.debug="line-tables-only"' 2>&1 | tail -n 2
   echo "fuzz-ci: targets built in $((SECONDS - start)) s"
 fi
 [ "$run" = 1 ] || exit 0
 
-bin="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release"
+bin="$CARGO_TARGET_DIR/$triple/release"
 work=$(mktemp -d "${TMPDIR:-/tmp}/rimg-fuzz-ci.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 failed=()

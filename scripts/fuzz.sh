@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long fuzzing runs of fuzz/ targets (see fuzz/SECURITY-fuzzing.md; scripts/fuzz-ci.sh is the short CI run).
+# Long fuzzing runs of fuzz/ targets (see SECURITY.md, "Fuzzing"; scripts/fuzz-ci.sh is the short CI run).
 #
 #   scripts/fuzz.sh                          # every target, 10 minutes each, one after the other
 #   scripts/fuzz.sh -t 3600 -j 2 layer_entries   # one target, an hour, 2 libFuzzer jobs in parallel
