@@ -58,7 +58,9 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "artifacts/$t"
   # New inputs go to a scratch corpus ($work/$t, first); the committed seeds (fuzz/corpus/$t) are only read.
   # -timeout: an input taking 20 s is reported as a hang (a real layer apply takes milliseconds).
-  if "$bin/$t" "$work/$t" "corpus/$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
+  seeds=()
+  [ -d "corpus/$t" ] && seeds=("corpus/$t") # layer_entries builds its inputs itself: no seed files
+  if "$bin/$t" "$work/$t" "${seeds[@]}" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$work/$t.log" 2>&1; then
     echo "fuzz-ci: $t ok ($(grep -ao 'Done [0-9]* runs' "$work/$t.log" | tail -n 1 | cut -d' ' -f2) runs in ${seconds} s)"
   else
