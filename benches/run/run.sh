@@ -2,6 +2,7 @@
 # Container start benchmark (issue 4), all on the Alpine fixture image in one run:
 #   rimg         rimg --root R run --rm alpine /bin/true            (FUSE rootfs mounted each time; default)
 #   rimg-kernel  the same with --storage-driver overlay              (kernel overlayfs rootfs, for reference)
+#   rimg-userns  the same with --uidmap 0:200000:65536               (own user namespace, id-shifted rootfs)
 #   runc         runc run ID on a bundle unpacked by umoci           (no image layering: a plain directory)
 #   floor        unshare -mpuin -f chroot ROOTFS /bin/true           (namespaces + exec, nothing else)
 # plus 50 containers started concurrently (`rimg run -d alpine sleep 300`): wall time for all 50 and the
@@ -71,6 +72,7 @@ log "start latency ($runs runs each)"
 hyperfine -N --style basic --warmup 3 --runs "$runs" --export-json "$work/start.json" \
   -n rimg "$RIMG --root $root run --rm alpine /bin/true" \
   -n rimg-kernel "$RIMG --root $root run --rm --storage-driver overlay alpine /bin/true" \
+  -n rimg-userns "$RIMG --root $root run --rm --uidmap 0:200000:65536 alpine /bin/true" \
   -n runc "runc run -b $bundle rimg-bench" \
   -n floor "unshare -mpuin -f chroot $rootfs /bin/true" >&2
 
@@ -111,7 +113,7 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
   echo
   echo "| command | median ms | mean ± sd ms | vs runc | vs floor |"
   echo "| --- | ---: | ---: | ---: | ---: |"
-  for cmd in rimg rimg-kernel runc floor; do
+  for cmd in rimg rimg-kernel rimg-userns runc floor; do
     echo "| $cmd | $(med $cmd) | $(mean $cmd) ± $(sd $cmd) | $(ratio "$(med $cmd)" "$(med runc)") | $(ratio "$(med $cmd)" "$(med floor)") |"
   done
   echo
@@ -120,6 +122,7 @@ ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2f'; }
   echo '```'
   echo "rimg:        rimg --root R run --rm alpine /bin/true"
   echo "rimg-kernel: rimg --root R run --rm --storage-driver overlay alpine /bin/true"
+  echo "rimg-userns: rimg --root R run --rm --uidmap 0:200000:65536 alpine /bin/true"
   echo "runc:        runc run -b BUNDLE rimg-bench     (umoci unpack of the same image, process.args=[/bin/true])"
   echo "floor:       unshare -mpuin -f chroot BUNDLE/rootfs /bin/true"
   echo '```'

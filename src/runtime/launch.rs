@@ -10,6 +10,9 @@
 //! - **G**, PID 1 of the new pid namespace: its own mount namespace (so `pivot_root` cannot move C's root)
 //!   and cgroup namespace, /proc, /sys, /dev, /etc files, user mounts, masked paths, pivot_root, identity,
 //!   capabilities, exec. Exec failures travel back through a close-on-exec pipe as 126/127.
+//! - With a user namespace (`--userns`), C unshares only its mount namespace and `clone`s G straight into
+//!   new user, mount, uts, ipc, pid (and net) namespaces, all owned by the new user namespace; C writes G's
+//!   id maps before phase 1, and G becomes root in it and names its host itself (see `super::userns`).
 
 use super::cgroups::{Cgroup, Layout};
 use super::command::{self, Failure};
@@ -475,11 +478,7 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             // The server's background thread opens every /dev/fuse clone before it starts any worker, so
             // one answered request proves they are open, before the cgroup's device filter (v2 eBPF)
             // would refuse /dev/fuse to this process.
-            .and_then(|m| {
-                nix::sys::statfs::statfs(&cdir.rootfs())
-                    .map(|_| m)
-                    .map_err(|e| RuntimeError::Setup(format!("serve rootfs: statfs: {e}")))
-            })
+            .and_then(|m| round_trip(&cdir.rootfs()).map(|_| m))
             .and_then(|m| cgroup.add_process_for_resources(std::process::id() as i32).map(|_| m));
         match joined {
             Ok(m) => served = Some(m),
@@ -628,6 +627,23 @@ fn read_unless_orphaned(err_r: OwnedFd, attached: bool, life_r: &OwnedFd) -> Opt
             return None;
         }
     }
+}
+
+/// One request answered by the FUSE server at `mountpoint`: a GETATTR of its root, forced past the
+/// kernel's attribute cache (the server's getattr code is what the container's first exec needs anyway,
+/// so an idle monitor maps no extra code for it).
+fn round_trip(mountpoint: &std::path::Path) -> Result<(), RuntimeError> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
+        .map_err(|_| RuntimeError::Setup("rootfs path with NUL".into()))?;
+    // SAFETY: statx into a zeroed buffer with a NUL-terminated path.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(libc::AT_FDCWD, c.as_ptr(), libc::AT_STATX_FORCE_SYNC, libc::STATX_BASIC_STATS, &mut buf)
+    };
+    if r != 0 {
+        return Err(RuntimeError::Setup(format!("serve rootfs: stat: {}", std::io::Error::last_os_error())));
+    }
+    Ok(())
 }
 
 /// FUSE server threads per container: enough to overlap two requests on this class of machine, few enough
@@ -840,8 +856,12 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     }
     let _ = nix::unistd::setsid();
-    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
-        fail(Failure { code: 125, message: format!("unshare mount namespace: {e}") });
+    // Our own mount namespace, so pivot_root cannot move the monitor's root (a clone into a user
+    // namespace already made one).
+    if state.spec.userns.is_none() {
+        if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWNS) {
+            fail(Failure { code: 125, message: format!("unshare mount namespace: {e}") });
+        }
     }
     if state.spec.userns.is_some() {
         // The rootfs mount came from the monitor's (more privileged) namespace, so here it is locked and
