@@ -69,6 +69,9 @@ rootfs=$bundle/rootfs
 
 # ------------------------------------------------------------------------------------------ start time
 log "start latency ($runs runs each)"
+# The pull and umoci unpack above leave dirty pages: flush them first, or their writeback lands on
+# whichever command hyperfine measures first.
+sync
 hyperfine -N --style basic --warmup 3 --runs "$runs" --export-json "$work/start.json" \
   -n rimg "$RIMG --root $root run --rm alpine /bin/true" \
   -n rimg-kernel "$RIMG --root $root run --rm --storage-driver overlay alpine /bin/true" \
