@@ -14,6 +14,7 @@
 use rimg::build::dockerfile::Dockerfile;
 use rimg::build::words::{expand, split_words};
 use rimg::digest::Digest;
+use rimg::layer::diff::pax_record;
 use rimg::layer::{apply, ApplyOptions};
 use rimg::reference::Reference;
 use rimg::registry::auth::{parse_www_authenticate, pick_challenge, Challenge};
@@ -319,20 +320,6 @@ fn raw_header(name: &[u8], link: &[u8], typeflag: u8, size: u64, mode: u32) -> [
     octal(&mut h[148..155], u64::from(sum));
     h[155] = b' ';
     h
-}
-
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let body_len = 1 + key.len() + 1 + value.len() + 1; // ' ' key '=' value '\n'
-    let mut len = body_len + 1;
-    while len != body_len + len.to_string().len() {
-        len = body_len + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key);
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
 }
 
 /// Write `entries` as a tar, with `{S}` replaced by `sentinel`. Names are written verbatim (no cleaning:

@@ -172,7 +172,8 @@ fn redirect_origin(path: &Path, rel: &[u8], redirect: &[u8]) -> Result<Vec<u8>, 
 }
 
 /// One PAX record: `"<len> <key>=<value>\n"`, where `<len>` counts the whole record including itself.
-fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+/// Public so the fuzz harness builds its hostile tars with the same encoder rimg writes layers with.
+pub fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let rest = 1 + key.len() + 1 + value.len() + 1;
     let mut len = rest + 1;
     while len != rest + len.to_string().len() {
