@@ -606,8 +606,7 @@ fn read_unless_orphaned(err_r: OwnedFd, attached: bool, life_r: &OwnedFd) -> Opt
 /// kernel's attribute cache (the server's getattr code is what the container's first exec needs anyway,
 /// so an idle monitor maps no extra code for it).
 fn round_trip(mountpoint: &std::path::Path) -> Result<(), RuntimeError> {
-    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())
-        .map_err(|_| RuntimeError::Setup("rootfs path with NUL".into()))?;
+    let c = mounts::cstr(mountpoint)?;
     // SAFETY: statx into a zeroed buffer with a NUL-terminated path.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
     let r = unsafe {

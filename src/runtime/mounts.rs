@@ -16,7 +16,8 @@ fn setup_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Runtime
     RuntimeError::Setup(format!("{what}: {e}"))
 }
 
-fn cstr(p: &Path) -> Result<CString, RuntimeError> {
+/// `p` as a C string for the raw mount and stat calls of the runtime; a NUL inside is a setup error.
+pub(super) fn cstr(p: &Path) -> Result<CString, RuntimeError> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| RuntimeError::Setup(format!("path with NUL: {}", p.display())))
 }
