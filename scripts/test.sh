@@ -29,7 +29,24 @@ if [ -n "$fuzz_pid" ]; then
   tail -n 1 "$repo/.work/fuzz-build.log"
 fi
 # Two test threads: the machine has two cores, and tests that mount and start containers are I/O bound.
-cargo test --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$repo/.work/test.log" | grep -E '^(test |running |test result|failures:|---- )|panicked' || true
+# A hung test (a FUSE request nobody answers, a process stuck in the kernel) must fail this script with a
+# diagnosis well inside CI's own limit instead of silently using it all up: the whole test run is bounded
+# (RIMG_TEST_TIMEOUT seconds) and, when it runs out, what is stuck and where is printed.
+test_status=0
+timeout --kill-after=30 "${RIMG_TEST_TIMEOUT:-2400}" \
+  cargo test --locked --no-fail-fast -- --test-threads=2 >"$repo/.work/test.log" 2>&1 || test_status=$?
+grep -E '^(test |running |test result|failures:|---- )|panicked' "$repo/.work/test.log" || true
+if [ "$test_status" = 124 ] || [ "$test_status" = 137 ]; then
+  echo "tests: timed out after ${RIMG_TEST_TIMEOUT:-2400} s; still running:"
+  ps -eo pid,ppid,stat,wchan:32,etimes,args --sort=start_time | grep -E 'rimg|target/debug|cargo' | grep -v grep || true
+  for pid in $(ps -eo pid=,stat= | awk '$2 ~ /D/ {print $1}'); do
+    echo "--- uninterruptible $pid: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null)"
+    cat /proc/"$pid"/stack 2>/dev/null || true
+  done
+  grep -E ' fuse' /proc/self/mountinfo || true
+  tail -n 40 "$repo/.work/test.log"
+  exit 1
+fi
 # The summary line CI reads, and the exit code that matters.
 if grep -q '^test result: FAILED' "$repo/.work/test.log" || ! grep -q '^test result: ok' "$repo/.work/test.log"; then
   grep -A40 '^failures:' "$repo/.work/test.log" | head -n 200

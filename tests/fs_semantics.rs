@@ -493,3 +493,67 @@ fn readdir_stays_consistent_while_the_directory_changes() {
         assert_eq!(now.len(), 3000 - removed.len() + 50 + 200);
     }
 }
+
+/// What a reader sees of a lower hard link (`a`, `b`, and `c` in a subdirectory) before and after one name
+/// is written: shared `st_ino` while both are lower, a broken link after the copy-up.
+fn lower_hardlink_scenario(m: &Path) -> Vec<String> {
+    let st = |n: &str| std::fs::symlink_metadata(m.join(n)).expect("stat");
+    let mut seen = Vec::new();
+    let (a, b, c) = (st("a"), st("b"), st("d/c"));
+    seen.push(format!(
+        "before: a==b {} a==c {} nlink {} {} {}",
+        a.ino() == b.ino(),
+        a.ino() == c.ino(),
+        a.nlink(),
+        b.nlink(),
+        c.nlink()
+    ));
+    let other = st("dir1");
+    seen.push(format!("a!=dir1 {}", a.ino() != other.ino()));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("a"))
+        .expect("open a")
+        .write_all(b"more\n")
+        .expect("write a");
+    let (a2, b2, c2) = (st("a"), st("b"), st("d/c"));
+    seen.push(format!(
+        "after: a==b {} b==c {} b kept {} a kept {} nlink {} {}",
+        a2.ino() == b2.ino(),
+        b2.ino() == c2.ino(),
+        b2.ino() == b.ino(),
+        a2.ino() == a.ino(),
+        a2.nlink(),
+        b2.nlink()
+    ));
+    seen.push(std::fs::read_to_string(m.join("a")).expect("read a"));
+    seen.push(std::fs::read_to_string(m.join("b")).expect("read b"));
+    seen
+}
+
+#[test]
+fn lower_hardlinks_show_one_inode_until_copied_up_like_the_kernel() {
+    let mut results = Vec::new();
+    for which in ["kernel", "rimg"] {
+        let f = fixture();
+        let l = &f.lowers[0];
+        write(&l.join("a"), "linked\n");
+        std::fs::create_dir_all(l.join("d")).unwrap();
+        std::fs::hard_link(l.join("a"), l.join("b")).unwrap();
+        std::fs::hard_link(l.join("a"), l.join("d/c")).unwrap();
+        let seen = if which == "kernel" {
+            let _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, "").expect("kernel overlayfs");
+            lower_hardlink_scenario(&f.m)
+        } else {
+            let _r = mount(&f, &MountOptions::default());
+            lower_hardlink_scenario(&f.m)
+        };
+        results.push(seen);
+    }
+    assert_eq!(results[0], results[1], "kernel overlayfs vs rimg");
+    // what both must have seen, so that the comparison cannot pass on two equal mistakes
+    assert_eq!(results[1][0], "before: a==b true a==c true nlink 3 3 3");
+    assert!(results[1][2].starts_with("after: a==b false b==c true b kept true"), "{:?}", results[1]);
+    assert_eq!(results[1][3], "linked\nmore\n");
+    assert_eq!(results[1][4], "linked\n");
+}

@@ -314,7 +314,7 @@ impl Filesystem for Overlay {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_install(parent.0, name, 1) {
-            Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
+            Ok((node, attr)) => reply.entry_node(INodeNo(node), &TTL, &attr, GEN),
             // a negative entry (node id 0) the kernel may cache: names only appear through this mount
             Err(libc::ENOENT) => {
                 let mut attr = super::attr::to_attr(0, &unsafe { std::mem::zeroed() });
@@ -458,7 +458,7 @@ impl Filesystem for Overlay {
         let r = Overlay::link(self, ino.0, newparent.0, newname);
         self.changed(newparent.0);
         match r {
-            Ok((_, attr)) => reply.entry(&TTL, &attr, GEN),
+            Ok((node, attr)) => reply.entry_node(INodeNo(node), &TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
         }
     }

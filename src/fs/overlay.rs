@@ -201,20 +201,32 @@ impl Overlay {
 
     /// Current attributes of `ino` as the overlay presents them.
     pub fn attr(&self, ino: u64) -> SysResult<FileAttr> {
-        let (loc, merged, meta_lower) = {
+        let (loc, merged, meta_lower, in_lower) = {
             let t = lock(&self.t);
             let (loc, _) = Self::loc_locked(&t, ino)?;
             let n = t.nodes.get(&ino).ok_or(libc::ENOENT)?;
+            let in_lower = !n.upper;
             let merged = n
                 .dir
                 .as_ref()
                 .is_some_and(|d| (d.upper.is_some() && !d.lowers.is_empty()) || d.lowers.len() > 1);
             let meta = if n.metacopy { n.lower.clone() } else { None };
-            (loc, merged, meta)
+            (loc, merged, meta, in_lower)
         };
         let mut st = sys::stat_at(loc.0.as_raw_fd(), &loc.1)?;
         self.adjust(&mut st, merged, meta_lower.as_ref().map(|l| (l.dir.as_raw_fd(), l.name.as_os_str())));
-        Ok(self.present(ino, &st))
+        Ok(self.present(self.shown_ino(ino, in_lower, &st), &st))
+    }
+
+    /// The `st_ino` object `ino` shows: its own number, or for a name of a hard link still in a lower
+    /// layer the number all names of that link show (kernel overlayfs shows the lower inode there; a
+    /// name copied up gets its own, as the kernel's broken hard links do).
+    fn shown_ino(&self, ino: u64, in_lower: bool, st: &libc::stat) -> u64 {
+        if in_lower && st.st_mode & libc::S_IFMT != libc::S_IFDIR && st.st_nlink > 1 {
+            lock(&self.t).link_group(st.st_dev, st.st_ino)
+        } else {
+            ino
+        }
     }
 
     /// FUSE attributes of a real file as the kernel is shown them (owners as host ids).
@@ -242,7 +254,7 @@ impl Overlay {
             f.dir.as_ref().is_some_and(|d| (d.upper.is_some() && !d.lowers.is_empty()) || d.lowers.len() > 1);
         let meta = if f.metacopy { f.lower.as_ref() } else { None };
         self.adjust(&mut st, merged, meta.map(|l| (l.dir.as_raw_fd(), l.name.as_os_str())));
-        self.present(ino, &st)
+        self.present(self.shown_ino(ino, !f.upper, &st), &st)
     }
 
     /// Resolve `name` in directory `parent` and register it with `lookups` kernel references.

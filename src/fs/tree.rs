@@ -132,6 +132,12 @@ pub struct Tables {
     pub by_key: HashMap<Key, u64>,
     /// Next inode number to hand out.
     pub next_ino: u64,
+    /// The `st_ino` shown by all names of a hard link still in a lower layer: (device, real inode) → a
+    /// number from the same counter as inode numbers, so it is no other object's. Each name is its own
+    /// object (copied up on its own, breaking the link, as kernel overlayfs does without `index`), but
+    /// until then they show one `st_ino`, as the kernel shows the lower inode. Grows with the hard-linked
+    /// lower files the mount has seen, which the image bounds.
+    pub link_groups: HashMap<(u64, u64), u64>,
 }
 
 impl Tables {
@@ -144,6 +150,15 @@ impl Tables {
         self.next_ino += 1;
         self.by_key.insert(key, i);
         i
+    }
+
+    /// The `st_ino` every name of the lower hard link (`dev`, `ino`) shows.
+    pub fn link_group(&mut self, dev: u64, ino: u64) -> u64 {
+        let next = &mut self.next_ino;
+        *self.link_groups.entry((dev, ino)).or_insert_with(|| {
+            *next += 1;
+            *next - 1
+        })
     }
 
     /// Record that the kernel now holds `lookups` more references to the object `f` at (parent, name);
