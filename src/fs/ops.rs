@@ -294,6 +294,10 @@ impl Filesystem for Overlay {
             InitFlags::FUSE_ASYNC_DIO,
             InitFlags::FUSE_SPLICE_READ,
             InitFlags::FUSE_SPLICE_WRITE,
+            // READDIRPLUS where it pays: the kernel asks for it on a directory's first chunk and after
+            // lookups in it (a tree walk), plain READDIR otherwise
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
         ] {
             let _ = config.add_capabilities(cap);
         }
@@ -631,23 +635,26 @@ impl Filesystem for Overlay {
             self.listing_done(ino.0, &l);
         }
         for e in rest {
-            if e.name == "." || e.name == ".." {
-                let Ok(attr) = self.attr(e.ino) else { continue };
-                if reply.add(INodeNo(e.ino), e.cookie, &e.name, &TTL, &attr, GEN) {
-                    break;
+            // Subdirectories come with their attributes: a tree walk (find, du, ls -R) opens each of
+            // them next, and this saves that LOOKUP. Everything else goes as a name only (node id 0): such
+            // walks never stat it, and resolving it here would cost a stat per layer and a kernel inode
+            // per name for nothing. "." and ".." the kernel never links.
+            if e.dtype == libc::DT_DIR && e.name != "." && e.name != ".." {
+                if let Ok(Some(f)) = self.stack.resolve(&dir, ino.0, &e.name) {
+                    let eino = lock(&self.t).ino_for(f.key);
+                    let attr = self.found_attr(eino, &f);
+                    if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {
+                        break;
+                    }
+                    lock(&self.t).install(ino.0, &e.name, &f, 1);
+                    continue;
                 }
-                continue;
             }
-            let f = match self.stack.resolve(&dir, ino.0, &e.name) {
-                Ok(Some(f)) => f,
-                _ => continue,
-            };
-            let eino = lock(&self.t).ino_for(f.key);
-            let attr = self.found_attr(eino, &f);
-            if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            st.st_mode = u32::from(e.dtype) << 12;
+            if reply.add(INodeNo(0), e.cookie, &e.name, &TTL, &super::attr::to_attr(e.ino, &st), GEN) {
                 break;
             }
-            lock(&self.t).install(ino.0, &e.name, &f, 1);
         }
         reply.ok();
     }
