@@ -178,6 +178,30 @@ impl Overlay {
         lock(&self.handles).get(&fh.0).map(|h| h.fd.clone()).ok_or(libc::EBADF)
     }
 
+    /// Answer a CREATE or TMPFILE with the new file `ino`, open as `file`: through passthrough when
+    /// possible, else served here.
+    fn reply_created(
+        &self,
+        req: &Request,
+        ino: u64,
+        attr: &fuser::FileAttr,
+        file: std::os::fd::OwnedFd,
+        reply: ReplyCreate,
+    ) {
+        let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
+        let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());
+        let (fh, served) = self.register(ino, h, true, allow, |h| reply.open_backing(h.fd.as_fd()));
+        let (fh, nf) = (FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
+        match served {
+            Served::Passthrough(b) => reply.created_passthrough(&TTL, attr, GEN, fh, nf, &b),
+            Served::Direct(Some(b)) => {
+                reply.created_passthrough(&TTL, attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO, &b)
+            }
+            Served::Direct(None) => reply.created(&TTL, attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO),
+            Served::Cached => reply.created(&TTL, attr, GEN, fh, nf),
+        }
+    }
+
     /// The merged listing of directory `ino` for a reader at readdir offset `offset`: built afresh at
     /// offset 0 (as POSIX wants of rewinddir), else the one cached on the node if there is one.
     fn dir_listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>, i32> {
@@ -565,10 +589,18 @@ impl Filesystem for Overlay {
     ) {
         let h = lock(&self.handles).remove(&fh.0);
         if let Some(h) = &h {
-            if h.cached {
-                if let Some(n) = lock(&self.t).nodes.get_mut(&h.ino) {
+            let unnamed = {
+                let mut t = lock(&self.t);
+                let n = t.nodes.get_mut(&h.ino);
+                let unnamed = n.as_ref().is_some_and(|n| n.tmpfile.is_some());
+                if let Some(n) = n.filter(|_| h.cached) {
                     n.cached_opens = n.cached_opens.saturating_sub(1);
                 }
+                unnamed
+            };
+            // the last close of an unnamed file removes it (only those are worth a look at the others)
+            if unnamed && !lock(&self.handles).values().any(|o| o.ino == h.ino) {
+                self.closed(h.ino);
             }
         }
         drop(h);
@@ -827,23 +859,26 @@ impl Filesystem for Overlay {
     ) {
         let r = self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::File(mode));
         self.changed(parent.0);
-        let (ino, attr, file) = match r {
-            Ok((i, a, Some(f))) => (i, a, f),
-            Ok(_) => return reply.error(Errno::EIO),
-            Err(e) => return reply.error(err(e)),
-        };
         let _ = flags;
-        let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
-        let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());
-        let (fh, served) = self.register(ino, h, true, allow, |h| reply.open_backing(h.fd.as_fd()));
-        let (fh, nf) = (FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
-        match served {
-            Served::Passthrough(b) => reply.created_passthrough(&TTL, &attr, GEN, fh, nf, &b),
-            Served::Direct(Some(b)) => {
-                reply.created_passthrough(&TTL, &attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO, &b)
-            }
-            Served::Direct(None) => reply.created(&TTL, &attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO),
-            Served::Cached => reply.created(&TTL, &attr, GEN, fh, nf),
+        match r {
+            Ok((i, a, Some(f))) => self.reply_created(req, i, &a, f, reply),
+            Ok(_) => reply.error(Errno::EIO),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.create_tmpfile(req.uid(), req.gid(), parent.0, mode) {
+            Ok((i, a, f)) => self.reply_created(req, i, &a, f, reply),
+            Err(e) => reply.error(err(e)),
         }
     }
 

@@ -178,6 +178,9 @@ impl Overlay {
         if n.gone {
             return Err(libc::ENOENT);
         }
+        if let Some(w) = &n.tmpfile {
+            return Ok(((w.clone(), n.name.clone()), true));
+        }
         if let Some(d) = &n.dir {
             if let Some(u) = &d.upper {
                 return Ok(((u.clone(), OsString::new()), true));
@@ -201,19 +204,24 @@ impl Overlay {
 
     /// Current attributes of `ino` as the overlay presents them.
     pub fn attr(&self, ino: u64) -> SysResult<FileAttr> {
-        let (loc, merged, meta_lower, in_lower) = {
+        let (loc, merged, meta_lower, in_lower, unnamed) = {
             let t = lock(&self.t);
             let (loc, _) = Self::loc_locked(&t, ino)?;
             let n = t.nodes.get(&ino).ok_or(libc::ENOENT)?;
             let in_lower = !n.upper;
+            let unnamed = n.tmpfile.is_some();
             let merged = n
                 .dir
                 .as_ref()
                 .is_some_and(|d| (d.upper.is_some() && !d.lowers.is_empty()) || d.lowers.len() > 1);
             let meta = if n.metacopy { n.lower.clone() } else { None };
-            (loc, merged, meta, in_lower)
+            (loc, merged, meta, in_lower, unnamed)
         };
         let mut st = sys::stat_at(loc.0.as_raw_fd(), &loc.1)?;
+        if unnamed {
+            // its work directory name is ours, not the user's
+            st.st_nlink = 0;
+        }
         self.adjust(&mut st, merged, meta_lower.as_ref().map(|l| (l.dir.as_raw_fd(), l.name.as_os_str())));
         Ok(self.present(self.shown_ino(ino, in_lower, &st), &st))
     }
@@ -468,12 +476,7 @@ impl Overlay {
         let mut file = None;
         let res: SysResult<()> = (|| {
             match what {
-                NewEntry::File(mode) => {
-                    let fd = sys::open_at(tdir, tname, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
-                    sys::fchown(fd.as_raw_fd(), ouid, ogid)?;
-                    sys::fchmod(fd.as_raw_fd(), (mode & 0o7777) | extra)?;
-                    file = Some(fd);
-                }
+                NewEntry::File(mode) => file = Some(Self::new_file(tdir, tname, ouid, ogid, mode | extra)?),
                 NewEntry::Dir(mode) => {
                     sys::mkdir_at(tdir, tname, 0o700)?;
                     sys::chown_at(tdir, tname, ouid, ogid)?;
@@ -526,6 +529,62 @@ impl Overlay {
         Ok((ino, self.present(ino, &st), file))
     }
 
+    /// Create the real regular file `tdir/tname` owned by (uid, gid) with `mode`, open for reading and
+    /// writing. Others cannot open it before it has its owner: it is created 0600.
+    fn new_file(tdir: RawFd, tname: &OsStr, uid: u32, gid: u32, mode: u32) -> SysResult<OwnedFd> {
+        let fd = sys::open_at(tdir, tname, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
+        sys::fchown(fd.as_raw_fd(), uid, gid)?;
+        sys::fchmod(fd.as_raw_fd(), mode & 0o7777)?;
+        Ok(fd)
+    }
+
+    /// Create an unnamed file (`O_TMPFILE`) in directory `parent` as the caller. It lives under a
+    /// temporary name in the work directory (on the upper filesystem, so a LINK can rename it into
+    /// place) and shows `st_nlink` 0; [`Overlay::closed`] removes it if it never got a name.
+    pub fn create_tmpfile(
+        &self,
+        uid: u32,
+        gid: u32,
+        parent: u64,
+        mode: u32,
+    ) -> SysResult<(u64, FileAttr, OwnedFd)> {
+        self.writable()?;
+        let (uid, gid) = self.opts.ids.creator(uid, gid);
+        let work = self.work.clone().ok_or(libc::EROFS)?;
+        let _g = lock(&self.mutate);
+        // as kernel overlayfs: the directory is copied up, its owner and setgid bit decide the file's group
+        self.copy_up(parent, CopyMode::Meta)?;
+        let pup = self.dir_of(parent)?.upper.ok_or(libc::EIO)?;
+        let (ouid, ogid, _) = Self::new_owner(&sys::fstat(pup.as_raw_fd())?, uid, gid, false);
+        let tmp = self.tmp_name();
+        let file = Self::new_file(work.as_raw_fd(), &tmp, ouid, ogid, mode)?;
+        let mut st = sys::fstat(file.as_raw_fd())?;
+        let key =
+            Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: st.st_ino, extra: 0 };
+        let found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
+        let ino = {
+            let mut t = lock(&self.t);
+            let ino = t.install(parent, &tmp, &found, 1);
+            if let Some(n) = t.nodes.get_mut(&ino) {
+                n.tmpfile = Some(work);
+            }
+            ino
+        };
+        st.st_nlink = 0;
+        Ok((ino, self.present(ino, &st), file))
+    }
+
+    /// The last handle of `ino` was closed: an unnamed file that never got a name goes away now.
+    pub fn closed(&self, ino: u64) {
+        let _g = lock(&self.mutate);
+        let mut t = lock(&self.t);
+        let Some(n) = t.nodes.get_mut(&ino) else { return };
+        let Some(work) = n.tmpfile.take() else { return };
+        n.gone = true;
+        let _ = sys::unlink_at(work.as_raw_fd(), &n.name, 0);
+        t.drop_keys(ino);
+    }
+
     /// Hard link `ino` as `newparent/newname`.
     pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> SysResult<(u64, FileAttr)> {
         self.writable()?;
@@ -533,6 +592,18 @@ impl Overlay {
         let ndir = self.dir_of(newparent)?;
         if self.stack.resolve(&ndir, newparent, newname)?.is_some() {
             return Err(libc::EEXIST);
+        }
+        let unnamed = {
+            let t = lock(&self.t);
+            t.nodes.get(&ino).and_then(|n| n.tmpfile.clone().map(|w| (w, n.name.clone())))
+        };
+        if let Some((work, tmp)) = unnamed {
+            // an O_TMPFILE file's first name: its file moves into place (over a whiteout, if any)
+            self.copy_up(newparent, CopyMode::Meta)?;
+            let pup = self.dir_of(newparent)?.upper.ok_or(libc::EIO)?;
+            sys::rename_at(work.as_raw_fd(), &tmp, pup.as_raw_fd(), newname, 0)?;
+            lock(&self.t).adopt_tmpfile(ino, newparent, newname);
+            return self.lookup_install(newparent, newname, 1);
         }
         self.copy_up(ino, CopyMode::Full)?;
         self.copy_up(newparent, CopyMode::Meta)?;

@@ -121,6 +121,9 @@ pub struct Node {
     /// The merged listing of a directory being read (see [`super::dirlist`]); dropped when a reader
     /// reaches its end or the directory changes.
     pub listing: Option<Arc<super::dirlist::Listing>>,
+    /// An unnamed (`O_TMPFILE`) file: the work directory holding it under its temporary `name` until a
+    /// LINK gives it a real name or its last handle closes.
+    pub tmpfile: Option<Arc<OwnedFd>>,
 }
 
 /// All nodes plus the identity → inode number map.
@@ -227,6 +230,7 @@ impl Tables {
                 backing_upper: false,
                 cached_opens: 0,
                 listing: None,
+                tmpfile: None,
             },
         );
         if let Some(p) = self.nodes.get_mut(&parent) {
@@ -257,6 +261,23 @@ impl Tables {
             cur = parent;
             dec = 0;
             child_gone = true;
+        }
+    }
+
+    /// Give the unnamed file `ino` its first name, `parent/name` (where its file has just been renamed
+    /// to), so that it is found there from now on instead of in the work directory.
+    pub fn adopt_tmpfile(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        n.tmpfile = None;
+        let old = std::mem::replace(&mut n.parent, parent);
+        n.name = name.to_owned();
+        if old != parent {
+            if let Some(p) = self.nodes.get_mut(&old) {
+                p.children = p.children.saturating_sub(1);
+            }
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.children += 1;
+            }
         }
     }
 
