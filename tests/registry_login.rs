@@ -61,7 +61,10 @@ fn rimg(docker_config: &Path, args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    // a command that does not read its stdin (or fails first) may exit before this write
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing the password: {e}");
+    }
     child.wait_with_output().unwrap()
 }
 
