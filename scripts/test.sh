@@ -37,8 +37,10 @@ fi
 limit=${RIMG_TEST_TIMEOUT:-2400}
 setsid cargo test --locked --no-fail-fast -- --test-threads=2 >"$repo/.work/test.log" 2>&1 &
 test_pid=$!
-tail -n +1 -F --pid="$test_pid" "$repo/.work/test.log" 2>/dev/null |
-  grep --line-buffered -E '^(test |running |test result|failures:|---- )|panicked' &
+# progress as it happens (a process group of its own, stopped once the log is complete)
+setsid bash -c 'tail -n +1 -F "$0" 2>/dev/null |
+  grep --line-buffered -E "^(test |running |test result|failures:|---- )|panicked"' "$repo/.work/test.log" &
+stream_pid=$!
 deadline=$((SECONDS + limit))
 while kill -0 "$test_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
 if kill -0 "$test_pid" 2>/dev/null; then
@@ -52,9 +54,12 @@ if kill -0 "$test_pid" 2>/dev/null; then
   grep -E ' fuse' /proc/self/mountinfo || true
   for c in /sys/fs/fuse/connections/*/abort; do [ -e "$c" ] && echo 1 >"$c" 2>/dev/null || true; done
   kill -KILL -- -"$test_pid" 2>/dev/null || true
+  kill -- -"$stream_pid" 2>/dev/null || true
   exit 1
 fi
-wait || true
+wait "$test_pid" || true
+sleep 1
+kill -- -"$stream_pid" 2>/dev/null || true
 # The summary line CI reads, and the exit code that matters.
 if grep -q '^test result: FAILED' "$repo/.work/test.log" || ! grep -q '^test result: ok' "$repo/.work/test.log"; then
   grep -A40 '^failures:' "$repo/.work/test.log" | head -n 200
