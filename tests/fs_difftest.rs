@@ -415,6 +415,24 @@ fn with_redirect_dir_and_metacopy_the_merged_views_agree() {
 }
 
 #[test]
+fn through_the_writeback_cache_the_results_agree() {
+    // passthrough off: regular-file I/O goes through the page cache with the FUSE writeback cache, so
+    // the kernel keeps sizes and times while it holds dirty pages and sends writes back later
+    let cases = env_num("RIMG_DIFFTEST_CASES", 16) as u32;
+    let seed = env_num("RIMG_DIFFTEST_SEED", 0x5eed) ^ 0x3b3b;
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases, failure_persistence: None, max_shrink_iters: 200, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let strat = prop::collection::vec((op(), prop::bool::weighted(0.3)), 1..30);
+    let opts = rimg::fs::MountOptions { passthrough: false, ..kernel_like_options() };
+    assert!(opts.writeback);
+    if let Err(e) = runner.run(&strat, |ops| one_case_with(&ops, "", &opts)) {
+        panic!("{e}");
+    }
+}
+
+#[test]
 fn fixed_sequences_agree() {
     use Op::*;
     let seqs: Vec<Vec<(Op, bool)>> = vec![

@@ -1,6 +1,12 @@
 //! `rimg overlayfs` / `rimg-overlayfs`: the FUSE overlay with fuse-overlayfs's calling convention
 //! (`[-f] -o lowerdir=L1:L2,upperdir=U,workdir=W[,…] [SOURCE] MOUNTPOINT`), so podman's mount_program
 //! and `mount -t fuse.rimg-overlayfs` can use it. Returns once the mount is ready unless `-f`.
+//!
+//! Options besides the layers (`-o`, comma-separated; see [`MountOptions`]): `ro`/`rw`,
+//! `redirect_dir=on|off`, `metacopy=on|off` (both default on), `passthrough=on|off` (FUSE passthrough
+//! for regular-file I/O, default on), `writeback=on|off` (the kernel caches writes where passthrough is
+//! off or unavailable, default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
+//! `uidmapping=C:H:N[:…]`, `gidmapping=…`.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -81,7 +87,9 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             }
             s if s.starts_with("-o") => optstrings.push(s[2..].to_string()),
             "-h" | "--help" => bail!(
-                "usage: rimg overlayfs [-f] -o lowerdir=L1:L2[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT"
+                "usage: rimg overlayfs [-f] -o lowerdir=L1:L2[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT\n\
+                 options: ro, redirect_dir=on|off, metacopy=on|off, passthrough=on|off, writeback=on|off,\n\
+                 threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
             ),
             s if s.starts_with('-') && s.len() > 1 => eprintln!("unknown argument ignored: {s}"),
             _ => positional.push(a.clone()),
@@ -103,6 +111,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             ("redirect_dir", Some(v)) => opts.redirect_dir = v != "off" && v != "nofollow",
             ("metacopy", Some(v)) => opts.metacopy = on_off(k, v)?,
             ("passthrough", Some(v)) => opts.passthrough = on_off(k, v)?,
+            ("writeback", Some(v)) => opts.writeback = on_off(k, v)?,
             ("threads", Some(v)) => opts.threads = v.parse().context("threads")?,
             ("fsname", Some(v)) => opts.fsname = v.to_string(),
             ("allow_other", None) => opts.allow_other = true,
@@ -300,6 +309,19 @@ mod tests {
         assert_eq!(p.mountpoint, PathBuf::from("/mnt"));
         assert!(!p.foreground);
         assert!(p.opts.as_ref().unwrap().uid_map.is_identity());
+    }
+
+    #[test]
+    fn parses_io_switches() {
+        let parse_opts = |o: &str| {
+            let args: Vec<String> = ["-o", o, "/mnt"].iter().map(|s| s.to_string()).collect();
+            parse(&args).map(|p| p.opts.unwrap_or_default())
+        };
+        let d = parse_opts("lowerdir=/a").unwrap();
+        assert!(d.passthrough && d.writeback, "both on by default");
+        let o = parse_opts("lowerdir=/a,passthrough=off,writeback=off").unwrap();
+        assert!(!o.passthrough && !o.writeback);
+        assert!(parse_opts("lowerdir=/a,writeback=maybe").is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Layers, upper and work directories use the kernel overlayfs on-disk format (0/0 character-device
 //! whiteouts, `trusted.overlay.opaque`, copy-ups built in `workdir/work`), so the kernel can mount what rimg
 //! wrote and the other way round. Regular-file I/O goes through FUSE passthrough where the kernel offers
-//! it, so reads and writes run at the speed of the underlying filesystem.
+//! it, so reads and writes run at the speed of the underlying filesystem; elsewhere the kernel's page
+//! cache serves it, with writes cached and sent back in batches (FUSE writeback cache).
 //!
 //! Lifecycle: [`prepare`] mounts (mount(2) on /dev/fuse) and completes the FUSE handshake in the calling
 //! thread without starting any thread, so a caller may fork after it; [`Prepared::serve`] starts the worker
@@ -55,6 +56,11 @@ pub struct MountOptions {
     pub metacopy: bool,
     /// Serve regular-file I/O through FUSE passthrough when the kernel supports it.
     pub passthrough: bool,
+    /// Where regular-file I/O is not passed through (`passthrough` off, or a kernel without it), let
+    /// the kernel cache writes and send them back in large batches (FUSE writeback cache) instead of
+    /// making every write(2) a round trip to this server. Off: writes go through to the upper file
+    /// before write(2) returns, as they do with passthrough.
+    pub writeback: bool,
     /// User ids of a user namespace the mount is served to (fuse-overlayfs `uidmapping=`): files keep
     /// container uids on disk and are shown to the kernel with the host uids those map to; the uids the
     /// kernel sends (callers creating files, chown) are mapped back. Identity (the default) translates
@@ -75,6 +81,7 @@ impl Default for MountOptions {
             redirect_dir: true,
             metacopy: true,
             passthrough: true,
+            writeback: true,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -195,6 +202,7 @@ fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Ov
         redirect_dir: opts.redirect_dir,
         metacopy: opts.metacopy,
         passthrough: opts.passthrough,
+        writeback: opts.writeback,
         ids: ids::IdMaps { uid: opts.uid_map.clone(), gid: opts.gid_map.clone() },
     };
     let stack = tree::Stack { lowers, upper };

@@ -1,5 +1,6 @@
 //! The FUSE request handlers: each one translates a kernel request into overlay operations and replies.
-//! Regular-file I/O is handed to the kernel through FUSE passthrough whenever it is available.
+//! Regular-file I/O is handed to the kernel through FUSE passthrough whenever it is available; without
+//! it, the kernel's page cache serves it, with the FUSE writeback cache unless the mount turns it off.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -65,6 +66,9 @@ impl Overlay {
             let mode = if flags & libc::O_TRUNC != 0 { CopyMode::Empty } else { CopyMode::Full };
             self.copy_up(ino, mode)?;
         }
+        if write || flags & libc::O_TRUNC != 0 {
+            self.reopen_on_upper(ino);
+        }
         let ((dir, name), upper) = {
             let t = lock(&self.t);
             match t.nodes.get(&ino) {
@@ -76,8 +80,21 @@ impl Overlay {
                 _ => Self::loc_locked(&t, ino)?,
             }
         };
+        // upper copies are always opened read-write (the server runs with CAP_DAC_OVERRIDE): with the
+        // writeback cache the kernel reads through a handle the caller opened write-only (to fill the
+        // rest of a page it writes part of), and it writes back dirty pages through any handle open
+        // for writing. O_APPEND is never passed on: the kernel computes append offsets itself and
+        // sends them with each write, which pwrite on an O_APPEND descriptor would ignore.
         let oflags = if upper && !self.opts.read_only { libc::O_RDWR } else { libc::O_RDONLY };
-        let mut extra = flags & (libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME);
+        let mut pass = libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME;
+        if !self.passthrough.load(Ordering::Relaxed) {
+            // every handle is served here, from request buffers O_DIRECT's alignment rules do not
+            // hold for, and with the writeback cache the kernel writes back other opens' dirty pages
+            // through it too. An O_DIRECT open still bypasses the kernel's cache of this mount (the
+            // kernel sends its I/O as direct FUSE requests).
+            pass &= !libc::O_DIRECT;
+        }
+        let mut extra = flags & pass;
         if upper {
             // FUSE_ATOMIC_O_TRUNC: the truncation is ours to do
             extra |= flags & libc::O_TRUNC;
@@ -92,7 +109,35 @@ impl Overlay {
             // what the kernel asks for with FUSE_OPEN_KILL_SUIDGID (which fuser does not pass on)
             self.kill_suid(ino, fd.as_raw_fd())?;
         }
-        Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false }, upper, write))
+        Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false, upper }, upper, write))
+    }
+
+    /// With the writeback cache, move page-cache handles of `ino` still reading a lower copy to the
+    /// upper copy, once the data is there (as kernel overlayfs does for files opened before a copy-up).
+    /// The kernel keeps one page cache per inode: a page such a handle read from the lower copy would
+    /// otherwise be taken as current by a writer that changes part of it, and written back whole over
+    /// the upper copy.
+    fn reopen_on_upper(&self, ino: u64) {
+        if !self.writeback.load(Ordering::Relaxed) {
+            return;
+        }
+        let ((dir, name), upper) = {
+            let t = lock(&self.t);
+            match (t.nodes.get(&ino), Self::loc_locked(&t, ino)) {
+                (Some(n), Ok(l)) if !n.metacopy => l,
+                _ => return,
+            }
+        };
+        if !upper {
+            return;
+        }
+        let mut hs = lock(&self.handles);
+        for h in hs.values_mut().filter(|h| h.ino == ino && h.cached && !h.upper) {
+            if let Ok(fd) = sys::open_at(dir.as_raw_fd(), &name, libc::O_RDONLY, 0) {
+                h.fd = Arc::new(fd);
+                h.upper = true;
+            }
+        }
     }
 
     /// Clear S_ISUID, and S_ISGID of a group-executable file, as a write or truncation by a caller
@@ -174,6 +219,19 @@ impl Overlay {
         sys::fstat(fd).map_or(true, |st| suid_kill_bits(st.st_mode) == 0)
     }
 
+    /// Whether an open served through the page cache keeps the pages the kernel has of the file.
+    /// Lower files never change. Upper files change only through this mount while it is mounted, so
+    /// with the writeback cache their pages are kept too: dropping them would first write back every
+    /// dirty page at each open (without it, writes go through at once and opens drop the pages, as
+    /// before).
+    fn keep_cache(&self, upper: bool) -> FopenFlags {
+        if !upper || self.writeback.load(Ordering::Relaxed) {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
+    }
+
     fn handle_fd(&self, fh: FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, i32> {
         lock(&self.handles).get(&fh.0).map(|h| h.fd.clone()).ok_or(libc::EBADF)
     }
@@ -188,7 +246,7 @@ impl Overlay {
         file: std::os::fd::OwnedFd,
         reply: ReplyCreate,
     ) {
-        let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false };
+        let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false, upper: true };
         let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());
         let (fh, served) = self.register(ino, h, true, allow, |h| reply.open_backing(h.fd.as_fd()));
         let (fh, nf) = (FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
@@ -198,7 +256,7 @@ impl Overlay {
                 reply.created_passthrough(&TTL, attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO, &b)
             }
             Served::Direct(None) => reply.created(&TTL, attr, GEN, fh, nf | FopenFlags::FOPEN_DIRECT_IO),
-            Served::Cached => reply.created(&TTL, attr, GEN, fh, nf),
+            Served::Cached => reply.created(&TTL, attr, GEN, fh, nf | self.keep_cache(true)),
         }
     }
 
@@ -260,6 +318,9 @@ impl Overlay {
                 None => CopyMode::Meta,
             };
             self.copy_up(ino, cm)?;
+        }
+        if size.is_some() {
+            self.reopen_on_upper(ino);
         }
         let ((dir, name), upper) = self.loc(ino)?;
         if !upper {
@@ -330,6 +391,15 @@ impl Filesystem for Overlay {
             && config.set_max_stack_depth(1).is_ok()
         {
             self.passthrough.store(true, Ordering::Relaxed);
+        }
+        // the two exclude each other: passthrough I/O bypasses the page cache the writeback cache
+        // keeps dirty pages (and the size and times that go with them) in
+        if self.opts.writeback
+            && !self.opts.read_only
+            && !self.passthrough.load(Ordering::Relaxed)
+            && config.add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE).is_ok()
+        {
+            self.writeback.store(true, Ordering::Relaxed);
         }
         if config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) {
             self.no_opendir.store(true, Ordering::Relaxed);
@@ -506,9 +576,7 @@ impl Filesystem for Overlay {
                 reply.opened_passthrough(FileHandle(fh), nf | FopenFlags::FOPEN_DIRECT_IO, &b)
             }
             Served::Direct(None) => reply.opened(FileHandle(fh), nf | FopenFlags::FOPEN_DIRECT_IO),
-            // lower files never change: keep their pages across opens
-            Served::Cached if !upper => reply.opened(FileHandle(fh), nf | FopenFlags::FOPEN_KEEP_CACHE),
-            Served::Cached => reply.opened(FileHandle(fh), nf),
+            Served::Cached => reply.opened(FileHandle(fh), nf | self.keep_cache(upper)),
         }
     }
 
@@ -574,7 +642,11 @@ impl Filesystem for Overlay {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // nothing to do here (no POSIX locks are kept by the server). Opens say so with FOPEN_NOFLUSH,
+        // which the kernel ignores under the writeback cache: it writes the file's dirty pages back at
+        // each close and then asks. ENOSYS tells it never to ask again (it still writes back first),
+        // sparing a round trip per close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

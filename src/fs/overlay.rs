@@ -26,6 +26,8 @@ pub struct FsOptions {
     pub metacopy: bool,
     /// Use FUSE passthrough for regular-file I/O when the kernel offers it.
     pub passthrough: bool,
+    /// Ask for the FUSE writeback cache when passthrough is not in use.
+    pub writeback: bool,
     /// Container ↔ host id maps (identity without a user namespace).
     pub ids: super::ids::IdMaps,
 }
@@ -51,6 +53,8 @@ pub struct Handle {
     pub ino: u64,
     /// Served through the page cache (counted in the node's `cached_opens`).
     pub cached: bool,
+    /// `fd` is the upper copy (else a lower file, opened for reading before a copy-up).
+    pub upper: bool,
 }
 
 /// The filesystem: layers, inode table, open handles.
@@ -72,6 +76,10 @@ pub struct Overlay {
     tmp_seq: AtomicU64,
     /// The kernel accepted FUSE_PASSTHROUGH.
     pub passthrough: AtomicBool,
+    /// The kernel accepted FUSE_WRITEBACK_CACHE: it caches writes, keeps the size and times of regular
+    /// files itself while it has dirty pages, reads through handles opened write-only and computes
+    /// O_APPEND offsets itself.
+    pub writeback: AtomicBool,
     /// The kernel can do without OPENDIR (FUSE_NO_OPENDIR_SUPPORT): directories are then opened without
     /// a round trip and their listings cached per inode.
     pub no_opendir: AtomicBool,
@@ -136,6 +144,7 @@ impl Overlay {
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(1),
             passthrough: AtomicBool::new(false),
+            writeback: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
             notifier: Arc::new(std::sync::OnceLock::new()),
         })
