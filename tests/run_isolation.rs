@@ -153,12 +153,20 @@ fn killed_monitor(flags: &[&str], secs: &str) {
     assert!(eventually(Duration::from_secs(10), || run_support::processes_with(&format!("sleep {secs}"))
         .is_empty()));
     // The init dies as soon as the monitor's forking thread does; the monitor's descriptors (and its
-    // lock) go only when its last thread has exited. ps reads the lock, so wait for that.
-    assert!(eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(format!("/proc/{monitor}/stat"))
-            .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
-            .unwrap_or(true)
-    }));
+    // lock) go only when its last thread has exited: a zombie main thread is not enough, the FUSE
+    // server threads may still be on their way out. ps reads the lock, so wait for all of them.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let zombie = std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+                .map(|s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+                .unwrap_or(true);
+            let threads = std::fs::read_dir(format!("/proc/{monitor}/task")).map(|d| d.count()).unwrap_or(0);
+            zombie && threads <= 1
+        }),
+        "the killed monitor's threads did not all exit: {:?}",
+        std::fs::read_dir(format!("/proc/{monitor}/task"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect::<Vec<_>>())
+    );
     let ps = root.ok(&["ps", "-a"]);
     assert!(ps.contains("orphan") && ps.contains("Exited (137)"), "{ps}");
     assert!(cgroup_left(id).is_empty(), "reconciled cgroups: {:?}", cgroup_left(id));
