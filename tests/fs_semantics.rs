@@ -32,15 +32,6 @@ fn mount(f: &Fixture, opts: &MountOptions) -> rimg::fs::OverlayMount {
     rimg_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, opts)
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("readdir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn errno_of<T>(r: std::io::Result<T>) -> i32 {
     match r {
         Ok(_) => 0,

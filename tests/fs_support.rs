@@ -23,6 +23,16 @@ impl Drop for KernelMount {
     }
 }
 
+/// The sorted names in a directory (what a reader of the merged view sees).
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Mount kernel overlayfs.
 pub fn kernel_mount(
     lowers: &[PathBuf],

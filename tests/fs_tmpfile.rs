@@ -59,15 +59,6 @@ fn write_fd(fd: &OwnedFd, data: &[u8]) {
     assert_eq!(n, data.len() as isize);
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .expect("readdir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// What a user sees doing O_TMPFILE things on a mount.
 fn scenario(m: &Path) -> Vec<String> {
     let mut seen = Vec::new();
