@@ -81,6 +81,8 @@ enum Op {
     Readdir(&'static str),
     Readlink(&'static str),
     Utime(&'static str, u32),
+    /// O_TMPFILE in a directory, `len` bytes written, then linked (the /proc/self/fd way) as a name.
+    Tmpfile(&'static str, &'static str, u32, u8),
 }
 
 fn path() -> impl Strategy<Value = &'static str> {
@@ -123,6 +125,7 @@ fn op() -> impl Strategy<Value = Op> {
         path().prop_map(Op::Readdir),
         path().prop_map(Op::Readlink),
         (path(), any::<u32>()).prop_map(|(p, t)| Op::Utime(p, t)),
+        (path(), path(), mode(), any::<u8>()).prop_map(|(d, p, m, l)| Op::Tmpfile(d, p, m, l)),
     ]
 }
 
@@ -192,6 +195,27 @@ fn run(root: &Path, op: &Op) -> String {
             Op::Chmod(p, m) => libc::chmod(c(root, p).as_ptr(), *m) as i64,
             Op::Chown(p, u, g) => libc::lchown(c(root, p).as_ptr(), *u, *g) as i64,
             Op::Link(a, b) => libc::link(c(root, a).as_ptr(), c(root, b).as_ptr()) as i64,
+            Op::Tmpfile(d, p, m, len) => {
+                let fd =
+                    libc::open(c(root, d).as_ptr(), libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC, *m);
+                if fd < 0 {
+                    return format!("open {}", errno());
+                }
+                let data = vec![b't'; *len as usize];
+                let n = libc::write(fd, data.as_ptr().cast(), data.len());
+                let wrote = if n < 0 { errno() } else { n.to_string() };
+                let from = CString::new(format!("/proc/self/fd/{fd}")).expect("path");
+                let r = libc::linkat(
+                    libc::AT_FDCWD,
+                    from.as_ptr(),
+                    libc::AT_FDCWD,
+                    c(root, p).as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                );
+                let linked = if r < 0 { errno() } else { "0".into() };
+                libc::close(fd);
+                return format!("wrote {wrote} link {linked}");
+            }
             Op::Symlink(t, p) => {
                 let t = CString::new(*t).expect("target");
                 libc::symlink(t.as_ptr(), c(root, p).as_ptr()) as i64
