@@ -568,6 +568,12 @@ impl Filesystem for Overlay {
         };
         let allow = self.passthrough_allowed(write, req.uid(), h.fd.as_raw_fd());
         let (fh, served) = self.register(ino.0, h, upper, allow, |h| reply.open_backing(h.fd.as_fd()));
+        if matches!(served, Served::Cached) && !upper {
+            // a copy-up that finished while this lower copy was being opened moved the handles it could
+            // see to the upper copy before this one was registered: look again (the copy-up marks the
+            // node upper before it looks at the handles, so one of the two sees the other)
+            self.reopen_on_upper(ino.0);
+        }
         // flush is a no-op here (no POSIX locks are kept by the server): spare the round trip on close
         let nf = FopenFlags::FOPEN_NOFLUSH;
         match served {
