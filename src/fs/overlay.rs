@@ -373,8 +373,7 @@ impl Overlay {
             return Err(e);
         }
         let nst = sys::stat_at(pup.as_raw_fd(), &name)?;
-        let key =
-            Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: nst.st_ino, extra: 0 };
+        let key = Key { dev: self.stack.upper_dev(), ino: nst.st_ino, extra: 0 };
         let mut t = lock(&self.t);
         t.by_key.insert(key, ino);
         if let Some(n) = t.nodes.get_mut(&ino) {
@@ -531,11 +530,15 @@ impl Overlay {
             Some(f) => sys::fstat(f.as_raw_fd())?,
             None => sys::stat_at(pfd, name)?,
         };
-        let key =
-            Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: st.st_ino, extra: 0 };
-        let found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
-        let ino = lock(&self.t).install(parent, name, &found, 1);
+        let ino = self.install_new(&mut lock(&self.t), parent, name, st);
         Ok((ino, self.present(ino, &st), file))
+    }
+
+    /// Register a non-directory just created in the upper layer (its stat `st`) as `parent/name` with
+    /// one kernel reference: it is exactly its upper file.
+    fn install_new(&self, t: &mut Tables, parent: u64, name: &OsStr, st: libc::stat) -> u64 {
+        let key = Key { dev: self.stack.upper_dev(), ino: st.st_ino, extra: 0 };
+        t.install(parent, name, &Found { st, upper: true, dir: None, lower: None, metacopy: false, key }, 1)
     }
 
     /// Create the real regular file `tdir/tname` owned by (uid, gid) with `mode`, open for reading and
@@ -568,12 +571,9 @@ impl Overlay {
         let tmp = self.tmp_name();
         let file = Self::new_file(work.as_raw_fd(), &tmp, ouid, ogid, mode)?;
         let mut st = sys::fstat(file.as_raw_fd())?;
-        let key =
-            Key { dev: self.stack.upper.as_ref().map(|u| u.dev).unwrap_or(0), ino: st.st_ino, extra: 0 };
-        let found = Found { st, upper: true, dir: None, lower: None, metacopy: false, key };
         let ino = {
             let mut t = lock(&self.t);
-            let ino = t.install(parent, &tmp, &found, 1);
+            let ino = self.install_new(&mut t, parent, &tmp, st);
             if let Some(n) = t.nodes.get_mut(&ino) {
                 n.tmpfile = Some(work);
             }

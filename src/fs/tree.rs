@@ -422,7 +422,8 @@ impl Stack {
         out
     }
 
-    fn upper_dev(&self) -> u64 {
+    /// Device of the upper layer (part of the identity of everything created or copied up there).
+    pub fn upper_dev(&self) -> u64 {
         self.upper.as_ref().map(|u| u.dev).unwrap_or(0)
     }
 
