@@ -35,6 +35,8 @@ fi
 # waited for); when time runs out, what is stuck and where is printed, every FUSE connection is aborted
 # (which frees whatever waits on one) and the tests are killed.
 limit=${RIMG_TEST_TIMEOUT:-2400}
+# the FUSE control filesystem: how connections are aborted below (and by tests); not every machine mounts it
+mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections || true
 setsid cargo test --locked --no-fail-fast -- --test-threads=2 >"$repo/.work/test.log" 2>&1 &
 test_pid=$!
 # progress as it happens (a process group of its own, stopped once the log is complete)

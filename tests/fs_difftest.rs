@@ -457,6 +457,23 @@ fn through_the_writeback_cache_the_results_agree() {
 }
 
 #[test]
+fn through_io_uring_the_results_agree() {
+    // requests through the per-CPU rings instead of /dev/fuse (tests/fs_uring.rs checks they are used)
+    let _uring = UringEnabled::enable();
+    let cases = env_num("RIMG_DIFFTEST_CASES", 16) as u32;
+    let seed = env_num("RIMG_DIFFTEST_SEED", 0x5eed) ^ 0x1071;
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let config = Config { cases, failure_persistence: None, max_shrink_iters: 200, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
+    let strat = prop::collection::vec((op(), prop::bool::weighted(0.3)), 1..30);
+    let opts = rimg::fs::MountOptions { uring: true, ..kernel_like_options() };
+    if let Err(e) = runner.run(&strat, |ops| one_case_with(&ops, "", &opts)) {
+        panic!("{e}");
+    }
+}
+
+#[test]
 fn fixed_sequences_agree() {
     use Op::*;
     let seqs: Vec<Vec<(Op, bool)>> = vec![

@@ -371,3 +371,56 @@ pub fn mounts_under(p: &Path) -> usize {
     let needle = p.display().to_string();
     s.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&needle))).count()
 }
+
+/// The kernel's switch for FUSE over io_uring.
+pub const URING_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns the kernel's FUSE-over-io_uring switch on while it lives, and back to what it was when dropped
+/// (test failures included). Panics on a kernel without it (before 6.14): the io_uring tests must not
+/// pass by testing nothing.
+pub struct UringEnabled(String);
+
+impl UringEnabled {
+    pub fn enable() -> UringEnabled {
+        let old = std::fs::read_to_string(URING_PARAM)
+            .unwrap_or_else(|e| panic!("this kernel has no FUSE over io_uring ({URING_PARAM}: {e})"));
+        std::fs::write(URING_PARAM, "1").expect("enable fuse.enable_uring");
+        UringEnabled(old.trim().to_string())
+    }
+}
+
+impl Drop for UringEnabled {
+    fn drop(&mut self) {
+        let _ = std::fs::write(URING_PARAM, if self.0 == "Y" { "1" } else { "0" });
+    }
+}
+
+/// This process's io_uring queue threads (`fuser-uring-N`, the guard not counted), by thread id.
+pub fn uring_threads() -> Vec<i32> {
+    let Ok(d) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    d.filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .map(|c| c.trim_end().strip_prefix("fuser-uring-").is_some_and(|n| n.parse::<u32>().is_ok()))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The kernel's FUSE control directory (fusectl), mounted if it is not (a bare machine may not have it).
+pub fn fuse_connections() -> PathBuf {
+    let dir = PathBuf::from("/sys/fs/fuse/connections");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some("/sys/fs/fuse/connections"));
+    if !mounted {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "none", "/sys/fs/fuse/connections"])
+            .status()
+            .expect("mount fusectl");
+        assert!(st.success(), "mount -t fusectl failed");
+    }
+    dir
+}

@@ -7,6 +7,9 @@
 #                   else the Alpine minirootfs), BENCH_DIR=/tmp/rimg-fs-bench,
 #        TESTS="find_warm mount" (a subset of the tests, default all), FSES="kernel rimg" (default all three),
 #        RIMG_OPTS=extra rimg mount options appended to -o (e.g. threads=4; the output header names them)
+#        URING=1 (default) turns the kernel's fuse.enable_uring on for the run (restored at exit), so rimg
+#                takes requests through FUSE over io_uring as it does wherever the kernel offers it;
+#                URING=0 measures the /dev/fuse transport
 # The individual samples of every test go to stderr.
 # Every figure is the median of REPS runs (default 3), each on a fresh upper/work and a fresh mount.
 # "cold" figures drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) first.
@@ -20,10 +23,14 @@ FIX_TAR=/work/main/.work/fixtures/cache/debootstrap-bookworm-minbase.tar
 ALPINE=/work/shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz
 ROOTFS_TAR=${ROOTFS_TAR:-$([ -f $FIX_TAR ] && echo $FIX_TAR || echo $ALPINE)}
 
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_WAS=$(cat "$URING_PARAM" 2>/dev/null || echo "")
 cleanup() {
     for m in "$B"/run/*/m; do umount -l "$m" 2>/dev/null || true; done
+    if [ -n "$URING_WAS" ]; then echo "$([ "$URING_WAS" = Y ] && echo 1 || echo 0)" >"$URING_PARAM"; fi
 }
 trap cleanup EXIT
+if [ -n "$URING_WAS" ]; then echo "${URING:-1}" >"$URING_PARAM"; fi
 
 setup() {
     mkdir -p "$B"
@@ -130,6 +137,7 @@ TESTS=${TESTS:-"mount find_cold find_warm read1g_cold read1g_warm small_reads cr
 FSES=${FSES:-"kernel rimg fuse-overlayfs"}
 echo "# rimg FUSE overlay benchmark — $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, reps=$REPS"
 [ -n "${RIMG_OPTS:-}" ] && echo "# rimg extra options: $RIMG_OPTS"
+echo "# fuse.enable_uring=$(cat "$URING_PARAM" 2>/dev/null || echo absent) (rimg uses FUSE over io_uring when Y)"
 echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR"); upper/work on $(df --output=fstype "$B" | tail -1)"
 printf "%-16s %10s %10s %14s %12s %14s\n" test kernel_ms rimg_ms fuse-ovl_ms rimg/kernel fuse-ovl/rimg
 for t in $TESTS; do

@@ -5,7 +5,8 @@
 //! Options besides the layers (`-o`, comma-separated; see [`MountOptions`]): `ro`/`rw`,
 //! `redirect_dir=on|off`, `metacopy=on|off` (both default on), `passthrough=on|off` (FUSE passthrough
 //! for regular-file I/O, default on), `writeback=on|off` (the kernel caches writes where passthrough is
-//! off or unavailable, default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
+//! off or unavailable, default on), `uring=on|off` (FUSE over io_uring where the kernel offers it,
+//! default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
 //! `uidmapping=C:H:N[:…]`, `gidmapping=…`.
 
 use std::ffi::CString;
@@ -89,7 +90,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             "-h" | "--help" => bail!(
                 "usage: rimg overlayfs [-f] -o lowerdir=L1:L2[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT\n\
                  options: ro, redirect_dir=on|off, metacopy=on|off, passthrough=on|off, writeback=on|off,\n\
-                 threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
+                 uring=on|off, threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
             ),
             s if s.starts_with('-') && s.len() > 1 => eprintln!("unknown argument ignored: {s}"),
             _ => positional.push(a.clone()),
@@ -112,6 +113,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             ("metacopy", Some(v)) => opts.metacopy = on_off(k, v)?,
             ("passthrough", Some(v)) => opts.passthrough = on_off(k, v)?,
             ("writeback", Some(v)) => opts.writeback = on_off(k, v)?,
+            ("uring", Some(v)) => opts.uring = on_off(k, v)?,
             ("threads", Some(v)) => opts.threads = v.parse().context("threads")?,
             ("fsname", Some(v)) => opts.fsname = v.to_string(),
             ("allow_other", None) => opts.allow_other = true,

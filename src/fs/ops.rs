@@ -401,6 +401,10 @@ impl Filesystem for Overlay {
         {
             self.writeback.store(true, Ordering::Relaxed);
         }
+        if self.opts.uring {
+            // refused when the kernel does not offer it (fuse.enable_uring=0, before 6.14): /dev/fuse
+            let _ = config.add_capabilities(InitFlags::FUSE_OVER_IO_URING);
+        }
         if config.capabilities().contains(InitFlags::FUSE_NO_OPENDIR_SUPPORT) {
             self.no_opendir.store(true, Ordering::Relaxed);
         }

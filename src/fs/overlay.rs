@@ -28,6 +28,8 @@ pub struct FsOptions {
     pub passthrough: bool,
     /// Ask for the FUSE writeback cache when passthrough is not in use.
     pub writeback: bool,
+    /// Ask for FUSE over io_uring (see [`crate::fs::MountOptions::uring`]).
+    pub uring: bool,
     /// Container ↔ host id maps (identity without a user namespace).
     pub ids: super::ids::IdMaps,
 }

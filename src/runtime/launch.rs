@@ -324,7 +324,10 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             RootfsDriver::Fuse => {
                 let cfg =
                     crate::fs::OverlayConfig { lowers, upper: Some(cdir.upper()), work: Some(cdir.work()) };
-                let mut opts = crate::fs::MountOptions { threads: FUSE_THREADS, ..Default::default() };
+                // no io_uring: this mount lives in the monitor's private mount namespace, and a killed
+                // monitor's exit would unmount it while its queue threads can no longer answer
+                let mut opts =
+                    crate::fs::MountOptions { threads: FUSE_THREADS, uring: false, ..Default::default() };
                 if let Some(ns) = userns {
                     // The overlay shows the image's (container) ids as the host ids the container runs as.
                     opts.uid_map = ns.uid_map.clone();

@@ -139,6 +139,8 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// rimg patch: the io_uring queues, when the connection was set up to use them.
+    pub(crate) rings: Option<crate::uring::Rings>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +188,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            rings: None,
         };
 
         session.handshake()?;
@@ -214,6 +217,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            rings: None,
         };
 
         session.handshake()?;
@@ -252,6 +256,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            rings,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -270,6 +275,7 @@ impl<FS: Filesystem> Session<FS> {
         let mut filesystem = Arc::new(filesystem);
 
         let mut channels = Vec::with_capacity(n_threads);
+        let channels_template = ch.clone();
 
         for _ in 0..n_threads_minus_one {
             if config.clone_fd {
@@ -304,6 +310,19 @@ impl<FS: Filesystem> Session<FS> {
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
             );
+        }
+
+        // rimg patch: the io_uring queue threads, beside the /dev/fuse readers (which still
+        // carry FORGET and INTERRUPT).
+        if let Some(rings) = rings {
+            let template = SessionEventLoop {
+                thread_name: String::new(),
+                ch: channels_template.clone(),
+                filesystem: filesystem.clone(),
+                allowed,
+                session_owner,
+            };
+            threads.extend(rings.spawn(&template, &channels_template)?);
         }
 
         let mut reply: io::Result<()> = Ok(());
@@ -427,6 +446,27 @@ impl<FS: Filesystem> Session<FS> {
                 <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                     .send_ll(&ResponseErrno(errno));
                 return Err(error);
+            }
+
+            // rimg patch: FUSE over io_uring. The rings are made before the reply: once the
+            // kernel has been told to use them it blocks every request until all queues are
+            // registered, so a failure must be known while the flag can still be withdrawn.
+            if config.requested.contains(InitFlags::FUSE_OVER_IO_URING) {
+                let payload = [
+                    8192,
+                    config.max_write as usize,
+                    usize::from(config.max_pages()) * page_size::get(),
+                ]
+                .into_iter()
+                .max()
+                .unwrap_or(8192);
+                match crate::uring::Rings::new(payload) {
+                    Ok(rings) => self.rings = Some(rings),
+                    Err(e) => {
+                        warn!("FUSE over io_uring not used: {e}");
+                        config.requested.remove(InitFlags::FUSE_OVER_IO_URING);
+                    }
+                }
             }
 
             // Remember the ABI version supported by kernel and mark the session initialized.

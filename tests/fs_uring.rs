@@ -1,0 +1,445 @@
+//! FUSE over io_uring (`fuse.enable_uring=1`, kernel 6.14+): requests really go through the per-CPU
+//! rings (the queue threads wake once per request, the /dev/fuse readers not at all), the results
+//! match kernel overlayfs, a starved queue thread gets an ordinary CPU share back, and every way a
+//! connection can end (umount while busy, abort, a SIGKILLed `rimg overlayfs`, many mount cycles)
+//! ends the queue threads and leaves no mount, thread or fd behind.
+//!
+//! The tests flip the kernel's global switch, so they run one at a time and restore it on drop.
+
+#[path = "fs_support.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rimg::fs::{MountOptions, OverlayConfig};
+use support::*;
+
+const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cfg(s: &Scratch) -> OverlayConfig {
+    let (l1, l2) = (s.path("l1"), s.path("l2"));
+    if !l1.join("file1").exists() {
+        build_lowers(&l1, &l2);
+    }
+    OverlayConfig { lowers: vec![l1, l2], upper: Some(s.path("u")), work: Some(s.path("w")) }
+}
+
+/// Wait until the mount's queue threads run (the mount is served from a thread started after it returns).
+fn wait_for_queues() -> Vec<i32> {
+    wait_until("queue threads", || uring_threads().len() == possible_cpus());
+    uring_threads()
+}
+
+fn uring_opts() -> MountOptions {
+    MountOptions { uring: true, ..kernel_like_options() }
+}
+
+fn possible_cpus() -> usize {
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    s.trim().split(',').map(|p| p.rsplit('-').next().unwrap().parse::<usize>().unwrap()).max().unwrap() + 1
+}
+
+/// How many times a thread of this process has been scheduled in (`/proc/.../schedstat`, 3rd field).
+fn runs(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn threads_named(prefix: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .map(|c| c.trim_end().starts_with(prefix))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+fn policy(tid: i32) -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::sched_getscheduler(tid) }
+}
+
+fn xattr_probe(p: &Path) {
+    let c = cpath(p);
+    let name = std::ffi::CString::new("user.none").unwrap();
+    let mut b = [0u8; 16];
+    // SAFETY: valid strings and buffer; the result (ENODATA) does not matter, the round trip does.
+    unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), b.as_mut_ptr().cast(), b.len()) };
+}
+
+#[test]
+fn requests_go_through_the_rings_one_queue_thread_per_cpu() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let s = Scratch::new();
+    let m = s.path("m");
+    let mnt = rimg::fs::mount(cfg(&s), &m, &uring_opts()).expect("mount");
+    assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n");
+    let queues = wait_for_queues();
+    assert_eq!(queues.len(), possible_cpus(), "one queue thread per possible CPU");
+    let readers = threads_named("fuser-");
+    let readers: Vec<i32> = readers.into_iter().filter(|t| !queues.contains(t)).collect();
+    let before_q: u64 = queues.iter().map(|&t| runs(t)).sum();
+    let before_r: Vec<u64> = readers.iter().map(|&t| runs(t)).collect();
+    let n = 2000u64;
+    for _ in 0..n {
+        xattr_probe(&m.join("file1"));
+    }
+    let after_q: u64 = queues.iter().map(|&t| runs(t)).sum();
+    let after_r: Vec<u64> = readers.iter().map(|&t| runs(t)).collect();
+    assert!(after_q - before_q >= n, "{n} requests woke the queue threads only {} times", after_q - before_q);
+    // the /dev/fuse readers carry only FORGET and INTERRUPT: a few wakeups at most
+    for ((t, b), a) in readers.iter().zip(&before_r).zip(&after_r) {
+        assert!(a - b < 20, "/dev/fuse thread {t} woke {} times", a - b);
+    }
+    // the queue threads are still there: none gave up on its ring
+    assert_eq!(uring_threads().len(), possible_cpus());
+    mnt.unmount().expect("unmount");
+    assert_eq!(fuse_threads(), 0, "no server thread left");
+}
+
+#[test]
+fn through_io_uring_the_merged_tree_matches_kernel_overlayfs() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    // SAFETY: umask is process-wide; both mounts see the same one.
+    unsafe { libc::umask(0o022) };
+    let s = Scratch::new();
+    let (kl1, kl2, ku, kw, km) =
+        (s.path("k/l1"), s.path("k/l2"), s.path("k/u"), s.path("k/w"), s.path("k/m"));
+    let (rl1, rl2, ru, rw, rm) =
+        (s.path("r/l1"), s.path("r/l2"), s.path("r/u"), s.path("r/w"), s.path("r/m"));
+    build_lowers(&kl1, &kl2);
+    build_lowers(&rl1, &rl2);
+    let kmount = kernel_mount(&[kl1, kl2], Some((&ku, &kw)), &km, "").expect("kernel mount");
+    let rmount = rimg_mount(&[rl1, rl2], Some((&ru, &rw)), &rm, &uring_opts());
+    wait_for_queues();
+    for m in [&km, &rm] {
+        let data = vec![7u8; 300_000];
+        std::fs::write(m.join("big"), &data).unwrap();
+        std::fs::write(m.join("dir1/f2"), "changed\n").unwrap();
+        std::fs::remove_file(m.join("dir2/g")).unwrap();
+        std::fs::remove_dir(m.join("dir2")).unwrap();
+        std::fs::create_dir(m.join("dir2")).unwrap();
+        std::fs::rename(m.join("file1"), m.join("dir2/moved")).unwrap();
+        std::os::unix::fs::symlink("dir2/moved", m.join("link")).unwrap();
+        std::fs::hard_link(m.join("big"), m.join("big2")).unwrap();
+        chmod(&m.join("ro_file"), 0o640);
+        set_xattr(&m.join("dir1"), "user.k", b"v");
+        let f = std::fs::OpenOptions::new().write(true).open(m.join("big")).unwrap();
+        f.set_len(12345).unwrap();
+        drop(f);
+        for i in 0..200 {
+            std::fs::write(m.join(format!("dir1/n{i}")), format!("{i}\n")).unwrap();
+        }
+        for i in (0..200).step_by(3) {
+            std::fs::remove_file(m.join(format!("dir1/n{i}"))).unwrap();
+        }
+    }
+    let a = snapshot(&km, &|n| kernel_private_xattr(n), true);
+    let b = snapshot(&rm, &|n| kernel_private_xattr(n), true);
+    if let Some(d) = diff(&a, &b) {
+        panic!("merged trees differ (kernel vs rimg over io_uring): {d}");
+    }
+    drop(rmount);
+    drop(kmount);
+    let a = snapshot(&ku, &|n| kernel_private_xattr(n), true);
+    let b = snapshot(&ru, &|n| kernel_private_xattr(n), true);
+    if let Some(d) = diff(&a, &b) {
+        panic!("upper directories differ (kernel vs rimg over io_uring): {d}");
+    }
+}
+
+/// CPU hogs at the highest priority, pinned one or more per CPU; killed on drop.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(per_cpu: usize) -> Hogs {
+        let mut v = Vec::new();
+        for _ in 0..per_cpu {
+            for cpu in 0..possible_cpus() {
+                v.push(
+                    Command::new("nice")
+                        .args([
+                            "-n",
+                            "-20",
+                            "taskset",
+                            "-c",
+                            &cpu.to_string(),
+                            "sh",
+                            "-c",
+                            "while :; do :; done",
+                        ])
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .expect("start a CPU hog"),
+                );
+            }
+        }
+        Hogs(v)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_starved_queue_thread_gets_an_ordinary_share_back() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let s = Scratch::new();
+    let m = s.path("m");
+    let mnt = rimg::fs::mount(cfg(&s), &m, &uring_opts()).expect("mount");
+    let queues = wait_for_queues();
+    // busy: the guard lets the queue threads go SCHED_IDLE (callers then stay on their CPU)
+    let busy_until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < busy_until {
+        xattr_probe(&m.join("file1"));
+    }
+    assert!(
+        queues.iter().any(|&t| policy(t) == libc::SCHED_IDLE),
+        "a busy queue thread runs SCHED_IDLE (policies {:?})",
+        queues.iter().map(|&t| policy(t)).collect::<Vec<_>>()
+    );
+    // now every CPU is taken by high-priority hogs, beside which a SCHED_IDLE thread gets nothing:
+    // the requests below complete only because the guard hands the starved threads back a share
+    let hogs = Hogs::start(2);
+    let saw_other = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let starved = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                if queues.iter().any(|&t| policy(t) == libc::SCHED_OTHER) {
+                    saw_other.store(true, Ordering::Release);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let prober = sc.spawn(|| {
+            for _ in 0..300 {
+                xattr_probe(&m.join("file1"));
+            }
+            done.store(true, Ordering::Release);
+        });
+        // a liveness bound, far above the second or so this takes: without the guard the probes
+        // wait for as long as the hogs run, and stopping the hogs lets them finish
+        let start = Instant::now();
+        while !prober.is_finished() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let starved = !prober.is_finished();
+        drop(hogs);
+        starved
+    });
+    assert!(!starved, "requests starved beside busy CPUs");
+    assert!(saw_other.load(Ordering::Acquire), "the guard gave a starved queue thread SCHED_OTHER");
+    mnt.unmount().expect("unmount");
+}
+
+/// Sets the flag when dropped: worker threads of a scope stop even when the scope's body panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+#[test]
+fn unmount_and_abort_while_busy_end_every_queue_thread() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let s = Scratch::new();
+    let c = cfg(&s);
+    let m = s.path("m");
+    for abort in [false, true] {
+        let mnt = rimg::fs::mount(c.clone(), &m, &uring_opts()).expect("mount");
+        wait_for_queues();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            // the callers stop even if an assertion below fails (the scope waits for them)
+            let _stop = StopOnDrop(&stop);
+            for t in 0..3 {
+                let (m, stop) = (&m, &stop);
+                sc.spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Acquire) {
+                        let p = m.join(format!("busy{t}-{}", i % 50));
+                        let _ = std::fs::write(&p, "x");
+                        let _ = std::fs::read(&p);
+                        let _ = std::fs::metadata(m.join("dir1/sub/f3"));
+                        i += 1;
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            if abort {
+                // the kernel's connection number is the mount's device minor
+                let st = std::fs::metadata(&m).unwrap();
+                let minor = std::os::unix::fs::MetadataExt::dev(&st) & 0xff;
+                let dir = fuse_connections();
+                std::fs::write(dir.join(format!("{minor}/abort")), "1").expect("abort");
+            } else {
+                rimg::fs::unmount_path(&m).expect("umount while busy");
+            }
+            wait_until("queue threads to end", || uring_threads().is_empty());
+            stop.store(true, Ordering::Release);
+        });
+        drop(mnt);
+        let _ = rimg::fs::unmount_path(&m);
+        wait_until("all server threads to end", || fuse_threads() == 0);
+        assert_eq!(mounts_under(s.dir.path()), 0, "no mount left (abort={abort})");
+    }
+}
+
+#[test]
+fn mount_cycles_over_io_uring_leak_nothing() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let cycles: usize = std::env::var("RIMG_FS_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let s = Scratch::new();
+    let c = cfg(&s);
+    let m = s.path("m");
+    let cycle = |i: usize| {
+        let mnt = rimg::fs::mount(c.clone(), &m, &uring_opts()).expect("mount");
+        assert_eq!(std::fs::read_to_string(m.join("dir1/f4")).unwrap(), "lower1 f4\n");
+        std::fs::write(m.join(format!("n{}", i % 7)), "x").unwrap();
+        mnt.unmount().expect("unmount");
+    };
+    cycle(0);
+    let fds = open_fds();
+    for i in 1..=cycles {
+        cycle(i);
+    }
+    assert_eq!(mounts_under(s.dir.path()), 0, "no mount left");
+    assert_eq!(open_fds(), fds, "no fd leaked");
+    assert_eq!(fuse_threads(), 0, "no server thread left");
+}
+
+/// Kills a child on drop (failure paths included).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_killed_rimg_overlayfs_over_io_uring_leaves_no_mount_and_no_stuck_caller() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let s = Scratch::new();
+    let c = cfg(&s);
+    let m = s.path("m");
+    let lowers: Vec<String> = c.lowers.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        c.upper.as_ref().unwrap().display(),
+        c.work.as_ref().unwrap().display()
+    );
+    let mp = m.display().to_string();
+    for round in 0..6 {
+        // even rounds: `-f` (the server is our child); odd rounds: the daemon (mounts, forks the
+        // server and returns), whose server is found by its command line
+        let daemon = round % 2 == 1;
+        let mut args = vec!["overlayfs", "-o", &opts, &mp];
+        if !daemon {
+            args.insert(1, "-f");
+        }
+        let mut child = Child(
+            Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn rimg overlayfs"),
+        );
+        if daemon {
+            assert!(child.0.wait().unwrap().success(), "rimg overlayfs returns once mounted");
+        }
+        wait_until("mount", || mounts_under(&m) > 0);
+        let queues_of = |pid: u32| {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| {
+                            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| {
+                                c.trim_end()
+                                    .strip_prefix("fuser-uring-")
+                                    .is_some_and(|n| n.parse::<u32>().is_ok())
+                            })
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let server = || -> Option<u32> {
+            std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()).find_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                let cmd = String::from_utf8_lossy(&cmd);
+                (cmd.contains(&mp) && cmd.contains("overlayfs") && queues_of(pid) == possible_cpus())
+                    .then_some(pid)
+            })
+        };
+        wait_until("queue threads in the server", || server().is_some());
+        let pid = server().expect("server");
+        if !daemon {
+            assert_eq!(pid, child.0.id());
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let _stop = StopOnDrop(&stop);
+            let callers: Vec<_> = (0..2)
+                .map(|t| {
+                    let (m, stop) = (&m, &stop);
+                    sc.spawn(move || {
+                        let mut i = 0u64;
+                        while !stop.load(Ordering::Acquire) {
+                            let _ = std::fs::write(m.join(format!("k{t}-{}", i % 20)), "x");
+                            let _ = std::fs::metadata(m.join("dir1/f2"));
+                            i += 1;
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(100 + 50 * round));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
+            let _ = child.0.wait();
+            // the watchdog detaches the dead mount; callers get errors rather than hanging
+            wait_until("dead mount removed", || mounts_under(&m) == 0);
+            stop.store(true, Ordering::Release);
+            for c in callers {
+                c.join().unwrap();
+            }
+        });
+    }
+}
