@@ -7,48 +7,14 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use rimg::fs::{MountOptions, OverlayConfig};
+use rimg::fs::MountOptions;
 use support::*;
 
 const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
 
-/// The tests count this process's threads and fds, so they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn mounted(p: &Path) -> bool {
     mounts_under(p) > 0
-}
-
-fn cfg(s: &Scratch) -> OverlayConfig {
-    let (l1, l2) = (s.path("l1"), s.path("l2"));
-    if !l1.join("file1").exists() {
-        build_lowers(&l1, &l2);
-    }
-    OverlayConfig { lowers: vec![l1, l2], upper: Some(s.path("u")), work: Some(s.path("w")) }
-}
-
-/// Guard that kills a child process on drop (test failure paths included).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 struct Unmount(std::path::PathBuf);
@@ -62,27 +28,7 @@ impl Drop for Unmount {
 #[test]
 fn mount_unmount_cycles_leak_nothing() {
     let _serial = serial();
-    let cycles: usize = std::env::var("RIMG_FS_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let s = Scratch::new();
-    let c = cfg(&s);
-    let m = s.path("m");
-    let opts = MountOptions { threads: 2, ..MountOptions::default() };
-    let cycle = |i: usize| {
-        let mnt = rimg::fs::mount(c.clone(), &m, &opts).expect("mount");
-        assert_eq!(std::fs::read_to_string(m.join("dir1/f4")).unwrap(), "lower1 f4\n");
-        std::fs::write(m.join(format!("n{}", i % 7)), "x").unwrap();
-        let f = std::fs::File::open(m.join("file1")).unwrap();
-        drop(f);
-        mnt.unmount().expect("unmount");
-    };
-    cycle(0);
-    let fds = open_fds();
-    for i in 1..=cycles {
-        cycle(i);
-    }
-    assert_eq!(mounts_under(s.dir.path()), 0, "no mount left");
-    assert_eq!(open_fds(), fds, "no fd leaked");
-    assert_eq!(fuse_threads(), 0, "no server thread left");
+    mount_cycles_leak_nothing(&MountOptions { threads: 2, ..MountOptions::default() });
 }
 
 #[test]
@@ -90,7 +36,7 @@ fn prepare_starts_no_thread_and_the_caller_can_fork() {
     let _serial = serial();
     let s = Scratch::new();
     let m = s.path("m");
-    let prepared = rimg::fs::prepare(cfg(&s), &m, &MountOptions::default()).expect("prepare");
+    let prepared = rimg::fs::prepare(layered_config(&s), &m, &MountOptions::default()).expect("prepare");
     let _guard = Unmount(m.clone());
     assert_eq!(fuse_threads(), 0, "prepare starts no thread");
     assert!(mounted(&m), "mounted after prepare");
@@ -112,7 +58,7 @@ fn prepare_starts_no_thread_and_the_caller_can_fork() {
 }
 
 fn overlay_args(s: &Scratch) -> Vec<String> {
-    let c = cfg(s);
+    let c = layered_config(s);
     let lowers: Vec<String> = c.lowers.iter().map(|p| p.display().to_string()).collect();
     vec![
         "overlayfs".into(),
@@ -167,7 +113,7 @@ fn sigterm_unmounts_and_killed_server_leaves_no_mount() {
     let _guard = Unmount(m.clone());
     let mut args = overlay_args(&s);
     args.insert(1, "-f".into());
-    let mut child = Child(Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn"));
+    let mut child = KillOnDrop(Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn"));
     wait_until("mount", || mounted(&m));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.0.id() as i32),
@@ -178,7 +124,7 @@ fn sigterm_unmounts_and_killed_server_leaves_no_mount() {
     assert!(st.success(), "clean exit on SIGTERM: {st:?}");
     assert!(!mounted(&m), "unmounted on SIGTERM");
     // SIGKILL: the watchdog detaches the dead mount
-    let mut child = Child(Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn"));
+    let mut child = KillOnDrop(Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn"));
     wait_until("mount", || mounted(&m));
     assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n");
     child.0.kill().unwrap();

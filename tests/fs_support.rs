@@ -424,3 +424,65 @@ pub fn fuse_connections() -> PathBuf {
     }
     dir
 }
+
+/// Tests that count this process's threads, fds or mounts, or flip global switches, take this lock so
+/// that they run one at a time (each test binary has its own).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Hold [`SERIAL`] for the rest of the test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Poll `f` until it holds; fail the test after 30 s.
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The two-lower fixture of [`build_lowers`] with an upper and work directory, built on first use.
+pub fn layered_config(s: &Scratch) -> OverlayConfig {
+    let (l1, l2) = (s.path("l1"), s.path("l2"));
+    if !l1.join("file1").exists() {
+        build_lowers(&l1, &l2);
+    }
+    OverlayConfig { lowers: vec![l1, l2], upper: Some(s.path("u")), work: Some(s.path("w")) }
+}
+
+/// Kills and reaps a child process on drop (test failure paths included).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Mount and unmount `RIMG_FS_CYCLES` times (default 100), each time reading, writing and opening a
+/// file through the mount; then no mount, fd or server thread of them may be left.
+pub fn mount_cycles_leak_nothing(opts: &MountOptions) {
+    let cycles: usize = std::env::var("RIMG_FS_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let s = Scratch::new();
+    let c = layered_config(&s);
+    let m = s.path("m");
+    let cycle = |i: usize| {
+        let mnt = rimg::fs::mount(c.clone(), &m, opts).expect("mount");
+        assert_eq!(std::fs::read_to_string(m.join("dir1/f4")).unwrap(), "lower1 f4\n");
+        std::fs::write(m.join(format!("n{}", i % 7)), "x").unwrap();
+        let f = std::fs::File::open(m.join("file1")).unwrap();
+        drop(f);
+        mnt.unmount().expect("unmount");
+    };
+    cycle(0);
+    let fds = open_fds();
+    for i in 1..=cycles {
+        cycle(i);
+    }
+    assert_eq!(mounts_under(s.dir.path()), 0, "no mount left");
+    assert_eq!(open_fds(), fds, "no fd leaked");
+    assert_eq!(fuse_threads(), 0, "no server thread left");
+}

@@ -14,32 +14,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rimg::fs::{MountOptions, OverlayConfig};
+use rimg::fs::MountOptions;
 use support::*;
 
 const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn cfg(s: &Scratch) -> OverlayConfig {
-    let (l1, l2) = (s.path("l1"), s.path("l2"));
-    if !l1.join("file1").exists() {
-        build_lowers(&l1, &l2);
-    }
-    OverlayConfig { lowers: vec![l1, l2], upper: Some(s.path("u")), work: Some(s.path("w")) }
-}
 
 /// Wait until the mount's queue threads run (the mount is served from a thread started after it returns).
 fn wait_for_queues() -> Vec<i32> {
@@ -96,7 +74,7 @@ fn requests_go_through_the_rings_one_queue_thread_per_cpu() {
     let _uring = UringEnabled::enable();
     let s = Scratch::new();
     let m = s.path("m");
-    let mnt = rimg::fs::mount(cfg(&s), &m, &uring_opts()).expect("mount");
+    let mnt = rimg::fs::mount(layered_config(&s), &m, &uring_opts()).expect("mount");
     assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n");
     let queues = wait_for_queues();
     assert_eq!(queues.len(), possible_cpus(), "one queue thread per possible CPU");
@@ -218,7 +196,7 @@ fn a_starved_queue_thread_gets_an_ordinary_share_back() {
     let _uring = UringEnabled::enable();
     let s = Scratch::new();
     let m = s.path("m");
-    let mnt = rimg::fs::mount(cfg(&s), &m, &uring_opts()).expect("mount");
+    let mnt = rimg::fs::mount(layered_config(&s), &m, &uring_opts()).expect("mount");
     let queues = wait_for_queues();
     // busy: the guard lets the queue threads go SCHED_IDLE (callers then stay on their CPU)
     let busy_until = Instant::now() + Duration::from_millis(600);
@@ -279,7 +257,7 @@ fn unmount_and_abort_while_busy_end_every_queue_thread() {
     let _serial = serial();
     let _uring = UringEnabled::enable();
     let s = Scratch::new();
-    let c = cfg(&s);
+    let c = layered_config(&s);
     let m = s.path("m");
     for abort in [false, true] {
         let mnt = rimg::fs::mount(c.clone(), &m, &uring_opts()).expect("mount");
@@ -325,34 +303,7 @@ fn unmount_and_abort_while_busy_end_every_queue_thread() {
 fn mount_cycles_over_io_uring_leak_nothing() {
     let _serial = serial();
     let _uring = UringEnabled::enable();
-    let cycles: usize = std::env::var("RIMG_FS_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let s = Scratch::new();
-    let c = cfg(&s);
-    let m = s.path("m");
-    let cycle = |i: usize| {
-        let mnt = rimg::fs::mount(c.clone(), &m, &uring_opts()).expect("mount");
-        assert_eq!(std::fs::read_to_string(m.join("dir1/f4")).unwrap(), "lower1 f4\n");
-        std::fs::write(m.join(format!("n{}", i % 7)), "x").unwrap();
-        mnt.unmount().expect("unmount");
-    };
-    cycle(0);
-    let fds = open_fds();
-    for i in 1..=cycles {
-        cycle(i);
-    }
-    assert_eq!(mounts_under(s.dir.path()), 0, "no mount left");
-    assert_eq!(open_fds(), fds, "no fd leaked");
-    assert_eq!(fuse_threads(), 0, "no server thread left");
-}
-
-/// Kills a child on drop (failure paths included).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    mount_cycles_leak_nothing(&uring_opts());
 }
 
 #[test]
@@ -360,7 +311,7 @@ fn a_killed_rimg_overlayfs_over_io_uring_leaves_no_mount_and_no_stuck_caller() {
     let _serial = serial();
     let _uring = UringEnabled::enable();
     let s = Scratch::new();
-    let c = cfg(&s);
+    let c = layered_config(&s);
     let m = s.path("m");
     let lowers: Vec<String> = c.lowers.iter().map(|p| p.display().to_string()).collect();
     let opts = format!(
@@ -378,7 +329,7 @@ fn a_killed_rimg_overlayfs_over_io_uring_leaves_no_mount_and_no_stuck_caller() {
         if !daemon {
             args.insert(1, "-f");
         }
-        let mut child = Child(
+        let mut child = KillOnDrop(
             Command::new(RIMG).args(&args).stderr(Stdio::null()).spawn().expect("spawn rimg overlayfs"),
         );
         if daemon {
