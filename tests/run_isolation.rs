@@ -173,3 +173,44 @@ fn killed_monitor(flags: &[&str], secs: &str) {
     assert_eq!(mounts_mentioning(id), 0);
     root.ok(&["rm", "orphan"]);
 }
+
+/// Turns the kernel's FUSE-over-io_uring switch on while it lives and restores it on drop.
+struct UringOffered(Option<String>);
+
+impl UringOffered {
+    const PARAM: &'static str = "/sys/module/fuse/parameters/enable_uring";
+    fn enable() -> UringOffered {
+        let old = std::fs::read_to_string(Self::PARAM).ok();
+        assert!(old.is_some(), "this kernel has no FUSE over io_uring ({})", Self::PARAM);
+        std::fs::write(Self::PARAM, "1").expect("enable fuse.enable_uring");
+        UringOffered(old)
+    }
+}
+
+impl Drop for UringOffered {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(Self::PARAM, if old.trim() == "Y" { "1" } else { "0" });
+        }
+    }
+}
+
+#[test]
+fn a_container_rootfs_stays_on_dev_fuse_where_io_uring_is_offered() {
+    // The monitor serves the rootfs from its own private mount namespace: were it on io_uring, a
+    // SIGKILLed monitor's exit would unmount while its queue threads can no longer answer.
+    let _uring = UringOffered::enable();
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "--name", "ring", "alpine", "sleep", "60"]);
+    let id = id.trim();
+    let monitor = root.state(id)["monitor_pid"].as_i64().unwrap() as i32;
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{monitor}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .collect();
+    root.ok(&["rm", "-f", "ring"]);
+    assert!(names.iter().any(|n| n.starts_with("fuser-")), "the monitor serves the rootfs: {names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("fuser-uring")), "no io_uring queue threads: {names:?}");
+}
