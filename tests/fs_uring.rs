@@ -190,26 +190,10 @@ impl Drop for Hogs {
     }
 }
 
-#[test]
-fn a_starved_queue_thread_gets_an_ordinary_share_back() {
-    let _serial = serial();
-    let _uring = UringEnabled::enable();
-    let s = Scratch::new();
-    let m = s.path("m");
-    let mnt = rimg::fs::mount(layered_config(&s), &m, &uring_opts()).expect("mount");
-    let queues = wait_for_queues();
-    // busy: the guard lets the queue threads go SCHED_IDLE (callers then stay on their CPU)
-    let busy_until = Instant::now() + Duration::from_millis(600);
-    while Instant::now() < busy_until {
-        xattr_probe(&m.join("file1"));
-    }
-    assert!(
-        queues.iter().any(|&t| policy(t) == libc::SCHED_IDLE),
-        "a busy queue thread runs SCHED_IDLE (policies {:?})",
-        queues.iter().map(|&t| policy(t)).collect::<Vec<_>>()
-    );
-    // now every CPU is taken by high-priority hogs, beside which a SCHED_IDLE thread gets nothing:
-    // the requests below complete only because the guard hands the starved threads back a share
+/// Probe the mount 300 times beside high-priority CPU hogs on every CPU (beside which a SCHED_IDLE
+/// thread gets nothing). Returns whether the probes starved (did not finish within a liveness bound,
+/// far above the second or so they take) and whether a queue thread was seen SCHED_OTHER meanwhile.
+fn probe_beside_hogs(m: &Path, queues: &[i32]) -> (bool, bool) {
     let hogs = Hogs::start(2);
     let saw_other = AtomicBool::new(false);
     let done = AtomicBool::new(false);
@@ -228,8 +212,8 @@ fn a_starved_queue_thread_gets_an_ordinary_share_back() {
             }
             done.store(true, Ordering::Release);
         });
-        // a liveness bound, far above the second or so this takes: without the guard the probes
-        // wait for as long as the hogs run, and stopping the hogs lets them finish
+        // without the guard the probes wait for as long as the hogs run; stopping them lets the
+        // probes finish
         let start = Instant::now();
         while !prober.is_finished() && start.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(50));
@@ -238,8 +222,45 @@ fn a_starved_queue_thread_gets_an_ordinary_share_back() {
         drop(hogs);
         starved
     });
+    (starved, saw_other.load(Ordering::Acquire))
+}
+
+fn busy(m: &Path, queues: &[i32]) {
+    // the guard lets busy queue threads go SCHED_IDLE (callers then stay on their CPU)
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        xattr_probe(&m.join("file1"));
+    }
+    assert!(
+        queues.iter().any(|&t| policy(t) == libc::SCHED_IDLE),
+        "a busy queue thread runs SCHED_IDLE (policies {:?})",
+        queues.iter().map(|&t| policy(t)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_starved_queue_thread_gets_an_ordinary_share_back() {
+    let _serial = serial();
+    let _uring = UringEnabled::enable();
+    let s = Scratch::new();
+    let m = s.path("m");
+    let mnt = rimg::fs::mount(layered_config(&s), &m, &uring_opts()).expect("mount");
+    let queues = wait_for_queues();
+    // hogs arrive while the queues are busy
+    busy(&m, &queues);
+    let (starved, saw_other) = probe_beside_hogs(&m, &queues);
     assert!(!starved, "requests starved beside busy CPUs");
-    assert!(saw_other.load(Ordering::Acquire), "the guard gave a starved queue thread SCHED_OTHER");
+    assert!(saw_other, "the guard gave a starved queue thread SCHED_OTHER");
+    // hogs arrive after a quiet spell: the guard has put the threads back to SCHED_OTHER, and each
+    // returns itself to SCHED_IDLE at its first request, so the guard must catch the starvation again
+    busy(&m, &queues);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        queues.iter().all(|&t| policy(t) == libc::SCHED_OTHER),
+        "quiet queue threads are back to SCHED_OTHER"
+    );
+    let (starved, _) = probe_beside_hogs(&m, &queues);
+    assert!(!starved, "requests starved beside busy CPUs after a quiet spell");
     mnt.unmount().expect("unmount");
 }
 

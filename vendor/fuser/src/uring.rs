@@ -140,6 +140,7 @@ impl Rings {
                 dev: dev.clone(),
                 payload_len: self.payload_len,
                 queues: queues.clone(),
+                guard: guard_handle.clone(),
             };
             let wake_guard = guard_handle.clone();
             let spawned = std::thread::Builder::new()
@@ -176,6 +177,12 @@ struct QueueState {
     seq: AtomicU64,
     /// False once the thread has ended.
     live: AtomicBool,
+    /// Set by the guard when it put the thread back to SCHED_OTHER because the queue had been quiet:
+    /// the thread returns itself to SCHED_IDLE at its next request (and wakes the guard), so a burst
+    /// after a pause is fast from its first request rather than from the guard's next look.
+    quiet: AtomicBool,
+    /// Set by the thread when it did so; the guard takes note.
+    woke: AtomicBool,
 }
 
 /// Sets the queue threads' scheduling policy.
@@ -192,8 +199,9 @@ struct QueueState {
 /// looks at each queue thread; one found runnable (`R` in /proc) at two looks in a row without
 /// having finished a request is starved and goes back to SCHED_OTHER, for 1 s, doubled (up to 30 s)
 /// while starvation keeps coming back. A queue idle for 2 s goes back to SCHED_OTHER too, so that
-/// the first request after a quiet spell cannot be starved; the guard then looks every 250 ms and
-/// returns a queue to SCHED_IDLE once it is busy again.
+/// no thread sleeps SCHED_IDLE for long unwatched; the guard then looks only every 250 ms, and the
+/// thread itself returns to SCHED_IDLE at its next request and wakes the guard (see
+/// [`QueueState::quiet`]).
 fn guard(queues: &[QueueState]) {
     const FAST: Duration = Duration::from_millis(20);
     const SLOW: Duration = Duration::from_millis(250);
@@ -240,6 +248,10 @@ fn guard(queues: &[QueueState]) {
             if s.stat.is_none() {
                 s.stat = std::fs::File::open(format!("/proc/self/task/{tid}/stat")).ok();
             }
+            if q.woke.swap(false, Ordering::AcqRel) {
+                s.idle_policy = true;
+                s.demoted_at = Some(now);
+            }
             let running = s.stat.as_ref().is_some_and(thread_runnable);
             let seq = q.seq.load(Ordering::Acquire);
             let progressed = seq != s.seq;
@@ -254,12 +266,15 @@ fn guard(queues: &[QueueState]) {
                         _ => MIN_HOLD,
                     };
                     s.until = now + s.hold;
+                    q.quiet.store(false, Ordering::Release);
                     s.idle_policy = !set_policy(tid, libc::SCHED_OTHER);
                 } else if now.duration_since(s.last_active) > QUIET {
                     s.until = now;
                     s.idle_policy = !set_policy(tid, libc::SCHED_OTHER);
+                    q.quiet.store(!s.idle_policy, Ordering::Release);
                 }
             } else if now >= s.until && now.duration_since(s.last_active) < QUIET {
+                q.quiet.store(false, Ordering::Release);
                 s.idle_policy = set_policy(tid, libc::SCHED_IDLE);
                 if s.idle_policy {
                     s.demoted_at = Some(now);
@@ -442,6 +457,7 @@ struct QueueCtx {
     dev: Channel,
     payload_len: usize,
     queues: Arc<Vec<QueueState>>,
+    guard: std::thread::Thread,
 }
 
 /// Errors that mean the connection is gone: the queue thread ends.
@@ -532,6 +548,13 @@ impl QueueCtx {
                 continue;
             }
             let state = &self.queues[self.qid];
+            if state.quiet.load(Ordering::Relaxed) && state.quiet.swap(false, Ordering::AcqRel) {
+                // back from a quiet spell: SCHED_IDLE again at once, under the guard's eye
+                if set_policy(0, libc::SCHED_IDLE) {
+                    state.woke.store(true, Ordering::Release);
+                    self.guard.unpark();
+                }
+            }
             state.seq.fetch_add(1, Ordering::AcqRel);
             let commit_id = self.handle(&mut entry, &mut buf, se);
             state.seq.fetch_add(1, Ordering::AcqRel);
