@@ -35,11 +35,10 @@ use std::io::IoSlice;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::Condvar;
-use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
@@ -360,13 +359,17 @@ impl Entry {
 
 /// Where a reply to a request that came through a ring goes: into that entry's buffers, then the
 /// queue thread commits it. Replies are normally sent before `dispatch` returns; one sent later
-/// (from another thread) is waited for.
+/// (from another thread) is waited for. Thread park/unpark rather than a condition variable: an
+/// unpark of a thread that is not parked costs no system call (std's condvar wakes by futex every
+/// time, one wasted syscall per request).
 pub(crate) struct RingReply {
     header: *mut u8,
     payload: *mut u8,
     payload_len: usize,
-    done: Mutex<Option<bool>>,
-    cv: Condvar,
+    /// 0: no reply yet; 1: the reply is in the entry; 2: it did not fit.
+    done: AtomicU8,
+    /// The queue thread, which waits for `done`.
+    waiter: std::thread::Thread,
 }
 
 // SAFETY: the buffers behind the pointers belong to the queue thread, which does not touch them
@@ -428,9 +431,8 @@ impl RingReply {
                 )
             };
         }
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-        *done = Some(ok);
-        self.cv.notify_one();
+        self.done.store(if ok { 1 } else { 2 }, Ordering::Release);
+        self.waiter.unpark();
         if ok {
             Ok(())
         } else {
@@ -440,13 +442,13 @@ impl RingReply {
         }
     }
 
+    /// Wait (on the queue thread) for the reply; whether it fitted.
     fn wait(&self) -> bool {
-        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(ok) = done.take() {
-                return ok;
+            match self.done.swap(0, Ordering::AcqRel) {
+                0 => std::thread::park(),
+                v => return v == 1,
             }
-            done = self.cv.wait(done).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
@@ -588,8 +590,8 @@ impl QueueCtx {
             header: entry.header.as_mut_ptr().cast(),
             payload: entry.payload.as_mut_ptr(),
             payload_len: entry.payload.len(),
-            done: Mutex::new(None),
-            cv: Condvar::new(),
+            done: AtomicU8::new(0),
+            waiter: std::thread::current(),
         });
         if total > data.len() {
             error_reply(&reply, unique, libc::EIO);
