@@ -25,6 +25,19 @@ impl Drop for Unmount {
     }
 }
 
+/// Processes whose command line contains `needle`.
+fn pids_with_arg(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&c).contains(needle).then_some(pid)
+        })
+        .collect()
+}
+
 #[test]
 fn mount_unmount_cycles_leak_nothing() {
     let _serial = serial();
@@ -84,18 +97,24 @@ fn daemon_returns_mounted_and_rimg_umount_stops_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument ignored: lazytime"));
     assert!(mounted(&m), "mounted when the command returns");
     assert_eq!(std::fs::read_to_string(m.join("file1")).unwrap(), "l1 file1\n");
+    // the server grew its descriptor table before its threads started (it keeps a descriptor per
+    // directory, and a multi-threaded process waits for an RCU grace period at every growth)
+    let needle = s.dir.path().display().to_string();
+    let field = |pid: u32, name: &str| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    // the server, not its single-threaded watchdog
+    let servers: Vec<u32> =
+        pids_with_arg(&needle).into_iter().filter(|p| field(*p, "Threads:") > 1).collect();
+    assert_eq!(servers.len(), 1, "one server: {servers:?}");
+    let fd_size = field(servers[0], "FDSize:");
+    assert!(fd_size >= 4096, "descriptor table of the server: {fd_size} slots");
     let st = Command::new(RIMG).arg("umount").arg(&m).status().expect("rimg umount");
     assert!(st.success());
     assert!(!mounted(&m));
     // the daemon notices and exits: no process keeps the scratch path on its command line
-    let needle = s.dir.path().display().to_string();
-    wait_until("daemon exit", || {
-        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).all(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| !String::from_utf8_lossy(&c).contains(&needle))
-                .unwrap_or(true)
-        })
-    });
+    wait_until("daemon exit", || pids_with_arg(&needle).is_empty());
     // errors reach the caller: a missing lower directory
     let out = Command::new(RIMG)
         .args(["overlayfs", "-o", "lowerdir=/nonexistent/rimg-test", &m.display().to_string()])

@@ -209,6 +209,8 @@ fn block_signals() -> nix::sys::signal::SigSet {
 /// Serve until SIGTERM/SIGINT/SIGHUP (then unmount) or until someone unmounts the mount. `watchdog` is
 /// the write end of the watchdog's pipe (see [`spawn_watchdog`]), told to stand down on a clean exit.
 fn serve_until_done(prepared: fs::Prepared, watchdog: Option<OwnedFd>) -> anyhow::Result<i32> {
+    // before the signal thread: later the process is no longer single-threaded
+    fs::reserve_descriptors();
     // blocked in every thread (they inherit the mask); one thread takes them and unmounts, which ends
     // the session served below
     let set = block_signals();

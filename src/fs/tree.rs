@@ -2,7 +2,9 @@
 //! (whiteouts, opaque directories, redirects, metacopy), the inode table that gives each merged object a
 //! stable FUSE inode number, and the merged directory listing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 use std::ffi::{CStr, OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -130,9 +132,9 @@ pub struct Node {
 #[derive(Default)]
 pub struct Tables {
     /// Live nodes by FUSE inode number.
-    pub nodes: HashMap<u64, Node>,
+    pub nodes: FxHashMap<u64, Node>,
     /// Identity → inode number; entries outlive nodes so numbers stay stable.
-    pub by_key: HashMap<Key, u64>,
+    pub by_key: FxHashMap<Key, u64>,
     /// Next inode number to hand out.
     pub next_ino: u64,
     /// The `st_ino` shown by all names of a hard link still in a lower layer: (device, real inode) → a
@@ -140,7 +142,7 @@ pub struct Tables {
     /// object (copied up on its own, breaking the link, as kernel overlayfs does without `index`), but
     /// until then they show one `st_ino`, as the kernel shows the lower inode. Grows with the hard-linked
     /// lower files the mount has seen, which the image bounds.
-    pub link_groups: HashMap<(u64, u64), u64>,
+    pub link_groups: FxHashMap<(u64, u64), u64>,
 }
 
 impl Tables {
@@ -382,20 +384,30 @@ pub struct Stack {
 
 impl Stack {
     /// Lower directories named `name` below `parent.lowers[start..]` that merge into one directory.
+    /// `first` is what the caller already found at `parent.lowers[start]`, so it is not looked up again.
     fn merge_lower_dirs(
         &self,
         parent: &DirLayers,
         name: &OsStr,
         start: usize,
+        first: Option<LowerHit>,
     ) -> SysResult<Vec<(usize, Arc<OwnedFd>)>> {
         let mut out = Vec::new();
+        let mut first = first;
         for (li, fd) in parent.lowers.iter().skip(start) {
-            match probe_lower(fd.as_raw_fd(), name)? {
+            let hit = match first.take() {
+                Some(h) => h,
+                None => probe_lower(fd.as_raw_fd(), name)?,
+            };
+            match hit {
                 LowerHit::Missing => continue,
                 LowerHit::Whiteout => break,
                 LowerHit::Entry(st) if is_dir(&st) => {
                     let d = sys::open_dir_at(fd.as_raw_fd(), name)?;
-                    let opaque = lower_dir_opaque(d.as_raw_fd());
+                    // opacity hides the layers below; the bottom layer has none (3 system calls saved
+                    // per directory of a tree walk, most of which lie in the bottom layer)
+                    let bottom = *li + 1 == self.lowers.len();
+                    let opaque = !bottom && lower_dir_opaque(d.as_raw_fd());
                     out.push((*li, Arc::new(d)));
                     if opaque {
                         break;
@@ -445,7 +457,7 @@ impl Stack {
                 LowerHit::Entry(st) => {
                     let dev = self.lowers[*li].dev;
                     if is_dir(&st) {
-                        let lowers = self.merge_lower_dirs(parent, name, i)?;
+                        let lowers = self.merge_lower_dirs(parent, name, i, Some(LowerHit::Entry(st)))?;
                         return Ok(Some(Found {
                             st,
                             upper: false,
@@ -497,7 +509,9 @@ impl Stack {
                     let l = self.lower_dirs_by_path(&p);
                     (p, l)
                 }
-                None => (join_lower_path(&parent.lower_path, name), self.merge_lower_dirs(parent, name, 0)?),
+                None => {
+                    (join_lower_path(&parent.lower_path, name), self.merge_lower_dirs(parent, name, 0, None)?)
+                }
             };
             return Ok(Found {
                 st,
@@ -549,59 +563,65 @@ impl Stack {
     /// The merged listing of a directory: (name, d_type, identity), upper entries first, without
     /// duplicates, whiteouts or AUFS markers.
     pub fn list(&self, dir: &DirLayers, dir_ino: u64) -> SysResult<Vec<(OsString, u8, Key)>> {
+        // names already listed (or hidden) by a higher layer; only kept while a lower layer follows
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         if let Some(up) = &dir.upper {
             let dev = self.upper_dev();
+            let more = !dir.lowers.is_empty();
             for e in sys::list_dir(up.as_raw_fd())? {
                 let mut dtype = e.dtype;
                 if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
                     match sys::stat_at(up.as_raw_fd(), &e.name) {
                         Ok(st) if sys::is_whiteout(&st) => {
-                            seen.insert(e.name);
+                            if more {
+                                seen.insert(e.name);
+                            }
                             continue;
                         }
                         Ok(st) => dtype = dtype_of(st.st_mode),
                         Err(_) => continue,
                     }
                 }
-                seen.insert(e.name.clone());
+                if more {
+                    seen.insert(e.name.clone());
+                }
                 out.push((e.name, dtype, Key { dev, ino: e.ino, extra: 0 }));
             }
         }
-        for (li, fd) in &dir.lowers {
+        for (n, (li, fd)) in dir.lowers.iter().enumerate() {
             let dev = self.lowers[*li].dev;
+            let more = n + 1 < dir.lowers.len();
             let entries = sys::list_dir(fd.as_raw_fd())?;
             let mut hidden_below = Vec::new();
             for e in entries {
                 let bytes = e.name.as_bytes();
                 if let Some(rest) = bytes.strip_prefix(WH_PREFIX) {
-                    if !rest.starts_with(WH_PREFIX) {
+                    if more && !rest.starts_with(WH_PREFIX) {
                         hidden_below.push(OsStr::from_bytes(rest).to_owned());
                     }
                     continue;
                 }
-                if seen.contains(&e.name) {
+                if !seen.is_empty() && seen.contains(&e.name) {
                     continue;
                 }
                 let mut dtype = e.dtype;
-                let mut size0_reg = false;
                 if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
                     match sys::stat_at(fd.as_raw_fd(), &e.name) {
                         Ok(st) if lower_whiteout(fd.as_raw_fd(), &e.name, &st) => {
-                            seen.insert(e.name);
+                            if more {
+                                seen.insert(e.name);
+                            }
                             continue;
                         }
-                        Ok(st) => {
-                            dtype = dtype_of(st.st_mode);
-                            size0_reg = dtype == libc::DT_REG && st.st_size == 0;
-                        }
+                        Ok(st) => dtype = dtype_of(st.st_mode),
                         Err(_) => continue,
                     }
                 }
-                let _ = size0_reg;
                 let extra = if dtype == libc::DT_DIR { 0 } else { name_hash(dir_ino, &e.name) };
-                seen.insert(e.name.clone());
+                if more {
+                    seen.insert(e.name.clone());
+                }
                 out.push((e.name, dtype, Key { dev, ino: e.ino, extra }));
             }
             seen.extend(hidden_below);
