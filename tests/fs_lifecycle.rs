@@ -1,6 +1,7 @@
 //! Mount lifecycle: no mount, thread or fd leak over many mount/unmount cycles; the two-phase
 //! prepare/serve API starts no thread before serve (so callers may fork); the `rimg overlayfs` daemon
-//! returns once mounted, stops on `rimg umount` and on SIGTERM, and a killed server leaves no mount.
+//! returns once mounted, stops on `rimg umount` and on SIGTERM, and a killed server leaves no mount;
+//! directory read-ahead reads what a listing shows, once, and only when it is on.
 
 #[path = "fs_support.rs"]
 mod support;
@@ -149,4 +150,49 @@ fn sigterm_unmounts_and_killed_server_leaves_no_mount() {
     child.0.kill().unwrap();
     let _ = child.0.wait();
     wait_until("dead mount removed", || !mounted(&m));
+}
+
+#[test]
+fn readahead_reads_each_subdirectory_a_listing_shows() {
+    let _serial = serial();
+    let s = Scratch::new();
+    let lower = s.path("ra-lower");
+    for i in 0..12 {
+        for j in 0..2 {
+            std::fs::create_dir_all(lower.join(format!("d{i}/e{j}"))).unwrap();
+        }
+    }
+    std::fs::write(lower.join("file"), "x").unwrap();
+    for (setting, want) in [("on", Some(12)), ("off", None)] {
+        let m = s.path(&format!("m-{setting}"));
+        let _guard = Unmount(m.clone());
+        let child = Command::new(RIMG)
+            .env("RIMG_LOG", "rimg=debug")
+            .args(["overlayfs", "-f", "-o"])
+            .arg(format!("lowerdir={},readahead={setting}", lower.display()))
+            .arg(&m)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run rimg");
+        let mut child = KillOnDrop(child);
+        wait_until("mounted", || mounted(&m));
+        // one listing of the root (READDIRPLUS): 12 subdirectories and a file
+        assert_eq!(std::fs::read_dir(&m).unwrap().count(), 13);
+        rimg::fs::unmount_path(&m).expect("unmount");
+        let status = child.0.wait().expect("wait");
+        assert!(status.success());
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
+        let line = err.lines().find(|l| l.contains("read-ahead:"));
+        match want {
+            // each subdirectory once (the file and "." / ".." not at all), nothing dropped
+            Some(n) => assert_eq!(
+                line.map(|l| l.trim_start_matches("[DEBUG] ")),
+                Some(format!("read-ahead: {n} directories read, 0 dropped").as_str()),
+                "{err}"
+            ),
+            None => assert_eq!(line, None, "read-ahead off: {err}"),
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! `redirect_dir=on|off`, `metacopy=on|off` (both default on), `passthrough=on|off` (FUSE passthrough
 //! for regular-file I/O, default on), `writeback=on|off` (the kernel caches writes where passthrough is
 //! off or unavailable, default on), `uring=on|off` (FUSE over io_uring where the kernel offers it,
-//! default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
+//! default on), `readahead=on|off` (directories read ahead of a tree walk, default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
 //! `uidmapping=C:H:N[:…]`, `gidmapping=…`.
 
 use std::ffi::CString;
@@ -90,7 +90,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             "-h" | "--help" => bail!(
                 "usage: rimg overlayfs [-f] -o lowerdir=L1:L2[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT\n\
                  options: ro, redirect_dir=on|off, metacopy=on|off, passthrough=on|off, writeback=on|off,\n\
-                 uring=on|off, threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
+                 uring=on|off, readahead=on|off, threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
             ),
             s if s.starts_with('-') && s.len() > 1 => eprintln!("unknown argument ignored: {s}"),
             _ => positional.push(a.clone()),
@@ -114,6 +114,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             ("passthrough", Some(v)) => opts.passthrough = on_off(k, v)?,
             ("writeback", Some(v)) => opts.writeback = on_off(k, v)?,
             ("uring", Some(v)) => opts.uring = on_off(k, v)?,
+            ("readahead", Some(v)) => opts.readahead = on_off(k, v)?,
             ("threads", Some(v)) => opts.threads = v.parse().context("threads")?,
             ("fsname", Some(v)) => opts.fsname = v.to_string(),
             ("allow_other", None) => opts.allow_other = true,

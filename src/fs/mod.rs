@@ -16,6 +16,7 @@ mod dirlist;
 mod ids;
 mod ops;
 mod overlay;
+mod readahead;
 mod sys;
 mod tree;
 
@@ -68,6 +69,12 @@ pub struct MountOptions {
     /// serving process holds (a container's rootfs in `rimg run`): if that process is killed, its exit
     /// unmounts, and the kernel waits for ever for queue threads that can no longer run.
     pub uring: bool,
+    /// Read directories ahead of a tree walk: when a listing shows subdirectories, a few background
+    /// threads read their blocks and their subdirectories' inodes into the host's caches while the walk
+    /// is busy with the ones before (see `fs/readahead.rs`). A first `find` on a cold cache then waits
+    /// for several reads at once instead of one after the other. Costs reads nobody may need when a
+    /// directory is only listed, never entered.
+    pub readahead: bool,
     /// User ids of a user namespace the mount is served to (fuse-overlayfs `uidmapping=`): files keep
     /// container uids on disk and are shown to the kernel with the host uids those map to; the uids the
     /// kernel sends (callers creating files, chown) are mapped back. Identity (the default) translates
@@ -90,6 +97,7 @@ impl Default for MountOptions {
             passthrough: true,
             writeback: true,
             uring: true,
+            readahead: true,
             uid_map: IdMap::identity(),
             gid_map: IdMap::identity(),
         }
@@ -212,6 +220,7 @@ fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Ov
         passthrough: opts.passthrough,
         writeback: opts.writeback,
         uring: opts.uring,
+        readahead: opts.readahead,
         ids: ids::IdMaps { uid: opts.uid_map.clone(), gid: opts.gid_map.clone() },
     };
     let stack = tree::Stack { lowers, upper };

@@ -755,6 +755,14 @@ impl Filesystem for Overlay {
             // per name for nothing. "." and ".." the kernel never links.
             if e.dtype == libc::DT_DIR && e.name != "." && e.name != ".." {
                 if let Ok(Some(f)) = self.stack.resolve(&dir, ino.0, &e.name) {
+                    if self.opts.readahead {
+                        if let Some(d) = &f.dir {
+                            d.upper
+                                .iter()
+                                .chain(d.lowers.iter().map(|(_, fd)| fd))
+                                .for_each(|fd| self.readahead.push(fd));
+                        }
+                    }
                     let eino = lock(&self.t).ino_for(f.key);
                     let attr = self.found_attr(eino, &f);
                     if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {

@@ -30,6 +30,8 @@ pub struct FsOptions {
     pub writeback: bool,
     /// Ask for FUSE over io_uring (see [`crate::fs::MountOptions::uring`]).
     pub uring: bool,
+    /// Read directories ahead of a tree walk (see [`crate::fs::MountOptions::readahead`]).
+    pub readahead: bool,
     /// Container ↔ host id maps (identity without a user namespace).
     pub ids: super::ids::IdMaps,
 }
@@ -87,6 +89,8 @@ pub struct Overlay {
     pub no_opendir: AtomicBool,
     /// Channel for telling the kernel that cached attributes went stale (set once the session exists).
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Directory read-ahead for tree walks (see [`super::readahead`]).
+    pub readahead: super::readahead::ReadAhead,
 }
 
 /// Where a node's current copy is: a directory fd and a name in it (empty = the fd itself).
@@ -149,6 +153,7 @@ impl Overlay {
             writeback: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
             notifier: Arc::new(std::sync::OnceLock::new()),
+            readahead: Default::default(),
         })
     }
 

@@ -325,9 +325,15 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
                 let cfg =
                     crate::fs::OverlayConfig { lowers, upper: Some(cdir.upper()), work: Some(cdir.work()) };
                 // no io_uring: this mount lives in the monitor's private mount namespace, and a killed
-                // monitor's exit would unmount it while its queue threads can no longer answer
-                let mut opts =
-                    crate::fs::MountOptions { threads: FUSE_THREADS, uring: false, ..Default::default() };
+                // monitor's exit would unmount it while its queue threads can no longer answer. No
+                // read-ahead threads: the monitor serves from inside the container's cgroup, where every
+                // thread counts against the container's pids limit.
+                let mut opts = crate::fs::MountOptions {
+                    threads: FUSE_THREADS,
+                    uring: false,
+                    readahead: false,
+                    ..Default::default()
+                };
                 if let Some(ns) = userns {
                     // The overlay shows the image's (container) ids as the host ids the container runs as.
                     opts.uid_map = ns.uid_map.clone();
