@@ -322,7 +322,7 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
             };
-            threads.extend(rings.spawn(&template, &channels_template)?);
+            threads.extend(rings.spawn(&template)?);
         }
 
         let mut reply: io::Result<()> = Ok(());

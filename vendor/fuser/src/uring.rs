@@ -37,8 +37,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicI32;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::AtomicU8;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
@@ -105,7 +105,6 @@ impl Rings {
     pub(crate) fn spawn<FS: Filesystem>(
         self,
         template: &SessionEventLoop<FS>,
-        dev: &Channel,
     ) -> io::Result<Vec<std::thread::JoinHandle<io::Result<()>>>> {
         let queues: Arc<Vec<QueueState>> = Arc::new(
             (0..self.rings.len())
@@ -136,7 +135,7 @@ impl Rings {
             let ctx = QueueCtx {
                 qid,
                 ring,
-                dev: dev.clone(),
+                dev: template.ch.clone(),
                 payload_len: self.payload_len,
                 queues: queues.clone(),
                 guard: guard_handle.clone(),
@@ -326,29 +325,40 @@ struct Entry {
     header: Box<[u64; HEADER_LEN / 8]>,
     payload: Vec<u8>,
     iov: Box<[libc::iovec; 2]>,
+    /// Where replies to this entry's requests go; one per entry, reused request after request (a
+    /// request is answered and its reply waited for before the entry is committed).
+    reply: Arc<RingReply>,
 }
 
 impl Entry {
     fn new(payload_len: usize) -> Box<Entry> {
-        let mut e = Box::new(Entry {
-            header: Box::new([0u64; HEADER_LEN / 8]),
-            payload: vec![0u8; payload_len],
-            iov: Box::new(
-                [libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                }; 2],
-            ),
+        // moving a Box or a Vec does not move what it points to: the pointers below stay valid
+        let mut header = Box::new([0u64; HEADER_LEN / 8]);
+        let mut payload = vec![0u8; payload_len];
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: header.as_mut_ptr().cast(),
+                iov_len: HEADER_LEN,
+            },
+            libc::iovec {
+                iov_base: payload.as_mut_ptr().cast(),
+                iov_len: payload_len,
+            },
+        ]);
+        let reply = Arc::new(RingReply {
+            header: header.as_mut_ptr().cast(),
+            payload: payload.as_mut_ptr(),
+            payload_len,
+            done: AtomicU8::new(0),
+            // entries are made by the queue thread that serves them
+            waiter: std::thread::current(),
         });
-        e.iov[0] = libc::iovec {
-            iov_base: e.header.as_mut_ptr().cast(),
-            iov_len: HEADER_LEN,
-        };
-        e.iov[1] = libc::iovec {
-            iov_base: e.payload.as_mut_ptr().cast(),
-            iov_len: payload_len,
-        };
-        e
+        Box::new(Entry {
+            header,
+            payload,
+            iov,
+            reply,
+        })
     }
 
     fn header_bytes(&self) -> &[u8] {
@@ -586,38 +596,33 @@ impl QueueCtx {
         let op_len = len.saturating_sub(IN_HEADER_LEN + payload_sz).min(OP_IN);
         let data = buf.as_mut();
         let total = IN_HEADER_LEN + op_len + payload_sz;
-        let reply = Arc::new(RingReply {
-            header: entry.header.as_mut_ptr().cast(),
-            payload: entry.payload.as_mut_ptr(),
-            payload_len: entry.payload.len(),
-            done: AtomicU8::new(0),
-            waiter: std::thread::current(),
-        });
+        let reply = &entry.reply;
         if total > data.len() {
-            error_reply(&reply, unique, libc::EIO);
-            return commit_id;
-        }
-        let h = entry.header_bytes();
-        data[..IN_HEADER_LEN].copy_from_slice(&h[..IN_HEADER_LEN]);
-        data[IN_HEADER_LEN..IN_HEADER_LEN + op_len].copy_from_slice(&h[OP_IN..OP_IN + op_len]);
-        data[IN_HEADER_LEN + op_len..total].copy_from_slice(&entry.payload[..payload_sz]);
-        // The classic length: fuser checks it against the bytes it was given.
-        data[..4].copy_from_slice(&(total as u32).to_ne_bytes());
-        let opcode = u32::from_ne_bytes([data[4], data[5], data[6], data[7]]);
-        if matches!(opcode, FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_DESTROY) {
-            // The kernel sends these through /dev/fuse (and DESTROY only for fuseblk); should
-            // one come through a ring, it must not leave the entry waiting for a reply.
-            error_reply(&reply, unique, libc::ENOSYS);
+            error_reply(reply, unique, libc::EIO);
         } else {
-            let sender = ChannelSender::ring(&self.dev, reply.clone());
-            match RequestWithSender::new(sender, &data[..total]) {
-                Some(req) => req.dispatch(se),
-                None => error_reply(&reply, unique, libc::EIO),
+            data[..IN_HEADER_LEN].copy_from_slice(&h[..IN_HEADER_LEN]);
+            data[IN_HEADER_LEN..IN_HEADER_LEN + op_len].copy_from_slice(&h[OP_IN..OP_IN + op_len]);
+            data[IN_HEADER_LEN + op_len..total].copy_from_slice(&entry.payload[..payload_sz]);
+            // The classic length: fuser checks it against the bytes it was given.
+            data[..4].copy_from_slice(&(total as u32).to_ne_bytes());
+            let opcode = u32::from_ne_bytes([data[4], data[5], data[6], data[7]]);
+            if matches!(opcode, FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_DESTROY) {
+                // The kernel sends these through /dev/fuse (and DESTROY only for fuseblk); should
+                // one come through a ring, it must not leave the entry waiting for a reply.
+                error_reply(reply, unique, libc::ENOSYS);
+            } else {
+                let sender = ChannelSender::ring(&self.dev, reply.clone());
+                match RequestWithSender::new(sender, &data[..total]) {
+                    Some(req) => req.dispatch(se),
+                    None => error_reply(reply, unique, libc::EIO),
+                }
             }
         }
+        // every path above replied (or handed the reply to whoever answers later): wait for it,
+        // which also readies the entry's reply slot for the next request
         if !reply.wait() {
             // The reply did not fit: answer EIO instead.
-            error_reply(&reply, unique, libc::EIO);
+            error_reply(reply, unique, libc::EIO);
             reply.wait();
         }
         commit_id
