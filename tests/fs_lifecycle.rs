@@ -196,3 +196,44 @@ fn readahead_reads_each_subdirectory_a_listing_shows() {
         }
     }
 }
+
+#[test]
+fn a_walk_is_not_cut_off_at_the_soft_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let _serial = serial();
+    let s = Scratch::new();
+    // more directories than a soft limit of 1024 descriptors allows the server to hold open
+    let lower = s.path("many");
+    for i in 0..30 {
+        for j in 0..50 {
+            std::fs::create_dir_all(lower.join(format!("d{i}/e{j}"))).unwrap();
+        }
+    }
+    let m = s.path("m");
+    let _guard = Unmount(m.clone());
+    let mut cmd = Command::new(RIMG);
+    cmd.args(["overlayfs", "-o"]).arg(format!("lowerdir={}", lower.display())).arg(&m);
+    // SAFETY: only setrlimit (async-signal-safe) between fork and exec; the hard limit is kept.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 1024.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("run rimg");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fn walk(d: &Path) -> std::io::Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(d)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                n += 1 + walk(&e.path())?;
+            }
+        }
+        Ok(n)
+    }
+    assert_eq!(walk(&m).expect("walk the mount"), 30 + 30 * 50);
+}

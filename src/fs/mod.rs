@@ -319,11 +319,14 @@ impl Prepared {
     }
 }
 
-/// Grow this process's descriptor table while it is still single-threaded, so that the server's
-/// descriptors (one per directory the kernel knows) do not make a request wait for an RCU grace period
-/// each time the table would grow (8–17 ms each here). [`Prepared::serve`] and [`Prepared::run`] do it
-/// themselves; a caller that starts threads of its own before those calls does it first.
+/// Make room for the server's descriptors (one per directory the kernel knows): lift the soft
+/// `RLIMIT_NOFILE` to the hard limit, so a walk is not cut off at the soft limit's directory count, and
+/// grow the descriptor table while the process is still single-threaded, so that no request waits for
+/// an RCU grace period when the table would grow (8–17 ms each here). [`Prepared::serve`] and
+/// [`Prepared::run`] do it themselves; a caller that starts threads of its own before those calls does
+/// it first.
 pub fn reserve_descriptors() {
+    sys::raise_nofile_limit();
     sys::reserve_fd_table(sys::FD_TABLE_RESERVE);
 }
 

@@ -467,6 +467,26 @@ pub fn is_whiteout(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
+/// Raise the soft `RLIMIT_NOFILE` to the hard one (never above it: raising the hard limit needs
+/// CAP_SYS_RESOURCE); returns the soft limit now in force.
+///
+/// The server keeps a descriptor open for every directory the kernel knows, so the soft limit (often
+/// 1024) caps the directories a walk can enter: past it, lookups fail with EMFILE. The hard limit is
+/// what the administrator allows; what it leaves out still fails.
+pub fn raise_nofile_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills the struct.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).ok()?;
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: setrlimit with a soft limit no higher than the hard one.
+        if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) }).is_ok() {
+            return Some(want.rlim_cur);
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Descriptor-table slots the server reserves up front (see [`reserve_fd_table`]): 32 KiB of kernel
 /// memory, enough for the directories of a full distribution rootfs (a Debian one has ~820).
 pub const FD_TABLE_RESERVE: u64 = 4096;
