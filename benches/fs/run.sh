@@ -73,12 +73,16 @@ do_umount() {
     umount "$R/m" 2>/dev/null || umount -l "$R/m"
     # wait for FUSE daemons to go away
     for _ in $(seq 1 100); do mountpoint -q "$R/m" || break; sleep 0.05; done
-    # Deleted at exit, not now: ext4's inode allocator skips inodes freed in the last minutes
-    # (recently_deleted, one inode-table read each), so deleting each test's files as the run goes
-    # made every later create slower than the one before (untar20k of one filesystem: 336, 2055,
-    # 3999 ms in three repetitions), and whoever came later in a repetition paid more.
+    # Small files are deleted at exit, not now: ext4's inode allocator skips inodes freed in the last
+    # minutes (recently_deleted, one inode-table read each), so deleting each test's files as the run
+    # went made every later create slower than the one before (untar20k of one filesystem: 336, 2055,
+    # 3999 ms in three repetitions), and whoever came later in a repetition paid more. Large files go
+    # now (a few inodes; kept, their dirty pages would be written back under the next tests), and the
+    # rest is written back before the next test starts.
+    find "$R" -xdev -type f -size +1M -delete 2>/dev/null || true
     mkdir -p "$B/trash"
     mv "$R" "$B/trash/$(date +%s%N)"
+    sync
 }
 
 py() { python3 -c "$1" "$2"; }
