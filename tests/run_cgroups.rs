@@ -342,3 +342,32 @@ fn cgroup_v2_device_filter_allows_the_standard_devices_only() {
     // the filter's doing and not the kernel's or a nodev mount's.
     assert_eq!(privileged[5..7], ["blk opened", "kmsg opened"], "{text}");
 }
+
+/// The monitor serving a container's rootfs is never the OOM killer's choice inside the container's
+/// memory cgroup: either it lowered its oom_score_adj (root with CAP_SYS_RESOURCE), or, where it could
+/// not (this machine), it stays out of that cgroup. Otherwise a hog whose init is killed can take the
+/// monitor down next, losing the exit status and the OOMKilled verdict.
+#[test]
+fn the_monitor_is_no_candidate_of_the_containers_oom_killer() {
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "-m", "32m", "alpine", "sleep", "1000"]);
+    let id = id.trim().to_string();
+    let st = root.state(&id);
+    let monitor = st["monitor_pid"].as_i64().unwrap();
+    let adj = std::fs::read_to_string(format!("/proc/{monitor}/oom_score_adj")).unwrap();
+    let cgroups = std::fs::read_to_string(format!("/proc/{monitor}/cgroup")).unwrap();
+    root.ok(&["rm", "-f", &id]);
+    // the memory controller's line (v1) or the unified one (v2, which has no separate memory line)
+    let memory_line = cgroups
+        .lines()
+        .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory")))
+        .or_else(|| cgroups.lines().find(|l| l.starts_with("0::")))
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        adj.trim() == "-999" || !memory_line.contains(&id),
+        "monitor oom_score_adj {} and in the container's memory cgroup: {memory_line}",
+        adj.trim()
+    );
+    assert!(cgroup_left(&id).is_empty());
+}

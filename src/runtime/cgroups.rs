@@ -336,10 +336,14 @@ impl Cgroup {
     /// frozen with the container, and whose threads should not eat into `--pids-limit`. On v2 there is one
     /// directory, so the process also comes under the eBPF device filter: every device it opens from then
     /// on must be on the allowlist (/dev/null is, /dev/fuse is not — its descriptors must already be
-    /// open).
-    pub fn add_process_for_resources(&self, pid: i32) -> Result<(), RuntimeError> {
+    /// open). `outside_memory`: on v1, stay out of the memory hierarchy too (see the monitor's
+    /// `oom_score_adj` in runtime/launch.rs); v2 has one directory for all controllers and ignores it.
+    pub fn add_process_for_resources(&self, pid: i32, outside_memory: bool) -> Result<(), RuntimeError> {
         for (ctrls, d) in &self.dirs {
-            if !self.v2 && ctrls.iter().all(|c| c == "devices" || c == "freezer" || c == "pids") {
+            let skip = |c: &String| {
+                c == "devices" || c == "freezer" || c == "pids" || (outside_memory && c == "memory")
+            };
+            if !self.v2 && ctrls.iter().all(skip) {
                 continue;
             }
             write_file(&d.join("cgroup.procs"), &pid.to_string())?;

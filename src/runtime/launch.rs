@@ -440,8 +440,13 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
         (Some((ours, _theirs)), Attach::Detached) => Some(ours),
         _ => None,
     };
-    // SAFETY: make the monitor the OOM killer's last choice within the container's memory cgroup.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "-999");
+    // Make the monitor the OOM killer's last choice within the container's memory cgroup: when the
+    // container's memory runs out, its own processes must go, not the server of its rootfs (whose
+    // death would lose the exit status and the OOMKilled verdict). Lowering oom_score_adj needs
+    // CAP_SYS_RESOURCE; where root lacks it, the monitor stays out of the container's memory cgroup on
+    // v1 (its own few MiB are then not charged to the container) rather than be the next victim once
+    // the init is killed (seen: `head` still allocating after `sh` was killed, the monitor went next).
+    let oom_protected = std::fs::write("/proc/self/oom_score_adj", "-999").is_ok();
 
     let kill_init = || {
         // SAFETY: kill(2) of our own child.
@@ -461,7 +466,9 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             // one answered request proves they are open, before the cgroup's device filter (v2 eBPF)
             // would refuse /dev/fuse to this process.
             .and_then(|m| round_trip(&cdir.rootfs()).map(|_| m))
-            .and_then(|m| cgroup.add_process_for_resources(std::process::id() as i32).map(|_| m));
+            .and_then(|m| {
+                cgroup.add_process_for_resources(std::process::id() as i32, !oom_protected).map(|_| m)
+            });
         match joined {
             Ok(m) => served = Some(m),
             Err(e) => {
