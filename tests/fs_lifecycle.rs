@@ -152,16 +152,21 @@ fn sigterm_unmounts_and_killed_server_leaves_no_mount() {
     wait_until("dead mount removed", || !mounted(&m));
 }
 
+/// `top` directories `d0`… under `root`, each with `each` subdirectories `e0`….
+fn dir_tree(root: &Path, top: usize, each: usize) {
+    for i in 0..top {
+        for j in 0..each {
+            std::fs::create_dir_all(root.join(format!("d{i}/e{j}"))).unwrap();
+        }
+    }
+}
+
 #[test]
 fn readahead_reads_each_subdirectory_a_listing_shows() {
     let _serial = serial();
     let s = Scratch::new();
     let lower = s.path("ra-lower");
-    for i in 0..12 {
-        for j in 0..2 {
-            std::fs::create_dir_all(lower.join(format!("d{i}/e{j}"))).unwrap();
-        }
-    }
+    dir_tree(&lower, 12, 2);
     std::fs::write(lower.join("file"), "x").unwrap();
     for (setting, want) in [("on", Some(12)), ("off", None)] {
         let m = s.path(&format!("m-{setting}"));
@@ -204,11 +209,7 @@ fn a_walk_is_not_cut_off_at_the_soft_descriptor_limit() {
     let s = Scratch::new();
     // more directories than a soft limit of 1024 descriptors allows the server to hold open
     let lower = s.path("many");
-    for i in 0..30 {
-        for j in 0..50 {
-            std::fs::create_dir_all(lower.join(format!("d{i}/e{j}"))).unwrap();
-        }
-    }
+    dir_tree(&lower, 30, 50);
     let m = s.path("m");
     let _guard = Unmount(m.clone());
     let mut cmd = Command::new(RIMG);

@@ -6,8 +6,8 @@
 //! `redirect_dir=on|off`, `metacopy=on|off` (both default on), `passthrough=on|off` (FUSE passthrough
 //! for regular-file I/O, default on), `writeback=on|off` (the kernel caches writes where passthrough is
 //! off or unavailable, default on), `uring=on|off` (FUSE over io_uring where the kernel offers it,
-//! default on), `readahead=on|off` (directories read ahead of a tree walk, default on), `threads=N`, `fsname=NAME`, `allow_other`/`noallow_other`,
-//! `uidmapping=C:H:N[:…]`, `gidmapping=…`.
+//! default on), `readahead=on|off` (directories read ahead of a tree walk, default on), `threads=N`,
+//! `fsname=NAME`, `allow_other`/`noallow_other`, `uidmapping=C:H:N[:…]`, `gidmapping=…`.
 
 use std::ffi::CString;
 use std::io::Write;

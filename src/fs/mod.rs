@@ -324,10 +324,12 @@ impl Prepared {
 /// grow the descriptor table while the process is still single-threaded, so that no request waits for
 /// an RCU grace period when the table would grow (8–17 ms each here). [`Prepared::serve`] and
 /// [`Prepared::run`] do it themselves; a caller that starts threads of its own before those calls does
-/// it first.
+/// it first. Idempotent: once other threads run, the table part does nothing (the daemon calls it before its
+/// signal thread, and [`Prepared::run`] again).
 pub fn reserve_descriptors() {
-    sys::raise_nofile_limit();
-    sys::reserve_fd_table(sys::FD_TABLE_RESERVE);
+    if let Some(soft) = sys::raise_nofile_limit() {
+        sys::reserve_fd_table(sys::FD_TABLE_RESERVE.min(soft));
+    }
 }
 
 /// Mount the overlay and serve it from background threads of this process (in its mount namespace).

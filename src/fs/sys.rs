@@ -491,35 +491,29 @@ pub fn raise_nofile_limit() -> Option<u64> {
 /// memory, enough for the directories of a full distribution rootfs (a Debian one has ~820).
 pub const FD_TABLE_RESERVE: u64 = 4096;
 
-/// Grow this process's descriptor table to `want` slots (at most the soft `RLIMIT_NOFILE`), if the
-/// process is still single-threaded; returns the table size now guaranteed, or `None` if nothing was done.
+/// Grow this process's descriptor table to `slots` slots (the caller keeps it within the soft
+/// `RLIMIT_NOFILE`), if the process is still single-threaded; otherwise do nothing.
 ///
 /// The server keeps a descriptor open for every directory the kernel knows, so a tree walk grows the table
 /// through 64, 128, … 1024 slots. In a multi-threaded process each growth waits for an RCU grace period
 /// (`expand_fdtable` → `synchronize_rcu`) while the request that opened the descriptor waits too: 8–17 ms
 /// each on a 2-vCPU VM, about half of a first `find` over a Debian rootfs. A single-threaded process grows
 /// it without that wait, and the table never shrinks, so this runs before the server threads start.
-pub fn reserve_fd_table(want: u64) -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // fields after the command name (which may hold spaces): state is field 3, num_threads field 20
-    let threads: u64 = stat.rsplit_once(')')?.1.split_whitespace().nth(17)?.parse().ok()?;
-    if threads != 1 {
-        return None;
+pub fn reserve_fd_table(slots: u64) {
+    let single_threaded = std::fs::read_to_string("/proc/self/stat").ok().is_some_and(|stat| {
+        // fields after the command name (which may hold spaces): state is field 3, num_threads field 20
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(17)) == Some("1")
+    });
+    if !single_threaded || slots < 128 {
+        return;
     }
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit fills the struct.
-    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }).ok()?;
-    let slots = want.min(lim.rlim_cur);
-    if slots < 128 {
-        return None;
-    }
-    let probe = open_at(libc::AT_FDCWD, OsStr::new("/"), libc::O_PATH | libc::O_CLOEXEC, 0).ok()?;
+    let Ok(probe) = open_at(libc::AT_FDCWD, OsStr::new("/"), libc::O_PATH | libc::O_CLOEXEC, 0) else {
+        return;
+    };
     // SAFETY: F_DUPFD_CLOEXEC takes the lowest free descriptor >= the argument (below the limit).
     let fd = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_DUPFD_CLOEXEC, (slots - 1) as libc::c_int) };
-    if fd < 0 {
-        return None;
+    if fd >= 0 {
+        // SAFETY: fd was just returned by fcntl and is owned here.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
-    // SAFETY: fd was just returned by fcntl and is owned here.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    Some(slots)
 }

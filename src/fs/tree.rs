@@ -3,13 +3,13 @@
 //! stable FUSE inode number, and the merged directory listing.
 
 use std::collections::HashSet;
-
-use rustc_hash::FxHashMap;
 use std::ffi::{CStr, OsStr, OsString};
 use std::hash::{Hash, Hasher};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Weak};
+
+use rustc_hash::FxHashMap;
 
 use super::sys::{self, SysResult};
 
@@ -390,10 +390,9 @@ impl Stack {
         parent: &DirLayers,
         name: &OsStr,
         start: usize,
-        first: Option<LowerHit>,
+        mut first: Option<LowerHit>,
     ) -> SysResult<Vec<(usize, Arc<OwnedFd>)>> {
         let mut out = Vec::new();
-        let mut first = first;
         for (li, fd) in parent.lowers.iter().skip(start) {
             let hit = match first.take() {
                 Some(h) => h,
