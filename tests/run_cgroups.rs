@@ -60,6 +60,24 @@ fn fork_bomb_is_contained_by_pids_limit() {
     assert!(cgroup_left(id).is_empty());
 }
 
+/// Issue 19: a container without `--pids-limit` gets podman's default limit (a fork bomb cannot take the
+/// host's pid space); `--pids-limit -1` (or 0) lifts it.
+#[test]
+fn pids_limit_defaults_to_2048() {
+    let root = Root::new();
+    for (flags, want) in
+        [(&[][..], "2048"), (&["--pids-limit", "-1"][..], "max"), (&["--pids-limit", "0"][..], "max")]
+    {
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["alpine", "sleep", "1000"]);
+        let id = root.ok(&args).trim().to_string();
+        let max = std::fs::read_to_string(cgroup_file(&root, &id, "pids.max")).unwrap();
+        root.ok(&["rm", "-f", &id]);
+        assert_eq!(max.trim(), want, "{flags:?}");
+    }
+}
+
 #[test]
 fn cpus_half_is_throttled() {
     let root = Root::new();

@@ -335,3 +335,69 @@ fn custom_seccomp_profiles_in_dockers_format() {
     assert_eq!(code(&out), 125);
     assert!(stderr(&out).contains("SCMP_ACT_SOMETIMES"), "{}", stderr(&out));
 }
+
+/// `rimg --root ROOT ARGS…` started by bash with descriptor 5 open on the host's /etc (no close-on-exec,
+/// as a shell's redirection leaves it), so whatever rimg does not close reaches the container.
+fn with_fd5_on_etc(root: &Root, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"exec 3</dev/null 4</dev/null 5</etc; exec "$@""#)
+        .arg("bash")
+        .arg(run_support::support::rimg_bin())
+        .arg("--root")
+        .arg(root.path())
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    run_support::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60))
+}
+
+/// Issue 19, finding 5 (CVE-2024-21626's shape): a descriptor the caller holds must not reach the
+/// container, neither as an open file nor as a working directory; `--preserve-fds` passes it on when the
+/// caller means it (which also shows the probe would see a leak).
+#[test]
+fn callers_descriptors_do_not_reach_the_container() {
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "alpine", "sleep", "60"]).trim().to_string();
+    let probe = "ls /proc/self/fd/5/ | grep -qx passwd && echo LEAKED || echo closed";
+    let out = with_fd5_on_etc(&root, &["exec", &id, "sh", "-c", probe]);
+    assert_eq!(stdout(&out).trim(), "closed", "exec: {}", stderr(&out));
+    let out = with_fd5_on_etc(&root, &["exec", "-w", "/proc/self/fd/5", &id, "sh", "-c", "ls passwd"]);
+    assert_ne!(code(&out), 0, "exec -w /proc/self/fd/5 started in the host's /etc: {}", stdout(&out));
+    let out = with_fd5_on_etc(&root, &["run", "--rm", "alpine", "sh", "-c", probe]);
+    assert_eq!(stdout(&out).trim(), "closed", "run: {}", stderr(&out));
+    let out = with_fd5_on_etc(&root, &["run", "--rm", "-w", "/proc/self/fd/5", "alpine", "ls", "passwd"]);
+    assert_ne!(code(&out), 0, "run -w /proc/self/fd/5 started in the host's /etc: {}", stdout(&out));
+    // Asked for: passed on, in exec and run alike.
+    let out = with_fd5_on_etc(&root, &["exec", "--preserve-fds", "3", &id, "sh", "-c", probe]);
+    assert_eq!(stdout(&out).trim(), "LEAKED", "exec --preserve-fds 3: {}", stderr(&out));
+    let out = with_fd5_on_etc(&root, &["run", "--rm", "--preserve-fds", "3", "alpine", "sh", "-c", probe]);
+    assert_eq!(stdout(&out).trim(), "LEAKED", "run --preserve-fds 3: {}", stderr(&out));
+    // Asking for more than is open is rimg's own error.
+    let out = root.rimg(&["exec", "--preserve-fds", "40", &id, "true"]);
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    root.ok(&["rm", "-f", &id]);
+}
+
+/// Issue 19, finding 3 (CVE-2016-9962's shape): a container process with CAP_SYS_PTRACE watches for new
+/// processes and reads a host file through their `/proc/PID/root`. An exec'd process must never be seen
+/// while it still has the host's root: by the time it is visible it has joined every namespace.
+#[test]
+fn exec_is_never_visible_with_the_hosts_root() {
+    let root = Root::new();
+    let marker = tempfile::NamedTempFile::new().expect("marker");
+    std::fs::write(marker.path(), "HOST-SECRET\n").expect("write marker");
+    let m = marker.path().display().to_string();
+    // Two watchers (the machine has two CPUs) scan every pid as fast as they can.
+    let watch = format!(
+        "for w in 1 2; do (while :; do for p in /proc/[0-9]*; do \
+         cat $p/root{m} 2>/dev/null; done; done >> /found) & done; sleep 300"
+    );
+    let id =
+        root.ok(&["run", "-d", "--cap-add", "SYS_PTRACE", "alpine", "sh", "-c", &watch]).trim().to_string();
+    for _ in 0..60 {
+        root.ok(&["exec", &id, "true"]);
+        let found = root.ok(&["exec", &id, "cat", "/found"]);
+        assert!(!found.contains("HOST-SECRET"), "the container read a host file through an exec'd process");
+    }
+    root.ok(&["rm", "-f", &id]);
+}

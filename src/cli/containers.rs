@@ -274,6 +274,9 @@ pub struct ExecArgs {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Pass N more open file descriptors (3 to 3+N-1) to the process; all others are closed.
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
     /// Container.
     container: String,
     /// Command and arguments.
@@ -283,6 +286,8 @@ pub struct ExecArgs {
 
 /// `rimg exec`.
 pub fn exec(a: ExecArgs, g: &Globals) -> anyhow::Result<i32> {
+    // First, before rimg opens a descriptor of its own that could land among them.
+    runtime::process::check_preserved_fds(a.preserve_fds).map_err(anyhow::Error::msg)?;
     let c = containers(g)?;
     let st = c.resolve(&a.container)?;
     if st.status != Status::Running || !c.monitor_alive(&st.id) {
@@ -303,6 +308,7 @@ pub fn exec(a: ExecArgs, g: &Globals) -> anyhow::Result<i32> {
         user: a.user.clone().unwrap_or_else(|| st.spec.process.user.clone()),
         tty: a.tty,
         stdin: a.interactive,
+        preserve_fds: a.preserve_fds,
     };
     match runtime::exec::spawn(&st, &process) {
         Ok(s) => Ok(attach::wait(attach::Relay {

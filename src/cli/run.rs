@@ -85,8 +85,8 @@ pub struct Args {
     /// CPU shares (relative weight).
     #[arg(short = 'c', long = "cpu-shares")]
     cpu_shares: Option<u64>,
-    /// Maximum number of processes (-1 unlimited).
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    /// Maximum number of processes (default 2048, as podman; -1 or 0: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true, value_name = "N")]
     pids_limit: Option<i64>,
     /// Block I/O weight (10-1000).
     #[arg(long = "blkio-weight")]
@@ -125,6 +125,9 @@ pub struct Args {
     /// Rootfs driver: fuse (rimg's FUSE overlay) or overlay (the kernel's overlayfs).
     #[arg(long = "storage-driver", env = "RIMG_STORAGE_DRIVER", default_value = "fuse")]
     storage_driver: String,
+    /// Pass N more open file descriptors (3 to 3+N-1) to the container; all others are closed.
+    #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
     /// Treat IMAGE as a directory to use as the (read-only) root filesystem.
     #[arg(long)]
     rootfs: bool,
@@ -480,6 +483,7 @@ fn build_spec(
             user: a.user.clone().unwrap_or(d.user),
             tty: a.tty,
             stdin: a.interactive,
+            preserve_fds: a.preserve_fds,
         },
         hostname: a.hostname.clone().unwrap_or_default(),
         network,
@@ -518,6 +522,8 @@ fn build_spec(
 
 /// `rimg run`.
 pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
+    // First, before rimg opens a descriptor of its own that could land among them.
+    crate::runtime::process::check_preserved_fds(a.preserve_fds).map_err(anyhow::Error::msg)?;
     let (image, image_id, lowers, defaults, containers_dir) = resolve_image(&a, g)?;
     let spec = build_spec(&a, image, image_id, lowers, defaults)?;
     let containers = Containers::open(&containers_dir)?;

@@ -252,9 +252,18 @@ impl Cgroup {
                 self.must_write("cpu.shares", &s.to_string(), "--cpu-shares")?;
             }
         }
-        if let Some(p) = r.pids_limit {
-            let v = if p > 0 { p.to_string() } else { "max".to_string() };
-            self.must_write("pids.max", &v, "--pids-limit")?;
+        match r.pids_limit {
+            Some(p) => {
+                let v = if p > 0 { p.to_string() } else { "max".to_string() };
+                self.must_write("pids.max", &v, "--pids-limit")?;
+            }
+            // The default limit where the host has a pids controller (a missing one is not the user's
+            // doing, so no error).
+            None => {
+                if let Some(f) = self.file("pids.max") {
+                    write_file(&f, &super::spec::DEFAULT_PIDS_LIMIT.to_string())?;
+                }
+            }
         }
         if let Some(w) = r.blkio_weight {
             let (files, value): (&[&str], String) = if self.v2 {

@@ -18,7 +18,7 @@
 use super::cgroups::{Cgroup, Layout};
 use super::command::{self, Failure};
 use super::mounts;
-use super::process::{exit_code_of, start_time, wait_pid};
+use super::process::{close_fds_except, exit_code_of, start_time, wait_pid};
 use super::pty;
 use super::spec::{NetworkMode, RootfsDriver};
 use super::state::{now_nanos, ContainerDir, ContainerState, Containers, MonitorLock, Status};
@@ -423,6 +423,9 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
     }
     drop(release_r);
     drop(err_w);
+    // The descriptors passed on are the init's now; the monitor must not hold them for the container's
+    // lifetime.
+    close_fds_range(3..3 + state.spec.process.preserve_fds as i32);
     if let Some(ns) = userns {
         // The init waits for phase 1, which comes only after its maps exist.
         if let Err(e) = super::userns::write_maps(init, ns) {
@@ -761,17 +764,11 @@ fn set_comm(name: &std::ffi::CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
-/// Close every descriptor above 2 except `keep`.
-fn close_fds_except(keep: &[i32]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
-        if k > from {
-            // SAFETY: close_range(2) over descriptors this process owns and no longer needs.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
-        }
-        from = k.saturating_add(1);
+/// Close the descriptors of `range` (those `--preserve-fds` passed on to the init).
+fn close_fds_range(range: std::ops::Range<i32>) {
+    for fd in range {
+        // SAFETY: close(2) of descriptors rimg inherited for the container and no longer needs.
+        unsafe { libc::close(fd) };
     }
 }
 
@@ -822,7 +819,9 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         unsafe { libc::_exit(125) };
     }
     // Keep only what the init needs: no /dev/fuse, lock or pipe of the monitor may leak into the container.
-    let mut keep: Vec<i32> = vec![err_w.as_raw_fd(), r.as_raw_fd()];
+    let preserved = 3..3 + state.spec.process.preserve_fds as i32;
+    let mut keep: Vec<i32> = preserved.clone().collect();
+    keep.extend([err_w.as_raw_fd(), r.as_raw_fd()]);
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     close_fds_except(&keep);
@@ -902,6 +901,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         Ok(p) => p,
         Err(f) => fail(f),
     };
+    super::process::clear_cloexec(preserved);
     if state.spec.init {
         set_comm(c"rimg-init");
         super::init::run(prepared, err_w);

@@ -47,6 +47,38 @@ pub fn wait_pid(pid: i32) -> std::io::Result<libc::c_int> {
     }
 }
 
+/// Close every descriptor above 2 except `keep`.
+pub fn close_fds_except(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if k > from {
+            // SAFETY: close_range(2) over descriptors this process owns and no longer needs.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = k.saturating_add(1);
+    }
+}
+
+/// Make descriptors of `range` survive the coming exec (`--preserve-fds`).
+pub fn clear_cloexec(range: std::ops::Range<i32>) {
+    for fd in range {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
+    }
+}
+
+/// `--preserve-fds N` passes the caller's descriptors 3..3+N: each must be open when rimg starts, so every
+/// descriptor rimg opens itself gets a higher number and can never be passed on by mistake.
+pub fn check_preserved_fds(n: u32) -> Result<(), String> {
+    for fd in 3..3 + n as i32 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(format!("--preserve-fds {n}: file descriptor {fd} is not open"));
+        }
+    }
+    Ok(())
+}
+
 /// Parse a signal as docker accepts it: `TERM`, `SIGTERM`, `sigterm`, or a number.
 pub fn parse_signal(s: &str) -> Option<i32> {
     if let Ok(n) = s.parse::<i32>() {

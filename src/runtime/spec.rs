@@ -108,6 +108,10 @@ pub struct ProcessSpec {
     /// Keep stdin open (`-i`).
     #[serde(default)]
     pub stdin: bool,
+    /// Pass the caller's descriptors 3..3+N on to the process (`--preserve-fds N`, as podman and runc);
+    /// every other inherited descriptor is closed. Belongs to one start, so never persisted.
+    #[serde(skip)]
+    pub preserve_fds: u32,
 }
 
 /// How the container's root filesystem is assembled from the layers.
@@ -163,7 +167,8 @@ pub struct Resources {
     pub cpu_millis: Option<u64>,
     /// Relative CPU weight (`--cpu-shares`, v1 scale 2..262144).
     pub cpu_shares: Option<u64>,
-    /// Maximum number of tasks (`--pids-limit`); negative or zero means unlimited.
+    /// Maximum number of tasks (`--pids-limit`); negative or zero means unlimited; `None` means
+    /// [`DEFAULT_PIDS_LIMIT`].
     pub pids_limit: Option<i64>,
     /// Relative block I/O weight (`--blkio-weight`, 10..1000).
     pub blkio_weight: Option<u16>,
@@ -174,6 +179,10 @@ pub struct Resources {
     #[serde(default)]
     pub device_write_bps: Vec<DeviceRate>,
 }
+
+/// The pids limit of a container without `--pids-limit`: podman's default, which stops a fork bomb from
+/// taking the host's whole pid space while leaving room for any real workload.
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
 
 /// A bytes-per-second limit on one block device, by device number.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
