@@ -401,3 +401,39 @@ fn exec_is_never_visible_with_the_hosts_root() {
     }
     root.ok(&["rm", "-f", &id]);
 }
+
+/// Issue 19, finding 7 (CVE-2022-0492's set-up): the init joins every hierarchy the host mounts — named
+/// ones (`name=systemd`), cpuset and a hybrid host's cgroup2 too — before its cgroup namespace is made, so
+/// a container with CAP_SYS_ADMIN that mounts a hierarchy gets its own cgroup, never the host's root with
+/// its `release_agent`.
+#[test]
+fn the_init_is_in_the_containers_cgroup_in_every_hierarchy() {
+    let root = Root::new();
+    let id = root.ok(&["run", "-d", "alpine", "sleep", "60"]).trim().to_string();
+    let pid = root.state(&id)["pid"].as_i64().expect("pid");
+    let table = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup of the init");
+    root.ok(&["rm", "-f", &id]);
+    for line in table.lines() {
+        assert!(line.ends_with(&format!("/{id}")), "hierarchy left at the host's cgroup: {line}\n{table}");
+    }
+    // From inside: every v1 hierarchy the host has, mounted by the container, has no release_agent.
+    let mut hierarchies: Vec<String> = Vec::new();
+    for line in std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines() {
+        let Some((_, right)) = line.split_once(" - ") else { continue };
+        let f: Vec<&str> = right.split(' ').collect();
+        if f.first() == Some(&"cgroup") {
+            let opts: Vec<&str> = f[2].split(',').filter(|o| !["rw", "ro", "xattr"].contains(o)).collect();
+            hierarchies.push(opts.join(","));
+        }
+    }
+    let script: String = hierarchies
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            format!("mkdir -p /m{i} && mount -t cgroup -o {o} cgroup /m{i} && echo MOUNTED && ls /m{i}/release_agent 2>/dev/null && echo EXPOSED {o}; ")
+        })
+        .collect();
+    let out = sh_ok(&root, &["--cap-add", "SYS_ADMIN"], &format!("{script} echo done"));
+    assert!(!out.contains("EXPOSED"), "{out}");
+    assert_eq!(out.matches("MOUNTED").count(), hierarchies.len(), "every hierarchy mounted: {out}");
+}

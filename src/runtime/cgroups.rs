@@ -19,16 +19,39 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// v1 controllers rimg puts containers into (cpuset is left alone: it needs cpus/mems copied down).
-const V1_CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer"];
+/// Every cgroup v1 controller the kernel may offer: the options of a `cgroup` mount that name a hierarchy's
+/// controllers (the others, `rw`, `xattr`, `clone_children`…, are mount flags).
+const V1_ALL_CONTROLLERS: &[&str] = &[
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "io",
+    "blkio",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+    "debug",
+];
 /// v2 controllers rimg enables for containers when the hierarchy offers them.
 const V2_CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "io"];
 
 /// Which cgroup layout the host uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
-    /// One mount per controller set (also hybrid systems): `(controllers, mountpoint)`.
-    V1(Vec<(Vec<String>, PathBuf)>),
+    /// One mount per controller set (also hybrid systems).
+    V1 {
+        /// `(controllers, mountpoint)` of every v1 hierarchy, named ones (`name=systemd`) included.
+        hierarchies: Vec<(Vec<String>, PathBuf)>,
+        /// The cgroup2 mount of a hybrid host (no controllers, but a hierarchy all the same).
+        unified: Option<PathBuf>,
+    },
     /// The unified hierarchy at this mount point.
     V2(PathBuf),
 }
@@ -44,10 +67,10 @@ impl Layout {
         Layout::from_mountinfo(&info)
     }
 
-    /// The layout described by a mountinfo table: v1 when any v1 controller hierarchy is mounted (pure
-    /// v1 or hybrid), else the first cgroup2 mount.
+    /// The layout described by a mountinfo table: v1 when any v1 hierarchy is mounted (pure v1 or
+    /// hybrid), else the first cgroup2 mount.
     pub fn from_mountinfo(info: &str) -> Result<Layout, RuntimeError> {
-        let mut v1 = Vec::new();
+        let mut v1: Vec<(Vec<String>, PathBuf)> = Vec::new();
         let mut v2 = None;
         for line in info.lines() {
             // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
@@ -63,10 +86,10 @@ impl Layout {
                 "cgroup" => {
                     let ctrls: Vec<String> = rf[2]
                         .split(',')
-                        .filter(|o| V1_CONTROLLERS.contains(o) || *o == "cpuset")
+                        .filter(|o| V1_ALL_CONTROLLERS.contains(o) || o.starts_with("name="))
                         .map(str::to_string)
                         .collect();
-                    if !ctrls.is_empty() && !v1.iter().any(|(c, _): &(Vec<String>, PathBuf)| c == &ctrls) {
+                    if !ctrls.is_empty() && !v1.iter().any(|(c, _)| c == &ctrls) {
                         v1.push((ctrls, mountpoint));
                     }
                 }
@@ -74,7 +97,7 @@ impl Layout {
             }
         }
         if !v1.is_empty() {
-            return Ok(Layout::V1(v1));
+            return Ok(Layout::V1 { hierarchies: v1, unified: v2 });
         }
         v2.map(Layout::V2).ok_or_else(|| RuntimeError::Cgroup("no cgroup filesystem mounted".into()))
     }
@@ -111,6 +134,30 @@ impl Clone for Flag {
     }
 }
 
+/// Create `mnt/rel` in a v1 cpuset hierarchy: each new level starts with no CPUs and no memory nodes,
+/// which no task may join, so each gets its parent's (as `cgroup.clone_children` would, without changing
+/// a flag of the host's own cgroups).
+fn create_cpuset_dirs(mnt: &Path, rel: &Path) -> Result<(), RuntimeError> {
+    let mut cur = mnt.to_path_buf();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        if let Err(e) = fs::create_dir(&cur) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(cg_err("create", &cur, e));
+            }
+        }
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = fs::read_to_string(cur.join(file)).unwrap_or_default();
+            if mine.trim().is_empty() {
+                let theirs = fs::read_to_string(parent.join(file)).map_err(|e| cg_err("read", &parent, e))?;
+                write_file(&cur.join(file), theirs.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, value: &str) -> Result<(), RuntimeError> {
     fs::write(path, value)
         .map_err(|e| RuntimeError::Cgroup(format!("write {value:?} to {}: {e}", path.display())))
@@ -125,15 +172,25 @@ impl Cgroup {
     pub fn create(layout: &Layout, parent: &str, id: &str) -> Result<Cgroup, RuntimeError> {
         let rel = Path::new(parent.trim_matches('/')).join(id);
         match layout {
-            Layout::V1(mounts) => {
+            Layout::V1 { hierarchies, unified } => {
+                // Every hierarchy, not only those rimg writes limits to: a hierarchy the init stayed at the
+                // root of would be the host's own inside its cgroup namespace (with CAP_SYS_ADMIN, a
+                // mount of it reaches the host's release_agent: CVE-2022-0492's shape).
                 let mut dirs = Vec::new();
-                for (ctrls, mnt) in mounts {
-                    if !ctrls.iter().any(|c| V1_CONTROLLERS.contains(&c.as_str())) {
-                        continue;
+                for (ctrls, mnt) in hierarchies {
+                    let dir = mnt.join(&rel);
+                    if ctrls.iter().any(|c| c == "cpuset") {
+                        create_cpuset_dirs(mnt, &rel)?;
+                    } else {
+                        fs::create_dir_all(&dir).map_err(|e| cg_err("create", &dir, e))?;
                     }
+                    dirs.push((ctrls.clone(), dir));
+                }
+                if let Some(mnt) = unified {
+                    // No controllers there: an empty set, which no limit or mount inside looks at.
                     let dir = mnt.join(&rel);
                     fs::create_dir_all(&dir).map_err(|e| cg_err("create", &dir, e))?;
-                    dirs.push((ctrls.clone(), dir));
+                    dirs.push((Vec::new(), dir));
                 }
                 let devices = dirs.iter().any(|(c, _)| c.iter().any(|c| c == "devices"));
                 Ok(Cgroup { v2: false, dirs, filters_devices: Flag::new(devices) })
@@ -186,7 +243,8 @@ impl Cgroup {
         self.dirs.iter().map(|(_, d)| d.clone()).collect()
     }
 
-    /// The controller sets of each hierarchy (v1), for mounting them inside the container.
+    /// The controller sets of each v1 hierarchy (`name=…` for a named one), for mounting them inside the
+    /// container; the unified hierarchy of a hybrid host is not among them.
     pub fn hierarchies(&self) -> Vec<Vec<String>> {
         self.dirs.iter().map(|(c, _)| c.clone()).filter(|c| !c.is_empty()).collect()
     }
@@ -428,11 +486,15 @@ mod tests {
 
     #[test]
     fn hybrid_uses_v1_controllers() {
-        let Layout::V1(m) = Layout::from_mountinfo(HYBRID).unwrap() else { panic!("expected v1") };
-        assert_eq!(m.len(), 3, "{m:?}");
+        let Layout::V1 { hierarchies: m, unified } = Layout::from_mountinfo(HYBRID).unwrap() else {
+            panic!("expected v1")
+        };
+        assert_eq!(m.len(), 4, "every hierarchy, the named one too: {m:?}");
         assert!(m
             .iter()
             .any(|(c, p)| c == &["cpu", "cpuacct"] && p == Path::new("/sys/fs/cgroup/cpu,cpuacct")));
+        assert!(m.iter().any(|(c, _)| c == &["name=systemd"]));
+        assert_eq!(unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
     }
 
     #[test]
@@ -440,8 +502,9 @@ mod tests {
         // The init asks after pivot_root, when no cgroup directory is reachable any more.
         let tmp = tempfile::tempdir().unwrap();
         let mount = |c: &str| (vec![c.to_string()], tmp.path().join(c));
-        let with = Cgroup::create(&Layout::V1(vec![mount("memory"), mount("devices")]), "rimg", "a").unwrap();
-        let without = Cgroup::create(&Layout::V1(vec![mount("memory")]), "rimg", "b").unwrap();
+        let v1 = |h| Layout::V1 { hierarchies: h, unified: None };
+        let with = Cgroup::create(&v1(vec![mount("memory"), mount("devices")]), "rimg", "a").unwrap();
+        let without = Cgroup::create(&v1(vec![mount("memory")]), "rimg", "b").unwrap();
         let v2 = Cgroup::create(&Layout::V2(tmp.path().join("unified")), "rimg", "c").unwrap();
         std::fs::remove_dir_all(tmp.path()).unwrap();
         assert!(with.filters_devices());

@@ -501,7 +501,8 @@ pub fn mount_cgroupfs(hierarchies: &[Vec<String>], v2: bool, privileged: bool) -
         .map_err(|e| setup_err("mount tmpfs at /sys/fs/cgroup", e))?;
     for ctrls in hierarchies {
         let name = ctrls.join(",");
-        let dir = base.join(&name);
+        // A named hierarchy (`name=systemd`) lives at /sys/fs/cgroup/systemd, as on the host.
+        let dir = base.join(name.strip_prefix("name=").unwrap_or(&name));
         std::fs::create_dir_all(&dir).map_err(|e| setup_err(format!("create {}", dir.display()), e))?;
         mount(Some("cgroup"), &dir, Some("cgroup"), nse | ro, Some(name.as_str()))
             .map_err(|e| setup_err(format!("mount cgroup {name}"), e))?;
