@@ -437,3 +437,34 @@ fn the_init_is_in_the_containers_cgroup_in_every_hierarchy() {
     assert!(!out.contains("EXPOSED"), "{out}");
     assert_eq!(out.matches("MOUNTED").count(), hierarchies.len(), "every hierarchy mounted: {out}");
 }
+
+/// Issue 19, finding 8: without `-t` the container must not get the caller's terminal itself (it could
+/// change its modes or take it with TIOCEXCL); its stdio are pipes that rimg relays, as docker and podman
+/// do. rimg runs here on a pty (`script`), so a leak shows as `isatty` true inside.
+#[test]
+fn without_t_the_container_does_not_get_the_callers_terminal() {
+    let root = Root::new();
+    let probe = "for fd in 0 1 2; do [ -t $fd ] && echo TTY$fd; done; echo probed";
+    for flags in [&[][..], &["-i"][..]] {
+        let mut args = vec![run_support::support::rimg_bin().display().to_string()];
+        args.extend(["--root".into(), root.path().display().to_string(), "run".into(), "--rm".into()]);
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.extend(["alpine", "sh", "-c", probe].iter().map(|s| s.to_string()));
+        let line = args.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ");
+        let out = run_support::run_with_deadline(
+            std::process::Command::new("script").args(["-qec", &line, "/dev/null"]),
+            std::time::Duration::from_secs(60),
+        );
+        let text = stdout(&out);
+        assert!(text.contains("probed"), "{flags:?}: {text} {}", stderr(&out));
+        assert!(!text.contains("TTY"), "{flags:?}: the container got rimg's terminal: {text}");
+    }
+    // The relay keeps the pipes' meaning: stdin reaches EOF, and a reader that goes away stops the writer.
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(r#"printf 'one\ntwo\n' | "$0" --root "$1" run --rm -i alpine wc -l; "$0" --root "$1" run --rm alpine yes | head -2"#)
+        .arg(run_support::support::rimg_bin())
+        .arg(root.path());
+    let out = run_support::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60));
+    assert_eq!(stdout(&out), "2\ny\ny\n", "{}", stderr(&out));
+}

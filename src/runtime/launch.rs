@@ -353,6 +353,10 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
 
     // Standard streams of the container.
     let mut log_sources: Vec<(OwnedFd, &'static str)> = Vec::new();
+    // Attached without a terminal: (container's end, the monitor's own descriptor it goes to), and the pipe
+    // the monitor's stdin is fed into (`-i`).
+    let mut relays: Vec<(OwnedFd, i32)> = Vec::new();
+    let mut stdin_feed: Option<OwnedFd> = None;
     let (stdin_fd, stdout_fd, stderr_fd): (Option<OwnedFd>, Option<OwnedFd>, Option<OwnedFd>);
     let devnull = || File::open("/dev/null").ok().map(OwnedFd::from);
     match (&console, attach) {
@@ -378,9 +382,35 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
             stderr_fd = Some(ew);
         }
         (None, Attach::Foreground) => {
-            stdin_fd = if state.spec.process.stdin { None } else { devnull() };
-            stdout_fd = None;
-            stderr_fd = None;
+            // Pipes that the monitor relays, never rimg's own descriptors: the container must not get the
+            // caller's terminal (it could change its modes or take it with TIOCEXCL), as with docker and
+            // podman, whose daemon or conmon relays too.
+            let mut pipes = || match pipe() {
+                Ok(p) => Ok(p),
+                Err(e) => Err(fail_early(&mut report_w, e.into())),
+            };
+            let (or, ow) = match pipes() {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            let (er, ew) = match pipes() {
+                Ok(p) => p,
+                Err(code) => return code,
+            };
+            relays.push((or, 1));
+            relays.push((er, 2));
+            stdin_fd = if state.spec.process.stdin {
+                let (ir, iw) = match pipes() {
+                    Ok(p) => p,
+                    Err(code) => return code,
+                };
+                stdin_feed = Some(iw);
+                Some(ir)
+            } else {
+                devnull()
+            };
+            stdout_fd = Some(ow);
+            stderr_fd = Some(ew);
         }
     }
     let (release_r, release_w) = match pipe() {
@@ -560,6 +590,14 @@ fn monitor(plan: Plan, report_w: OwnedFd, life_r: OwnedFd, lock: MonitorLock) ->
                 }));
             }
         }
+    }
+
+    for (fd, to) in relays {
+        pumps.push(std::thread::spawn(move || super::logs::relay(File::from(fd), to)));
+    }
+    if let Some(feed) = stdin_feed {
+        // Detached: it blocks in read(stdin) and ends with the monitor; EOF closes the container's stdin.
+        std::thread::spawn(move || super::logs::relay(std::io::stdin().lock(), feed.as_raw_fd()));
     }
 
     report(&mut report_w, &format!("ok {init}"));
