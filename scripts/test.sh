@@ -21,6 +21,7 @@ bash image-fixtures/build.sh
 cargo build --all-targets --locked 2>&1 | tail -n 3
 # Style gates: a change that is not formatted or not clippy-clean does not pass.
 cargo fmt --all -- --check
+rustfmt --check --edition 2021 init/rimg-init.rs
 cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
 if [ -n "$fuzz_pid" ]; then
   # The tests start containers with limits and watch them: let them have the machine to themselves.

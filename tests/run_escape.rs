@@ -468,3 +468,23 @@ fn without_t_the_container_does_not_get_the_callers_terminal() {
     let out = run_support::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60));
     assert_eq!(stdout(&out), "2\ny\ny\n", "{}", stderr(&out));
 }
+
+/// Issue 19, finding 6 (CVE-2019-5736's set-up): with `--init` the container's PID 1 runs for its whole
+/// life, and its executable must not be the host's rimg binary (a container that reopens /proc/1/exe for
+/// writing once nothing runs it would overwrite the host's binary). rimg-init runs from a sealed memfd.
+#[test]
+fn init_is_not_the_hosts_binary() {
+    use std::os::unix::fs::MetadataExt;
+    let root = Root::new();
+    let host = std::fs::metadata(run_support::support::rimg_bin()).expect("rimg binary");
+    let out = sh_ok(
+        &root,
+        &["--init"],
+        "stat -L -c '%d %i' /proc/1/exe; readlink /proc/1/exe; echo x >> /proc/1/exe || echo refused",
+    );
+    let mut lines = out.lines();
+    let ident = lines.next().unwrap_or_default();
+    assert_ne!(ident, format!("{} {}", host.dev(), host.ino()), "/proc/1/exe is the host's rimg: {out}");
+    assert!(lines.next().unwrap_or_default().starts_with("/memfd:rimg-init"), "{out}");
+    assert_eq!(lines.next(), Some("refused"), "{out}");
+}

@@ -166,6 +166,23 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// The resolved executable.
+    pub fn path(&self) -> &std::ffi::CStr {
+        &self.path
+    }
+
+    /// The command line (argv[0] as given).
+    pub fn argv(&self) -> &[CString] {
+        &self.argv
+    }
+
+    /// The environment.
+    pub fn envp(&self) -> &[CString] {
+        &self.envp
+    }
+}
+
 /// Everything the final exec needs, resolved while still privileged.
 pub struct Prepared {
     no_new_privs: bool,
