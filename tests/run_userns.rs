@@ -152,3 +152,21 @@ fn bad_userns_requests_are_refused_clearly() {
         assert!(err.contains(needle) && err.lines().count() == 1, "{args:?}: {err}");
     }
 }
+
+/// Issue 19, finding 4: user namespaces keep working with a private store (a `--root` of mode 0700, and
+/// its containers/ directory 0700): the mapped root cannot search the store, so the init must reach its
+/// rootfs without walking the path.
+#[test]
+fn userns_works_with_a_private_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let containers = root.path().join("containers");
+    std::fs::create_dir_all(&containers).expect("containers dir");
+    for d in [root.path(), containers.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).expect("chmod 0700");
+    }
+    let out =
+        root.rimg(&["run", "--rm", "--userns", "auto", "alpine", "sh", "-c", "id -u; cat /etc/hostname"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("0\n"), "{}", stdout(&out));
+}

@@ -848,6 +848,17 @@ struct InitIo {
 /// G: becomes the container's PID 1. Never returns.
 fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, io: InitIo) -> ! {
     let InitIo { release_r, err_w, stdio, console, winsize } = io;
+    // The container directory, opened now, while our host uid is still root's: a user-namespaced init
+    // soon becomes an unprivileged host uid that may not search the private store above it. Paths below
+    // go through this descriptor (the magic link skips the directories above); it is close-on-exec and
+    // closed once the rootfs is our root.
+    let cdir_fd = match File::open(cdir.path()) {
+        Ok(f) => OwnedFd::from(f),
+        Err(e) => {
+            command::fail(&err_w, RuntimeError::Setup(format!("open {}: {e}", cdir.path().display())).into())
+        }
+    };
+    let cdir = ContainerDir::new(std::path::PathBuf::from(format!("/proc/self/fd/{}", cdir_fd.as_raw_fd())));
     // SAFETY: prctl with integer arguments: die with the monitor.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let mut r = File::from(release_r);
@@ -859,7 +870,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
     // Keep only what the init needs: no /dev/fuse, lock or pipe of the monitor may leak into the container.
     let preserved = 3..3 + state.spec.process.preserve_fds as i32;
     let mut keep: Vec<i32> = preserved.clone().collect();
-    keep.extend([err_w.as_raw_fd(), r.as_raw_fd()]);
+    keep.extend([err_w.as_raw_fd(), r.as_raw_fd(), cdir_fd.as_raw_fd()]);
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     close_fds_except(&keep);
@@ -910,6 +921,7 @@ fn container_init(state: &ContainerState, cdir: &ContainerDir, cgroup: &Cgroup, 
         fail(e.into());
     }
     drop(root);
+    drop(cdir_fd);
     // Phase 2: we are in the container's cgroup; its namespace is rooted there.
     if r.read_exact(&mut phase).is_err() {
         // SAFETY: the monitor gave up on us (it kills us too).

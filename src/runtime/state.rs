@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -214,6 +214,10 @@ impl Containers {
         for d in [cdir.path().to_path_buf(), cdir.upper(), cdir.work(), cdir.rootfs()] {
             fs::create_dir_all(&d).map_err(|e| io_err("create", &d, e))?;
         }
+        // Searchable by anyone who holds a way in (a user-namespaced init gets a descriptor of it), listable
+        // by root only; what guards it from host users is the private containers/ directory above.
+        fs::set_permissions(cdir.path(), fs::Permissions::from_mode(0o711))
+            .map_err(|e| io_err("chmod", cdir.path(), e))?;
         let lock_path = cdir.monitor_lock_file();
         let file = open_lock(&lock_path).map_err(|e| io_err("open", &lock_path, e))?;
         flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| io_err("lock", &lock_path, e))?;
