@@ -4,7 +4,7 @@
 #[path = "run_support.rs"]
 mod run_support;
 
-use run_support::{code, stderr, stdout, Root};
+use run_support::{code, eventually, stderr, stdout, support, Root};
 use std::time::Duration;
 
 #[test]
@@ -352,4 +352,33 @@ fn interactive_tty_relays_input_and_window_size() {
     wait_for("got:hello", &mut seen);
     wait_for("50 120", &mut seen);
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// Issue 20, item 4: `stop`, `kill` and `rm -f` act on all the containers they are given at once. Three
+/// containers trap TERM (leaving a mark in a bind-mounted directory) and ignore it; while `stop -t 120`
+/// waits out the first one's grace period, all three must already have their TERM. One at a time, the
+/// second would get it only after two minutes. Output stays in argument order.
+#[test]
+fn stop_acts_on_all_containers_at_once() {
+    let root = Root::new();
+    let marks = tempfile::tempdir().expect("marks dir");
+    let vol = format!("{}:/marks", marks.path().display());
+    let names = ["par-a", "par-b", "par-c"];
+    for n in names {
+        let script = format!("trap 'touch /marks/{n}' TERM; while :; do sleep 0.1; done");
+        root.ok(&["run", "-d", "--name", n, "-v", &vol, "alpine", "sh", "-c", &script]);
+    }
+    let mut stop = support::rimg_cmd(root.path());
+    stop.args(["stop", "-t", "120"]).args(names).stdout(std::process::Stdio::piped());
+    // Should an assertion fail, Root's drop removes the containers, which ends this stop too.
+    let stopping = stop.spawn().expect("rimg stop");
+    let all_termed =
+        eventually(Duration::from_secs(60), || names.iter().all(|n| marks.path().join(n).exists()));
+    let out = root.ok(&["kill", "par-c", "par-a", "par-b"]);
+    assert_eq!(out, "par-c\npar-a\npar-b\n", "kill reports in argument order");
+    let out = stopping.wait_with_output().expect("wait rimg stop");
+    assert!(all_termed, "TERM reached the containers one after the other");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "par-a\npar-b\npar-c\n");
+    let out = root.ok(&["rm", "-f", "par-a", "par-b", "par-c"]);
+    assert_eq!(out, "par-a\npar-b\npar-c\n");
 }

@@ -116,19 +116,53 @@ pub fn ps(a: PsArgs, g: &Globals) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Run `f` on each named container, printing the name on success and the error otherwise (docker's
-/// per-container reporting); exit 1 if any failed.
-fn each(keys: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyhow::Result<i32> {
+/// At most this many containers are acted on at once (each waits mostly: for a grace period, a monitor).
+const PARALLEL: usize = 32;
+
+/// Run `f` on each named container, all at once (`stop -t 10` of 30 containers takes about 10 s, not 300),
+/// printing in the order given the name on success and the error otherwise (docker's per-container
+/// reporting); exit 1 if any failed.
+fn each(keys: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyhow::Result<i32> {
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<()>>>> =
+        keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let mut code = 0;
-    for k in keys {
-        match f(k) {
-            Ok(()) => println!("{k}"),
-            Err(e) => {
-                eprintln!("Error response from daemon: {}", super::one_line(&e));
-                code = 1;
-            }
+    std::thread::scope(|s| {
+        for _ in 0..keys.len().min(PARALLEL) {
+            let done_tx = done_tx.clone();
+            let (next, results, f) = (&next, &results, &f);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(k) = keys.get(i) else { break };
+                let r = f(k);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+                let _ = done_tx.send(());
+            });
         }
-    }
+        drop(done_tx);
+        // Report in argument order, each as soon as it and those before it are done.
+        let mut shown = 0;
+        while shown < keys.len() {
+            let ready = results[shown].lock().ok().and_then(|mut slot| slot.take());
+            match ready {
+                Some(Ok(())) => println!("{}", keys[shown]),
+                Some(Err(e)) => {
+                    eprintln!("Error response from daemon: {}", super::one_line(&e));
+                    code = 1;
+                }
+                None => {
+                    if done_rx.recv().is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            shown += 1;
+        }
+    });
     Ok(code)
 }
 
