@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds rimg's fixture images as OCI image layouts (one layout directory per image name) from real sources:
 #   busybox  latest, multiarch  Debian's busybox-static binary + applet symlinks + minimal /etc
-#   alpine   3.20.3, latest     the official Alpine 3.20.3 minirootfs from ../shared/fixtures, upstream config
+#   alpine   3.20.3, latest     the official Alpine 3.20.3 minirootfs (image-fixtures/alpine/), upstream config
 #            3.20.3-zstd        the same with a zstd-compressed layer
 #   debian   bookworm           debootstrap minbase + procps/iproute2, plus an "adds" layer and a
 #                               "whiteouts + opaque dir" layer
@@ -20,7 +20,6 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))
-shared=${RIMG_SHARED_DIR:-$repo/../shared}
 py=${PYTHON:-python3}
 fx="$here/fixtures.py"
 
@@ -111,9 +110,11 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------------ alpine
-alpine_tgz=$shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz
-if [[ ! -f $alpine_tgz ]]; then
-  log "SKIP alpine: $alpine_tgz not found (expected shared/ beside the repo root)"
+alpine_tgz=$here/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz
+# The tarball is committed with its upstream checksum: a damaged or replaced copy must not become a fixture.
+if ! (cd "$here/alpine" && sha256sum --quiet -c SHA256SUMS); then
+  log "alpine: $alpine_tgz does not match image-fixtures/alpine/SHA256SUMS"
+  exit 1
 else
   h=$(inputs_hash "$alpine_tgz")
   if fresh alpine "$h"; then

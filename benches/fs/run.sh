@@ -21,8 +21,8 @@ REPS=${1:-3}
 B=${BENCH_DIR:-/tmp/rimg-fs-bench}
 RIMG=${RIMG:-$PWD/target/release/rimg}
 [ -x "$RIMG" ] || cargo build --release --bin rimg
-FIX_TAR=/work/main/.work/fixtures/cache/debootstrap-bookworm-minbase.tar
-ALPINE=/work/shared/fixtures/alpine-minirootfs-3.20.3-x86_64.tar.gz
+FIX_TAR=$PWD/.work/fixtures/cache/debootstrap-bookworm-minbase.tar
+ALPINE=$PWD/image-fixtures/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz
 ROOTFS_TAR=${ROOTFS_TAR:-$([ -f $FIX_TAR ] && echo $FIX_TAR || echo $ALPINE)}
 
 URING_PARAM=/sys/module/fuse/parameters/enable_uring
