@@ -9,7 +9,8 @@
 //!
 //! Calling convention (set by rimg, never by a user): `rimg-init ERRFD PATH ARGV0 [ARGS...]` with the
 //! command's environment. Identity, capabilities, no_new_privs and seccomp are already in place; ERRFD is
-//! the close-on-exec pipe on which an exec failure is reported as `CODE<TAB>MESSAGE` (docker's 126/127).
+//! rimg's error channel, on which an exec failure is reported as rimg's `Failure` message, one JSON line
+//! `{"code":N,"message":"..."}` (docker's 126/127), and which closes when the command's exec succeeds.
 
 use std::ffi::{c_char, c_int, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -51,8 +52,23 @@ fn exit_code_of(status: c_int) -> c_int {
     }
 }
 
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn fail(errfd: c_int, code: c_int, msg: &str) -> ! {
-    let line = format!("{code}\t{msg}");
+    let line = format!("{{\"code\":{code},\"message\":{}}}\n", json_string(msg));
     // SAFETY: write(2) of a local buffer, then _exit; nothing else runs in this process afterwards.
     unsafe {
         write(errfd, line.as_ptr(), line.len());

@@ -23,3 +23,4 @@ pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod store;
+pub mod sys;

@@ -140,7 +140,7 @@ fn bad_userns_requests_are_refused_clearly() {
     for (args, needle) in [
         (vec!["--uidmap", "1:200000:10"], "container's root"),
         (vec!["--uidmap", "0:200000"], "invalid id map"),
-        (vec!["--userns=keep-id"], "not supported"),
+        (vec!["--userns=keep-id"], "possible values: host, auto"),
         (vec!["--userns=auto", "--storage-driver", "overlay"], "fuse storage driver"),
     ] {
         let mut a = vec!["run", "--rm"];

@@ -16,7 +16,7 @@ use super::image::{
 };
 use super::rootfs::MergedView;
 use super::words::expand;
-use crate::runtime::{self, Attach, ContainerSpec, Containers, NetworkMode, ProcessSpec};
+use crate::runtime::{self, ContainerSpec, Containers, NetworkMode, ProcessSpec};
 use crate::store::{ImageRecord, Store};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -605,16 +605,7 @@ impl Builder<'_> {
         if !self.opts.quiet {
             println!(" ---> Running in {}", &id[..12]);
         }
-        let launched = runtime::start(&containers, state, lock, Attach::Foreground).map_err(|f| f.message)?;
-        let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, .. } = launched;
-        let code = runtime::attach::wait(runtime::attach::Relay {
-            child: monitor_pid,
-            target: init_pid,
-            pty_master,
-            stdin: false,
-            old_mask,
-        });
-        drop(lifeline);
+        let code = runtime::run_foreground(&containers, state, lock).map_err(|f| f.message)?;
         if code != 0 {
             return Err(BuildError::RunFailed { cmd: argv.join(" "), code }.into());
         }

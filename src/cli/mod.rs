@@ -121,10 +121,14 @@ pub fn main() -> i32 {
     }
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_RIMG_ERROR } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("rimg: {}", usage_error_line(&e));
+            return EXIT_RIMG_ERROR;
         }
     };
     init_logging(&cli.globals.log_level);
@@ -181,6 +185,18 @@ pub fn main() -> i32 {
             EXIT_RIMG_ERROR
         }
     }
+}
+
+/// A usage error as one line, as every other error of rimg: clap's own text without its layout and hints
+/// (`invalid value 'x' for '--userns <USERNS>' [possible values: host, auto]`).
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Render an error chain on one line ("outer: cause: root cause"), as users expect from docker.

@@ -2,9 +2,10 @@
 //! then the runtime starts the container and, in the foreground, relays until it exits.
 
 use super::Globals;
+use crate::runtime::capability::CapName;
 use crate::runtime::{
-    self, attach, Attach, ContainerSpec, Containers, DeviceRate, MountSpec, NetworkMode, ProcessSpec,
-    Resources, RootfsDriver,
+    self, Attach, ContainerSpec, Containers, DeviceRate, MountSpec, NetworkMode, ProcessSpec, Resources,
+    RootfsDriver,
 };
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -56,8 +57,8 @@ pub struct Args {
     #[arg(short = 'h', long)]
     hostname: Option<String>,
     /// Network: none (own namespace with loopback) or host.
-    #[arg(long = "network", alias = "net", default_value = "none")]
-    network: String,
+    #[arg(long = "network", alias = "net", value_enum, default_value_t = NetworkArg::None)]
+    network: NetworkArg,
     /// Mount the root filesystem read-only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -74,8 +75,8 @@ pub struct Args {
     #[arg(long = "stop-timeout")]
     stop_timeout: Option<u64>,
     /// Pull policy: missing, always, never.
-    #[arg(long, default_value = "missing")]
-    pull: String,
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
     /// Memory limit (e.g. 32m, 1g).
     #[arg(short = 'm', long)]
     memory: Option<String>,
@@ -111,8 +112,8 @@ pub struct Args {
     security_opt: Vec<String>,
     /// User namespace: `host` (default: the host's), or `auto` (a new one mapping the container's ids
     /// 0-65535 to the range /etc/subuid gives containers, dockremap or root, else 100000-165535).
-    #[arg(long, default_value = "host")]
-    userns: String,
+    #[arg(long, value_enum, default_value_t = UsernsMode::Host)]
+    userns: UsernsMode,
     /// Run in a new user namespace with this uid map, CONTAINER:HOST:SIZE (repeatable; podman's flag).
     #[arg(long = "uidmap", value_name = "CONTAINER:HOST:SIZE")]
     uidmap: Vec<String>,
@@ -123,8 +124,8 @@ pub struct Args {
     #[arg(long = "cgroup-parent")]
     cgroup_parent: Option<String>,
     /// Rootfs driver: fuse (rimg's FUSE overlay) or overlay (the kernel's overlayfs).
-    #[arg(long = "storage-driver", env = "RIMG_STORAGE_DRIVER", default_value = "fuse")]
-    storage_driver: String,
+    #[arg(long = "storage-driver", env = "RIMG_STORAGE_DRIVER", value_enum, default_value_t = StorageDriver::Fuse)]
+    storage_driver: StorageDriver,
     /// Pass N more open file descriptors (3 to 3+N-1) to the container; all others are closed.
     #[arg(long = "preserve-fds", value_name = "N", default_value_t = 0)]
     preserve_fds: u32,
@@ -173,22 +174,66 @@ fn device_rate(s: &str) -> anyhow::Result<DeviceRate> {
     })
 }
 
-/// Capability names checked and spelled canonically (`CAP_NET_ADMIN`, `ALL`).
-fn cap_names(names: &[String]) -> anyhow::Result<Vec<String>> {
-    names
-        .iter()
-        .map(|n| match runtime::caps::parse_name(n)? {
-            runtime::caps::CapName::All => Ok("ALL".to_string()),
-            runtime::caps::CapName::One(c) => Ok(runtime::caps::name_of(c)),
-        })
-        .collect()
+/// Capability names, checked once here (a typo is an error, not a silently missing grant).
+fn cap_names(names: &[String]) -> anyhow::Result<Vec<CapName>> {
+    Ok(names.iter().map(|n| n.parse()).collect::<Result<_, _>>()?)
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    /// A network namespace of its own with only the loopback interface.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl From<NetworkArg> for NetworkMode {
+    fn from(n: NetworkArg) -> NetworkMode {
+        match n {
+            NetworkArg::None => NetworkMode::None,
+            NetworkArg::Host => NetworkMode::Host,
+        }
+    }
+}
+
+/// `--pull`: when to fetch the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Only when it is not in the cache.
+    Missing,
+    /// Every time.
+    Always,
+    /// Never (a missing image is an error).
+    Never,
+}
+
+/// `--userns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UsernsMode {
+    /// The host's user namespace (docker's default).
+    Host,
+    /// A new user namespace on a subordinate id range.
+    #[value(alias = "private", alias = "remap")]
+    Auto,
+}
+
+/// `--storage-driver`: how the rootfs is assembled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StorageDriver {
+    /// rimg's FUSE overlay.
+    #[value(alias = "rimg")]
+    Fuse,
+    /// The kernel's overlayfs.
+    #[value(alias = "overlay2", alias = "kernel")]
+    Overlay,
 }
 
 /// What `--security-opt` asks for.
 #[derive(Debug, Default)]
 struct SecurityOpts {
     allow_new_privileges: bool,
-    seccomp: runtime::seccomp::SeccompPolicy,
+    seccomp: runtime::spec::SeccompPolicy,
 }
 
 fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
@@ -207,7 +252,7 @@ fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
                 }
             }
             "seccomp" => {
-                use runtime::seccomp::SeccompPolicy;
+                use runtime::spec::SeccompPolicy;
                 out.seccomp = match v {
                     Some("unconfined") => SeccompPolicy::Unconfined,
                     Some("builtin") | Some("default") => SeccompPolicy::Default,
@@ -354,14 +399,14 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
     }
     let store = super::pull::open_store(g)?;
     let lookup = |store: &crate::store::Store| store.image(&a.image);
-    let record = match a.pull.as_str() {
-        "always" => {
+    let record = match a.pull {
+        PullPolicy::Always => {
             super::pull::pull_image(g, &a.image, false)?;
             lookup(&store)?
         }
-        "never" => lookup(&store)
+        PullPolicy::Never => lookup(&store)
             .with_context(|| format!("image {} is not in the cache and --pull=never", a.image))?,
-        "missing" => match lookup(&store) {
+        PullPolicy::Missing => match lookup(&store) {
             Ok(r) => r,
             Err(crate::store::StoreError::ImageNotFound(_)) => {
                 eprintln!("Unable to find image '{}' locally", a.image);
@@ -370,7 +415,6 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
             }
             Err(e) => return Err(e.into()),
         },
-        other => bail!("invalid --pull policy {other:?} (missing, always, never)"),
     };
     let mut d = ImageDefaults::default();
     if let Some(c) = record.config.config() {
@@ -423,26 +467,17 @@ fn build_spec(
         }
         mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
     }
-    let userns = match a.userns.as_str() {
+    let userns = match a.userns {
         _ if !a.uidmap.is_empty() || !a.gidmap.is_empty() => {
-            if !matches!(a.userns.as_str(), "" | "host" | "private") {
-                bail!("--userns={} conflicts with --uidmap/--gidmap", a.userns);
-            }
             Some(runtime::userns::from_flags(&a.uidmap, &a.gidmap)?)
         }
-        "" | "host" => None,
-        "auto" | "private" | "remap" => Some(runtime::userns::auto()?),
-        other => bail!("--userns={other} is not supported (host, auto, or --uidmap/--gidmap)"),
+        UsernsMode::Host => None,
+        UsernsMode::Auto => Some(runtime::userns::auto()?),
     };
-    let network = match a.network.as_str() {
-        "none" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => bail!("network {other:?} is not supported (none, host)"),
-    };
-    let driver = match a.storage_driver.as_str() {
-        "overlay" | "overlay2" | "kernel" => RootfsDriver::Kernel,
-        "fuse" | "rimg" => RootfsDriver::Fuse,
-        other => bail!("storage driver {other:?} is not supported (fuse, overlay)"),
+    let network = NetworkMode::from(a.network);
+    let driver = match a.storage_driver {
+        StorageDriver::Overlay => RootfsDriver::Kernel,
+        StorageDriver::Fuse => RootfsDriver::Fuse,
     };
     if userns.is_some() && driver == RootfsDriver::Kernel {
         // Kernel overlayfs cannot be id-mapped as a whole; the FUSE overlay shifts ids itself.
@@ -528,40 +563,24 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
     let spec = build_spec(&a, image, image_id, lowers, defaults)?;
     let containers = Containers::open(&containers_dir)?;
     let (state, lock) = containers.create(spec)?;
-    let attach_mode = if a.detach { Attach::Detached } else { Attach::Foreground };
-    let launched = match runtime::start(&containers, state, lock, attach_mode) {
-        Ok(l) => l,
-        Err(f) => {
-            eprintln!("rimg: {}", f.message);
-            return Ok(f.code);
-        }
+    let result = if a.detach {
+        runtime::start(&containers, state, lock, Attach::Detached).map(|l| {
+            println!("{}", l.id);
+            0
+        })
+    } else {
+        runtime::run_foreground(&containers, state, lock)
     };
-    if a.detach {
-        println!("{}", launched.id);
-        return Ok(0);
-    }
-    // rimg run outlives the monitor anyway: it removes the cgroup afterwards, sparing the monitor a
-    // migration out of it on the way (an RCU grace period on every container's exit path).
-    let deferred = launched.defer_cgroup_cleanup();
-    let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, cgroups, .. } = launched;
-    let code = attach::wait(attach::Relay {
-        child: monitor_pid,
-        target: init_pid,
-        pty_master,
-        stdin: a.interactive,
-        old_mask,
-    });
-    drop(lifeline);
-    if deferred {
-        runtime::launch::cleanup_after_monitor(&cgroups);
-    }
-    Ok(code)
+    Ok(result.unwrap_or_else(|f| {
+        eprintln!("rimg: {}", f.message);
+        f.code
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::{cap_names, parse_bytes, security_opts};
-    use crate::runtime::seccomp::SeccompPolicy;
+    use crate::runtime::spec::SeccompPolicy;
 
     #[test]
     fn security_opt_spellings() {
@@ -580,10 +599,9 @@ mod tests {
     #[test]
     fn capability_names_are_canonical() {
         let n = |v: &[&str]| cap_names(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            n(&["net_admin", "CAP_SYS_ADMIN", "all"]).unwrap(),
-            ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "ALL"]
-        );
+        let names: Vec<String> =
+            n(&["net_admin", "CAP_SYS_ADMIN", "all"]).unwrap().iter().map(|c| c.to_string()).collect();
+        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_SYS_ADMIN", "ALL"]);
         assert!(n(&["NET_FLY"]).is_err());
     }
 

@@ -1,46 +1,13 @@
 //! The foreground side of `rimg run` / `rimg exec`: relay signals to the container, copy the terminal both
 //! ways in raw mode, follow window-size changes, and collect the exit code.
 
-use super::launch::FORWARDED;
-use super::process::exit_code_of;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::termios::{self, SetArg, Termios};
+use super::terminal::{self, RawMode};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-
-/// The window size of rimg's own terminal (stdin), if it has one.
-pub fn terminal_size() -> Option<nix::pty::Winsize> {
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ into a winsize struct.
-    let r = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
-    (r == 0).then_some(ws)
-}
-
-/// Puts rimg's terminal in raw mode and restores it when dropped.
-struct RawMode {
-    saved: Termios,
-}
-
-impl RawMode {
-    fn enable() -> Option<RawMode> {
-        // SAFETY: stdin outlives this guard.
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-        let saved = termios::tcgetattr(stdin).ok()?;
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(stdin, SetArg::TCSANOW, &raw).ok()?;
-        Some(RawMode { saved })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        // SAFETY: stdin is still open.
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-        let _ = termios::tcsetattr(stdin, SetArg::TCSANOW, &self.saved);
-    }
-}
+use std::os::fd::OwnedFd;
 
 /// What the foreground relay works with.
 pub struct Relay {
@@ -58,12 +25,8 @@ pub struct Relay {
 
 /// Relay until `child` exits; returns its exit code (docker's convention).
 pub fn wait(relay: Relay) -> i32 {
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let set = terminal::relayed_signals();
+    let _ = terminal::block_relayed();
     let mut output = None;
     let mut _raw = None;
     if let Some(master) = &relay.pty_master {
@@ -105,23 +68,18 @@ pub fn wait(relay: Relay) -> i32 {
     let code = loop {
         let Ok(sig) = set.wait() else { continue };
         match sig {
-            Signal::SIGCHLD => {
-                let mut status = 0;
-                // SAFETY: waitpid of our own child with a valid out-pointer.
-                let r = unsafe { libc::waitpid(relay.child, &mut status, libc::WNOHANG) };
-                if r == relay.child {
-                    break exit_code_of(status);
-                }
-            }
+            Signal::SIGCHLD => match waitpid(Pid::from_raw(relay.child), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => break code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+                _ => {}
+            },
             Signal::SIGWINCH => {
-                if let (Some(m), Some(ws)) = (&relay.pty_master, terminal_size()) {
-                    // SAFETY: TIOCSWINSZ on the pty master with a valid winsize.
-                    unsafe { libc::ioctl(m.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                if let Some(m) = &relay.pty_master {
+                    terminal::copy_own_size(m);
                 }
             }
             other => {
-                // SAFETY: kill(2) of the container process we started.
-                unsafe { libc::kill(relay.target, other as i32) };
+                let _ = nix::sys::signal::kill(Pid::from_raw(relay.target), other);
             }
         }
     };
@@ -130,6 +88,6 @@ pub fn wait(relay: Relay) -> i32 {
         let _ = t.join();
     }
     drop(_raw);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&relay.old_mask), None);
+    terminal::restore_mask(&relay.old_mask);
     code
 }

@@ -4,8 +4,12 @@
 //! for a non-zero uid without file capabilities), and nothing is inheritable or ambient — as docker since
 //! CVE-2022-24769.
 
+use super::capability::CapName;
 use super::spec::ContainerSpec;
 use super::RuntimeError;
+
+/// CAP_MKNOD.
+const CAP_MKNOD: u32 = 27;
 
 /// docker's default capability set, by number.
 pub const DEFAULT_CAPS: &[u32] = &[
@@ -25,95 +29,17 @@ pub const DEFAULT_CAPS: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-/// Capability names by number (without the `CAP_` prefix), as `--cap-add` and `--cap-drop` spell them.
-const NAMES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
-/// A capability named by a user: one capability, or `ALL`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CapName {
-    /// Every capability the kernel knows.
-    All,
-    /// One capability by number.
-    One(u32),
-}
-
-/// Parse a docker capability name (`NET_ADMIN`, `CAP_NET_ADMIN`, `net_admin`, `ALL`) so the CLI rejects a
-/// typo instead of silently granting nothing.
-pub fn parse_name(s: &str) -> Result<CapName, RuntimeError> {
-    let up = s.trim().to_ascii_uppercase();
-    let bare = up.strip_prefix("CAP_").unwrap_or(&up);
-    if bare == "ALL" {
-        return Ok(CapName::All);
-    }
-    NAMES
-        .iter()
-        .position(|n| *n == bare)
-        .map(|i| CapName::One(i as u32))
-        .ok_or_else(|| RuntimeError::Setup(format!("unknown capability: {s:?}")))
-}
-
-/// The canonical `CAP_…` name of a capability number, as stored in the container's spec.
-pub fn name_of(cap: u32) -> String {
-    NAMES.get(cap as usize).map(|n| format!("CAP_{n}")).unwrap_or_else(|| format!("CAP_{cap}"))
-}
-
-/// CAP_MKNOD.
-const CAP_MKNOD: u32 = 27;
-
 /// The capabilities a container gets: all with `--privileged`; otherwise docker's rule: with `--cap-add
 /// ALL` everything minus `--cap-drop`, with `--cap-drop ALL` only `--cap-add`, else the default set plus
 /// `--cap-add` minus `--cap-drop`. CAP_MKNOD is withheld unless `filters_devices` (from
 /// [`super::cgroups::Cgroup::filters_devices`]: the v1 devices controller, or the eBPF device filter on v2,
 /// limits the container to the allowlist): without a filter, a node the container makes would open the
-/// host's device. Names that no longer parse (a hand-edited state.json) are ignored.
+/// host's device.
 pub fn for_container(spec: &ContainerSpec, filters_devices: bool) -> Option<Vec<u32>> {
     if spec.privileged {
         return None;
     }
-    let parse = |v: &[String]| v.iter().filter_map(|n| parse_name(n).ok()).collect::<Vec<_>>();
-    let (add, drop) = (parse(&spec.cap_add), parse(&spec.cap_drop));
+    let (add, drop) = (&spec.cap_add, &spec.cap_drop);
     let (add_all, drop_all) = (add.contains(&CapName::All), drop.contains(&CapName::All));
     let mut caps: Vec<u32> = if add_all {
         (0..=last_cap()).collect()
@@ -123,7 +49,7 @@ pub fn for_container(spec: &ContainerSpec, filters_devices: bool) -> Option<Vec<
         DEFAULT_CAPS.to_vec()
     };
     if !add_all {
-        for n in &add {
+        for n in add {
             if let CapName::One(c) = n {
                 if !caps.contains(c) {
                     caps.push(*c);
@@ -139,22 +65,6 @@ pub fn for_container(spec: &ContainerSpec, filters_devices: bool) -> Option<Vec<
     Some(caps)
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -167,54 +77,27 @@ fn last_cap() -> u32 {
 /// coming setuid (so `--cap-drop SETUID` cannot stop rimg from switching to the container's user).
 pub fn bound(keep: Option<&[u32]>) -> Result<(), RuntimeError> {
     let keeps = |c: u32| keep.map(|k| k.contains(&c)).unwrap_or(true);
-    for c in 0..=last_cap() {
-        if !keeps(c) {
-            // SAFETY: prctl with integer arguments.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
-            if r != 0 {
-                return Err(RuntimeError::Setup(format!(
-                    "drop capability {}: {}",
-                    name_of(c),
-                    std::io::Error::last_os_error()
-                )));
-            }
-        }
+    for c in (0..=last_cap()).filter(|&c| !keeps(c)) {
+        crate::sys::caps::drop_from_bounding_set(c)
+            .map_err(|e| RuntimeError::os(format!("drop capability {}", super::capability::name_of(c)), e))?;
     }
-    // SAFETY: prctl with integer arguments; failure only means no ambient support.
-    unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    // SAFETY: prctl with integer arguments; the flag is cleared again by execve.
-    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-        return Err(RuntimeError::Setup(format!("keep capabilities: {}", std::io::Error::last_os_error())));
-    }
-    Ok(())
+    // Failure only means a kernel without ambient capabilities.
+    let _ = rustix::thread::clear_ambient_capability_set();
+    // Cleared again by execve.
+    rustix::thread::set_keep_capabilities(true).map_err(|e| RuntimeError::os("keep capabilities", e))
 }
 
 /// Second step, after the switch to the container's user: permitted and effective become `keep` (what we
 /// still hold of it), inheritable empty. execve then gives root the bounding set and a non-root user
 /// nothing.
 pub fn finish(keep: Option<&[u32]>) -> Result<(), RuntimeError> {
-    let keeps = |c: u32| keep.map(|k| k.contains(&c)).unwrap_or(true);
+    let wanted = match keep {
+        Some(k) => k.iter().filter(|&&c| c < 64).fold(0u64, |m, &c| m | 1 << c),
+        None => u64::MAX,
+    };
     // Never ask for more than we hold (rimg itself may run with a reduced set).
-    let mut have = [CapData::default(); 2];
-    let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    // SAFETY: capget with a v3 header and room for two data structs.
-    unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, have.as_mut_ptr()) };
-    let held = |c: u32| have[(c / 32) as usize].permitted & (1 << (c % 32)) != 0;
-    let mut data = [CapData::default(); 2];
-    for c in 0..=last_cap() {
-        if keeps(c) && held(c) {
-            let (i, bit) = ((c / 32) as usize, 1u32 << (c % 32));
-            data[i].effective |= bit;
-            data[i].permitted |= bit;
-        }
-    }
-    let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    // SAFETY: capset with a v3 header and two data structs, as the ABI requires.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    if r != 0 {
-        return Err(RuntimeError::Setup(format!("capset: {}", std::io::Error::last_os_error())));
-    }
-    Ok(())
+    let held = crate::sys::caps::permitted().map_err(|e| RuntimeError::os("capget", e))?;
+    crate::sys::caps::set_permitted_and_effective(wanted & held).map_err(|e| RuntimeError::os("capset", e))
 }
 
 #[cfg(test)]
@@ -223,19 +106,10 @@ mod tests {
 
     fn spec(add: &[&str], drop: &[&str]) -> ContainerSpec {
         ContainerSpec {
-            cap_add: add.iter().map(|s| s.to_string()).collect(),
-            cap_drop: drop.iter().map(|s| s.to_string()).collect(),
+            cap_add: add.iter().map(|s| s.parse().unwrap()).collect(),
+            cap_drop: drop.iter().map(|s| s.parse().unwrap()).collect(),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(parse_name("net_admin").unwrap(), CapName::One(12));
-        assert_eq!(parse_name("CAP_SYS_ADMIN").unwrap(), CapName::One(21));
-        assert_eq!(parse_name("all").unwrap(), CapName::All);
-        assert!(parse_name("CAP_FLY").is_err());
-        assert_eq!(name_of(21), "CAP_SYS_ADMIN");
     }
 
     #[test]

@@ -452,8 +452,11 @@ pub fn remove_dir_killing(dir: &Path) {
         }
         if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: kill(2) of a process listed in the container's own cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A process listed in the container's own cgroup.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         match fs::remove_dir(dir) {

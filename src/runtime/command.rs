@@ -3,12 +3,12 @@
 //! failures reported through a close-on-exec pipe as docker's 126/127 so the caller can explain them.
 
 use super::caps;
+use super::protocol::Sender;
 use super::seccomp::{self, SeccompPolicy};
 use super::spec::ProcessSpec;
 use super::user::{self, Identity};
 use super::RuntimeError;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 /// Exit code: the command exists but cannot be executed.
@@ -19,7 +19,7 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 pub const EXIT_RIMG: i32 = 125;
 
 /// A start failure with the exit code docker would give it.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// 125, 126 or 127.
     pub code: i32,
@@ -33,50 +33,16 @@ impl From<RuntimeError> for Failure {
     }
 }
 
-/// Write a failure to the error pipe as `CODE\tMESSAGE` and exit the (forked) process with its code.
-pub fn fail(err_pipe: &OwnedFd, f: Failure) -> ! {
-    let msg = format!("{}\t{}", f.code, f.message.replace('\n', " "));
-    // SAFETY: write(2) of a local buffer to a pipe we own; _exit never returns.
-    unsafe {
-        libc::write(err_pipe.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-        libc::_exit(f.code)
+impl From<super::protocol::ProtocolError> for Failure {
+    fn from(e: super::protocol::ProtocolError) -> Self {
+        RuntimeError::from(e).into()
     }
 }
 
-/// Parse what [`fail`] wrote; `None` when the pipe closed empty (exec succeeded).
-pub fn parse_failure(data: &[u8]) -> Option<Failure> {
-    if data.is_empty() {
-        return None;
-    }
-    let s = String::from_utf8_lossy(data);
-    let (code, msg) = s.split_once('\t').unwrap_or(("125", &s));
-    Some(Failure { code: code.parse().unwrap_or(EXIT_RIMG), message: msg.to_string() })
-}
-
-/// Give the process default signal dispositions and an empty mask, as a freshly exec'd program expects:
-/// ignored dispositions survive exec (rimg itself ignores SIGPIPE, as every Rust program does, and the
-/// monitor ignores terminal signals), and a shell could then not even trap them.
-pub fn reset_signals() {
-    use nix::sys::signal::{SigSet, SigmaskHow};
-    // The kernel's struct sigaction; all-zero means SIG_DFL, no flags, empty mask on every architecture.
-    #[repr(C)]
-    struct KernelSigaction {
-        handler: usize,
-        flags: u64,
-        restorer: usize,
-        mask: u64,
-    }
-    let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: raw rt_sigaction (glibc's wrapper refuses its internal real-time signals, which may
-            // arrive ignored from whoever started rimg) with a valid struct and the kernel's sigset size.
-            unsafe {
-                libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, 0usize, 8usize)
-            };
-        }
-    }
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+/// Report `f` on the error channel and exit the (forked) process with its code.
+pub fn fail(err: &mut Sender<Failure>, f: Failure) -> ! {
+    let _ = err.send(&f);
+    crate::sys::process::exit_now(f.code)
 }
 
 /// Find `arg0` the way a shell would, with the container's `PATH` (from `env`), inside the current root.
@@ -96,10 +62,7 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<String, Failure> {
         if !md.is_file() {
             continue;
         }
-        let c = CString::new(cand.clone())
-            .map_err(|_| Failure { code: EXIT_NOT_FOUND, message: "NUL in path".into() })?;
-        // SAFETY: access(2) with a NUL-terminated path.
-        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+        if nix::unistd::access(cand.as_str(), nix::unistd::AccessFlags::X_OK).is_ok() {
             return Ok(cand);
         }
         denied.get_or_insert(cand);
@@ -143,12 +106,9 @@ pub fn environment(p: &ProcessSpec, id: &Identity, hostname: Option<&str>) -> Ve
 /// children). [`exec`] does it last thing before execve; `--init` does it before forking the command, so
 /// rimg's init runs under the same filter as the container (as docker-init does).
 pub fn confine(p: &Prepared) -> Result<(), Failure> {
-    // SAFETY: prctl with integer arguments.
-    if p.no_new_privs && unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Failure {
-            code: EXIT_RIMG,
-            message: format!("set no_new_privs: {}", std::io::Error::last_os_error()),
-        });
+    if p.no_new_privs {
+        rustix::thread::set_no_new_privs(true)
+            .map_err(|e| Failure { code: EXIT_RIMG, message: format!("set no_new_privs: {e}") })?;
     }
     if let Some(f) = &p.seccomp {
         seccomp::install(f)?;
@@ -222,9 +182,7 @@ pub fn prepare(
     if std::fs::metadata(cwd).is_err() {
         // docker creates a missing working directory.
         let _ = std::fs::create_dir_all(cwd);
-        let c = CString::new(cwd).map_err(|_| Failure { code: EXIT_RIMG, message: "NUL in cwd".into() })?;
-        // SAFETY: chown(2) of a directory we just created.
-        unsafe { libc::chown(c.as_ptr(), id.uid, id.gid) };
+        let _ = nix::unistd::chown(cwd, Some(id.uid.into()), Some(id.gid.into()));
     }
     caps::bound(caps)?;
     let gids: Vec<nix::unistd::Gid> = id.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
@@ -260,24 +218,19 @@ pub fn exec(p: &Prepared) -> Failure {
     if let Err(f) = confine(p) {
         return f;
     }
-    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(p.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    let e = std::io::Error::last_os_error();
-    let shown = p.path.to_string_lossy();
-    match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => {
-            Failure { code: EXIT_NOT_FOUND, message: format!("exec: {shown:?}: no such file or directory") }
+    let Err(e) = nix::unistd::execve(&p.path, &p.argv, &p.envp);
+    exec_failure(&p.path.to_string_lossy(), e)
+}
+
+/// docker's code and message for an exec of `path` that failed with `e`.
+pub fn exec_failure(path: &str, e: nix::Error) -> Failure {
+    match e {
+        nix::Error::ENOENT | nix::Error::ENOTDIR => {
+            Failure { code: EXIT_NOT_FOUND, message: format!("exec: {path:?}: no such file or directory") }
         }
-        _ => Failure {
+        e => Failure {
             code: EXIT_NOT_EXECUTABLE,
-            message: format!(
-                "exec: {shown:?}: {}",
-                e.to_string().split(" (os error").next().unwrap_or("").to_lowercase()
-            ),
+            message: format!("exec: {path:?}: {}", e.desc().to_lowercase()),
         },
     }
 }

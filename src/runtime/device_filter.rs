@@ -20,7 +20,7 @@
 //! `r0 = 1; exit`. After the last block: `r0 = 0; exit` (default deny).
 
 use super::RuntimeError;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// Device types a rule matches (the `c`/`b`/`a` of the v1 syntax).
@@ -112,19 +112,7 @@ pub const DEFAULT_RULES: &[DeviceRule] = &[
     DeviceRule::new(DevType::Char, Some(10), Some(200), RWM), // net/tun
 ];
 
-/// One eBPF instruction, laid out as the kernel's `struct bpf_insn`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Insn {
-    /// Opcode.
-    pub code: u8,
-    /// dst_reg and src_reg, 4 bits each (bitfield order follows the host's endianness).
-    regs: u8,
-    /// Jump offset (instructions after the next one) or memory offset.
-    pub off: i16,
-    /// Immediate.
-    pub imm: i32,
-}
+pub use crate::sys::bpf::Insn;
 
 // Opcode parts (linux/bpf_common.h, linux/bpf.h).
 const BPF_LDX: u8 = 0x01;
@@ -149,29 +137,6 @@ const R4: u8 = 4;
 const R5: u8 = 5;
 
 impl Insn {
-    fn new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-        let regs = if cfg!(target_endian = "little") { (src << 4) | dst } else { (dst << 4) | src };
-        Insn { code, regs, off, imm }
-    }
-
-    /// Destination register.
-    pub fn dst(&self) -> u8 {
-        if cfg!(target_endian = "little") {
-            self.regs & 0xf
-        } else {
-            self.regs >> 4
-        }
-    }
-
-    /// Source register.
-    pub fn src(&self) -> u8 {
-        if cfg!(target_endian = "little") {
-            self.regs >> 4
-        } else {
-            self.regs & 0xf
-        }
-    }
-
     /// `dst = *(u32 *)(src + off)`
     fn ldx_w(dst: u8, src: u8, off: i16) -> Insn {
         Insn::new(BPF_LDX | BPF_MEM | BPF_W, dst, src, off, 0)
@@ -277,66 +242,6 @@ pub fn encode(rules: &[DeviceRule]) -> Result<Vec<Insn>, RuntimeError> {
     Ok(prog)
 }
 
-// bpf(2) commands, program and attach types, flags (linux/bpf.h).
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
-const BPF_CGROUP_DEVICE: u32 = 6;
-const BPF_F_ALLOW_MULTI: u32 = 2;
-
-/// The leading fields of `union bpf_attr` for `BPF_PROG_LOAD` (the kernel zero-fills the rest).
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-}
-
-/// `union bpf_attr` for `BPF_PROG_ATTACH`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgAttachAttr {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-    replace_bpf_fd: u32,
-}
-
-/// `union bpf_attr` for `BPF_PROG_QUERY`.
-#[repr(C)]
-#[derive(Default)]
-struct ProgQueryAttr {
-    target_fd: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    prog_cnt: u32,
-    _pad: u32,
-    prog_attach_flags: u64,
-}
-
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: bpf(2) with a #[repr(C)] attribute struct of the layout the command expects and its size;
-    // every pointer inside it refers to memory that outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 fn load_err(e: std::io::Error, log: &str) -> RuntimeError {
     let hint = match e.raw_os_error() {
         Some(libc::EPERM) => " (loading BPF programs needs CAP_BPF or CAP_SYS_ADMIN)",
@@ -363,37 +268,18 @@ fn load_err(e: std::io::Error, log: &str) -> RuntimeError {
 /// Load `prog` as a cgroup device program. A first attempt runs without a verifier log (cheap); if the
 /// kernel refuses the program, a second attempt collects the log so the error says why.
 pub fn load(prog: &[Insn]) -> Result<OwnedFd, RuntimeError> {
-    let license = c"Apache-2.0";
-    let mut name = [0u8; 16];
-    name[..12].copy_from_slice(b"rimg_devices");
-    let attr = |log: &mut Vec<u8>, level: u32| ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: level,
-        log_size: if level > 0 { log.len() as u32 } else { 0 },
-        log_buf: if level > 0 { log.as_mut_ptr() as u64 } else { 0 },
-        prog_name: name,
-        ..Default::default()
-    };
-    let mut log = vec![0u8; 256 * 1024];
-    let first = bpf(BPF_PROG_LOAD, &mut attr(&mut log, 0));
-    let fd = match first {
-        Ok(fd) => fd,
+    let name = "rimg_devices";
+    match crate::sys::bpf::load_device_program(prog, name, None) {
+        Ok(fd) => Ok(fd),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EACCES)) => {
-            match bpf(BPF_PROG_LOAD, &mut attr(&mut log, 1)) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                    return Err(load_err(e, &String::from_utf8_lossy(&log[..end])));
-                }
-            }
+            let mut log = vec![0u8; 256 * 1024];
+            crate::sys::bpf::load_device_program(prog, name, Some(&mut log)).map_err(|e| {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                load_err(e, &String::from_utf8_lossy(&log[..end]))
+            })
         }
-        Err(e) => return Err(load_err(e, "")),
-    };
-    // SAFETY: a successful BPF_PROG_LOAD returns a new descriptor that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        Err(e) => Err(load_err(e, "")),
+    }
 }
 
 fn open_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
@@ -412,14 +298,7 @@ fn open_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
 pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<(), RuntimeError> {
     let prog = load(&encode(rules)?)?;
     let cg = open_dir(dir)?;
-    let mut attr = ProgAttachAttr {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_bpf_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        attach_flags: BPF_F_ALLOW_MULTI,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_ATTACH, &mut attr)
+    crate::sys::bpf::attach_device_program(&cg, &prog)
         .map_err(|e| RuntimeError::Cgroup(format!("attach eBPF device filter to {}: {e}", dir.display())))?;
     Ok(())
 }
@@ -428,14 +307,8 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<(), RuntimeError> {
 /// later `rimg` (exec) can tell whether a container's cgroup filters devices.
 pub fn attached(dir: &Path) -> Result<u32, RuntimeError> {
     let cg = open_dir(dir)?;
-    let mut attr = ProgQueryAttr {
-        target_fd: cg.as_raw_fd() as u32,
-        attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
-    };
-    bpf(BPF_PROG_QUERY, &mut attr)
-        .map_err(|e| RuntimeError::Cgroup(format!("query device filters of {}: {e}", dir.display())))?;
-    Ok(attr.prog_cnt)
+    crate::sys::bpf::device_programs_attached(&cg)
+        .map_err(|e| RuntimeError::Cgroup(format!("query device filters of {}: {e}", dir.display())))
 }
 
 #[cfg(test)]
@@ -541,8 +414,7 @@ mod tests {
 
     #[test]
     fn a_refused_program_is_explained_by_the_verifier_log() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root to load BPF programs");
             return;
         }
@@ -579,8 +451,7 @@ mod tests {
 
     #[test]
     fn the_kernel_accepts_the_program_and_keeps_it_after_the_fd_is_closed() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: needs root to load BPF programs");
             return;
         }

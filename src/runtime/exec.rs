@@ -14,15 +14,17 @@
 //!   seccomp) and execs. The joiner reports its pid and exits.
 
 use super::command::{self, Failure};
-use super::launch::FORWARDED;
-use super::process::{close_fds_except, same_process};
+use super::process::same_process;
+use super::protocol::{self, ExecReport, Receiver, Sender};
 use super::spec::ProcessSpec;
 use super::state::{ContainerState, Status};
+use super::terminal;
+use super::RuntimeError;
+use crate::sys::process::{Forked, SingleThreaded};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::SigSet;
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// A process started inside a container, ready for [`super::attach::wait`].
 pub struct Spawned {
@@ -69,12 +71,13 @@ struct Plan<'a> {
     st: &'a ContainerState,
     process: &'a ProcessSpec,
     keep_caps: Option<Vec<u32>>,
-    winsize: Option<libc::winsize>,
+    size: Option<terminal::Size>,
     /// The process's end of the terminal channel (`-t`).
     console: Option<OwnedFd>,
-    err_w: OwnedFd,
     /// Where the joiner reports the process's pid.
-    pid_w: OwnedFd,
+    report: Sender<ExecReport>,
+    /// Setup and exec failures of the joiner and the process.
+    err: Sender<Failure>,
 }
 
 /// Start `process` inside the running container `st`. stdin is passed through only with `process.stdin`;
@@ -90,166 +93,144 @@ pub fn spawn(st: &ContainerState, process: &ProcessSpec) -> Result<Spawned, Fail
     // Decided here, on the host side: inside the container /sys/fs/cgroup is its own view.
     let filters_devices = super::cgroups::Cgroup::from_dirs(&st.cgroups).filters_devices();
     let keep_caps = super::caps::for_container(&st.spec, filters_devices);
-    let winsize = super::attach::terminal_size();
-    let console = if process.tty { Some(super::pty::channel().map_err(Failure::from)?) } else { None };
-    let pipe =
-        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| rimg_fail(format!("pipe: {e}")));
-    let (err_r, err_w) = pipe()?;
-    let (pid_r, pid_w) = pipe()?;
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
-    }
-    set.add(Signal::SIGCHLD);
-    let mut old_mask = SigSet::empty();
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old_mask));
+    let console = if process.tty { Some(terminal::channel()?) } else { None };
+    let (report, mut report_r) =
+        protocol::channel::<ExecReport>("exec report").map_err(RuntimeError::from)?;
+    let (err, mut err_r) = protocol::channel::<Failure>("exec errors").map_err(RuntimeError::from)?;
+    let old_mask = terminal::block_relayed();
     let (ours, theirs) = console.map_or((None, None), |(o, t)| (Some(o), Some(t)));
-    // SAFETY: fork while single-threaded; the child runs `joiner`, which never returns.
-    let joiner = unsafe { libc::fork() };
-    if joiner == 0 {
-        drop((err_r, pid_r, ours));
-        let plan = Plan { st, process, keep_caps, winsize, console: theirs, err_w, pid_w };
-        join_and_clone(plan, namespaces);
+    let size = terminal::own_size();
+    match SingleThreaded::check().and_then(|proof| crate::sys::process::fork(&proof)) {
+        Ok(Forked::Child(proof)) => {
+            drop((report_r, err_r, ours));
+            let plan = Plan { st, process, keep_caps, size, console: theirs, report, err };
+            join_and_clone(plan, namespaces, proof)
+        }
+        Ok(Forked::Parent(joiner)) => {
+            drop((report, err, theirs, namespaces));
+            collect(joiner, &mut report_r, &mut err_r, ours, old_mask)
+        }
+        Err(e) => {
+            terminal::restore_mask(&old_mask);
+            Err(RuntimeError::os("fork", e).into())
+        }
     }
-    drop((err_w, pid_w, theirs, namespaces));
-    let restore = || {
-        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
-    };
-    if joiner < 0 {
-        restore();
-        return Err(rimg_fail(format!("fork: {}", std::io::Error::last_os_error())));
-    }
-    let mut reported = Vec::new();
-    let _ = File::from(pid_r).read_to_end(&mut reported);
+}
+
+/// `rimg exec`'s side after the fork: the process's pid from the joiner, then its failure or the end of
+/// the error channel (its exec).
+fn collect(
+    joiner: i32,
+    report: &mut Receiver<ExecReport>,
+    err: &mut Receiver<Failure>,
+    console: Option<OwnedFd>,
+    old_mask: SigSet,
+) -> Result<Spawned, Failure> {
+    let reported = report.recv();
     let _ = super::process::wait_pid(joiner);
-    let child = std::str::from_utf8(&reported).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    let mut data = Vec::new();
-    let _ = File::from(err_r).read_to_end(&mut data);
-    if let Some(f) = command::parse_failure(&data) {
+    let child = match reported {
+        Ok(Some(ExecReport::Started { pid })) => Some(pid),
+        _ => None,
+    };
+    let failure = match err.recv() {
+        Ok(Some(f)) => Some(f),
+        Ok(None) => None,
+        Err(e) => Some(RuntimeError::from(e).into()),
+    };
+    let failure =
+        failure.or_else(|| child.is_none().then(|| rimg_fail("exec: the process did not start".into())));
+    if let Some(f) = failure {
         if let Some(c) = child {
             let _ = super::process::wait_pid(c);
         }
-        restore();
+        terminal::restore_mask(&old_mask);
         return Err(f);
     }
-    let Some(child) = child else {
-        restore();
-        return Err(rimg_fail("exec: the process did not start".into()));
-    };
-    let pty_master = ours.and_then(|c| super::pty::recv_fd(&c, false).ok());
+    let pty_master = console.and_then(terminal::receive_master);
     if let Some(m) = &pty_master {
-        super::pty::copy_size(m);
+        terminal::copy_own_size(m);
     }
-    Ok(Spawned { pid: child, pty_master, old_mask })
+    Ok(Spawned { pid: child.unwrap_or(0), pty_master, old_mask })
 }
 
 /// The joiner: everything that must happen before the process becomes visible in the container. Never
 /// returns.
-fn join_and_clone(plan: Plan<'_>, namespaces: Namespaces) -> ! {
-    let Plan { st, process, keep_caps, winsize, console, err_w, pid_w } = plan;
-    let preserved = 3..3 + process.preserve_fds as RawFd;
-    let fail = |f: Failure| -> ! { command::fail(&err_w, f) };
+fn join_and_clone(plan: Plan<'_>, namespaces: Namespaces, proof: SingleThreaded) -> ! {
+    let Plan { st, process, keep_caps, size, console, mut report, mut err } = plan;
     // Nothing in the container may inspect us or our child (/proc/PID/{root,cwd,fd,mem}) until the exec,
     // which makes the new program dumpable again.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    command::reset_signals();
+    let _ = nix::sys::prctl::set_dumpable(false);
+    crate::sys::process::reset_signal_dispositions();
+    let preserved = 3..3 + process.preserve_fds as RawFd;
+    let prepared = match join(st, process, keep_caps, &report, &err, console.as_ref(), namespaces) {
+        Ok(p) => p,
+        Err(f) => command::fail(&mut err, f),
+    };
+    match crate::sys::process::clone_with(&proof, libc::CLONE_PARENT as libc::c_ulong) {
+        Ok(Forked::Child(_)) => {
+            drop(report);
+            super::process::clear_cloexec(preserved);
+            let _ = nix::unistd::setsid();
+            if let Some(sock) = &console {
+                if let Err(e) = File::open("/dev/pts/ptmx")
+                    .map_err(|e| RuntimeError::os("open /dev/pts/ptmx", e))
+                    .and_then(|ptmx| terminal::open_in_container(&ptmx, sock, size))
+                {
+                    command::fail(&mut err, e.into());
+                }
+            }
+            drop(console);
+            let f = command::exec(&prepared);
+            command::fail(&mut err, f)
+        }
+        Ok(Forked::Parent(child)) => {
+            let _ = report.send(&ExecReport::Started { pid: child });
+            crate::sys::process::exit_now(0)
+        }
+        Err(e) => command::fail(&mut err, RuntimeError::os("clone", e).into()),
+    }
+}
+
+/// The joiner's work: stdin, descriptors, cgroup, namespaces, then identity and capabilities.
+fn join(
+    st: &ContainerState,
+    process: &ProcessSpec,
+    keep_caps: Option<Vec<u32>>,
+    report: &Sender<ExecReport>,
+    err: &Sender<Failure>,
+    console: Option<&OwnedFd>,
+    namespaces: Namespaces,
+) -> Result<command::Prepared, Failure> {
     if !process.stdin && !process.tty {
         if let Ok(null) = File::open("/dev/null") {
-            // SAFETY: dup2 onto stdin.
-            unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
         }
     }
     // The caller's descriptors stop here, but for the ones it asked to pass on.
-    let mut keep: Vec<RawFd> = preserved.clone().collect();
-    keep.extend([err_w.as_raw_fd(), pid_w.as_raw_fd()]);
-    keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
+    let mut keep: Vec<RawFd> = (3..3 + process.preserve_fds as RawFd).collect();
+    keep.extend([err.as_fd().as_raw_fd(), report.as_fd().as_raw_fd()]);
+    keep.extend(console.map(|c| c.as_raw_fd()));
     keep.extend(namespaces.joins.iter().map(|(f, _)| f.as_raw_fd()));
     keep.push(namespaces.pid.as_raw_fd());
-    close_fds_except(&keep);
+    crate::sys::process::close_fds_except(&keep);
     for dir in &st.cgroups {
         // "0" is the writer itself, resolved in the writer's pid namespace (v1 and v2 alike).
-        if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
-            fail(rimg_fail(format!("join cgroup {}: {e}", dir.display())));
-        }
+        std::fs::write(dir.join("cgroup.procs"), "0")
+            .map_err(|e| rimg_fail(format!("join cgroup {}: {e}", dir.display())))?;
     }
     // The pid namespace applies to our children only; joining it first keeps it within host root's reach.
-    if let Err(e) = nix::sched::setns(&namespaces.pid, CloneFlags::CLONE_NEWPID) {
-        fail(rimg_fail(format!("join pid namespace: {e}")));
-    }
+    nix::sched::setns(&namespaces.pid, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| rimg_fail(format!("join pid namespace: {e}")))?;
     for (fd, flag) in &namespaces.joins {
-        if let Err(e) = nix::sched::setns(fd, *flag) {
-            fail(rimg_fail(format!("join {flag:?} namespace: {e}")));
-        }
+        nix::sched::setns(fd, *flag).map_err(|e| rimg_fail(format!("join {flag:?} namespace: {e}")))?;
     }
     drop(namespaces);
     // Identity, working directory, capabilities and the executable, resolved inside the container's root.
-    let prepared = match command::prepare(
+    command::prepare(
         process,
         keep_caps.as_deref(),
         !st.spec.allow_new_privileges,
-        super::seccomp::policy_of(&st.spec),
+        st.spec.seccomp_policy(),
         None,
-    ) {
-        Ok(p) => p,
-        Err(f) => fail(f),
-    };
-    let child = clone_as_sibling();
-    if child < 0 {
-        fail(rimg_fail(format!("clone: {}", std::io::Error::last_os_error())));
-    }
-    if child == 0 {
-        drop(pid_w);
-        super::process::clear_cloexec(preserved);
-        let _ = nix::unistd::setsid();
-        if let Some(sock) = &console {
-            if let Err(e) = open_terminal(sock, winsize) {
-                command::fail(&err_w, e.into());
-            }
-        }
-        drop(console);
-        command::fail(&err_w, command::exec(&prepared))
-    }
-    let line = format!("{child}\n");
-    // SAFETY: write(2) of a local buffer to our pipe; _exit ends the joiner without running destructors
-    // of the caller's state.
-    unsafe {
-        libc::write(pid_w.as_raw_fd(), line.as_ptr().cast(), line.len());
-        libc::_exit(0)
-    }
-}
-
-/// clone(2) with `CLONE_PARENT`: the new process is our parent's child (rimg waits for it and gets its
-/// exit status directly) and lands in the pid namespace we joined. Returns like fork: 0 in the child.
-fn clone_as_sibling() -> i32 {
-    // SAFETY: clone(2) without a new stack behaves as fork(2) (the child runs on a copy of our stack); the
-    // joiner is single-threaded.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        ) as i32
-    }
-}
-
-/// In the container's mount namespace: a pty from its devpts; master to rimg, slave as stdio and
-/// controlling terminal.
-fn open_terminal(sock: &OwnedFd, winsize: Option<libc::winsize>) -> Result<(), super::RuntimeError> {
-    let ptmx = File::open("/dev/pts/ptmx")
-        .map_err(|e| super::RuntimeError::Setup(format!("open /dev/pts/ptmx: {e}")))?;
-    let (master, slave, _) = super::pty::open_pair(ptmx.as_raw_fd(), winsize)?;
-    super::pty::send_fd(sock, &master)?;
-    drop(master);
-    for fd in 0..3 {
-        // SAFETY: dup2 of the slave onto the standard descriptors.
-        unsafe { libc::dup2(slave.as_raw_fd(), fd) };
-    }
-    drop(slave);
-    // SAFETY: make the slave our controlling terminal (we are a session leader).
-    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
-    Ok(())
+    )
 }

@@ -8,9 +8,10 @@
 //! stood in the way). A sealed memfd cannot be written by anyone, and is nothing of the host's.
 
 use super::command::{self, Failure};
+use super::protocol::Sender;
 use std::ffi::{CStr, CString};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The rimg-init program (a static executable).
 static INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rimg-init"));
@@ -18,60 +19,45 @@ static INIT_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/rimg-init
 /// Confine the process (no_new_privs, seccomp: the init runs under the container's filter too, as
 /// docker-init does), then exec rimg-init from a sealed memfd with `prepared` as its command. Never
 /// returns.
-pub fn run(prepared: command::Prepared, err_pipe: OwnedFd) -> ! {
+pub fn run(prepared: command::Prepared, mut err: Sender<Failure>) -> ! {
     if let Err(f) = command::confine(&prepared) {
-        command::fail(&err_pipe, f);
+        command::fail(&mut err, f);
     }
-    let fail =
-        |message: String| -> ! { command::fail(&err_pipe, Failure { code: command::EXIT_RIMG, message }) };
     let program = match sealed_program() {
         Ok(p) => p,
-        Err(e) => fail(format!("--init: {e}")),
+        Err(e) => {
+            command::fail(&mut err, Failure { code: command::EXIT_RIMG, message: format!("--init: {e}") })
+        }
     };
-    let errfd = CString::new(err_pipe.as_raw_fd().to_string()).unwrap_or_default();
+    // The error channel stays open across this exec: rimg-init reports the command's exec failure on it
+    // (in the channel's format) and closes it.
+    let err_fd = err.into_fd();
+    let _ = nix::fcntl::fcntl(err_fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
+    let errfd = CString::new(err_fd.as_raw_fd().to_string()).unwrap_or_default();
     let mut argv: Vec<&CStr> = vec![c"rimg-init", &errfd, prepared.path()];
     argv.extend(prepared.argv().iter().map(CString::as_c_str));
-    let mut argv: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = prepared.envp().iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    // SAFETY: the error pipe must stay open across this exec (rimg-init reports the command's exec failure
-    // on it and closes it); execveat(2) of our memfd with NULL-terminated arrays of NUL-terminated strings
-    // that outlive the call.
-    unsafe {
-        libc::fcntl(err_pipe.as_raw_fd(), libc::F_SETFD, 0);
-        libc::syscall(
-            libc::SYS_execveat,
-            program.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        );
-    }
-    fail(format!("--init: exec rimg-init: {}", std::io::Error::last_os_error()))
+    let e = crate::sys::process::exec_fd(&program, &argv, prepared.envp());
+    let mut err = Sender::<Failure>::from_fd(err_fd, "init errors");
+    command::fail(
+        &mut err,
+        Failure { code: command::EXIT_RIMG, message: format!("--init: exec rimg-init: {e}") },
+    )
 }
 
 /// rimg-init in a memfd sealed against every change.
 fn sealed_program() -> std::io::Result<OwnedFd> {
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+    let flags = MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING;
     // MFD_EXEC (Linux 6.3+) keeps the memfd executable where vm.memfd_noexec would default it not to be.
-    // SAFETY: memfd_create with a NUL-terminated name and flags.
-    let mut fd = unsafe { libc::memfd_create(c"rimg-init".as_ptr(), flags | libc::MFD_EXEC) };
-    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-        // SAFETY: as above, on a kernel that does not know MFD_EXEC.
-        fd = unsafe { libc::memfd_create(c"rimg-init".as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let exec = MemFdCreateFlag::from_bits_retain(libc::MFD_EXEC);
+    let fd = match memfd_create(c"rimg-init", flags | exec) {
+        Err(nix::Error::EINVAL) => memfd_create(c"rimg-init", flags)?,
+        r => r?,
+    };
     std::fs::File::from(fd.try_clone()?).write_all(INIT_PROGRAM)?;
-    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    // SAFETY: F_ADD_SEALS on our memfd.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals =
+        SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
     Ok(fd)
 }

@@ -11,14 +11,17 @@ fn live_pid(st: &ContainerState) -> Option<i32> {
     (st.status == Status::Running && same_process(pid, st.pid_start_time)).then_some(pid)
 }
 
+/// kill(2) with a signal number as docker takes it (0 probes).
+fn signal_pid(pid: i32, signal: i32) -> nix::Result<()> {
+    let sig = if signal == 0 { None } else { Some(nix::sys::signal::Signal::try_from(signal)?) };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+}
+
 /// Send `signal` to the container's PID 1.
 pub fn kill(containers: &Containers, key: &str, signal: i32) -> Result<ContainerState, RuntimeError> {
     let st = containers.resolve(key)?;
     let pid = live_pid(&st).ok_or_else(|| RuntimeError::NotRunning(st.short_id().to_string()))?;
-    // SAFETY: kill(2) of the verified container init.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(RuntimeError::Setup(format!("kill {pid}: {}", std::io::Error::last_os_error())));
-    }
+    signal_pid(pid, signal).map_err(|e| RuntimeError::os(format!("kill {pid}"), e))?;
     Ok(st)
 }
 
@@ -32,8 +35,7 @@ pub fn stop(
     let st = containers.resolve(key)?;
     let Some(pid) = live_pid(&st) else { return Ok(st) };
     let timeout = Duration::from_secs(timeout.unwrap_or(st.spec.stop_timeout));
-    // SAFETY: kill(2) of the verified container init.
-    unsafe { libc::kill(pid, st.spec.stop_signal) };
+    let _ = signal_pid(pid, st.spec.stop_signal);
     let deadline = Instant::now() + timeout;
     while containers.monitor_alive(&st.id)
         && same_process(pid, st.pid_start_time)
@@ -42,8 +44,7 @@ pub fn stop(
         std::thread::sleep(Duration::from_millis(20));
     }
     if same_process(pid, st.pid_start_time) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = signal_pid(pid, libc::SIGKILL);
     }
     containers.wait_monitor(&st.id)?;
     let st = containers.load(&st.id)?;
@@ -72,8 +73,7 @@ pub fn remove(containers: &Containers, key: &str, force: bool) -> Result<Contain
             return Err(RuntimeError::Running(st.short_id().to_string()));
         }
         if let Some(pid) = live_pid(&st) {
-            // SAFETY: kill(2) of the verified container init.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = signal_pid(pid, libc::SIGKILL);
         }
         containers.wait_monitor(&st.id)?;
     }

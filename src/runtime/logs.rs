@@ -61,20 +61,16 @@ pub fn pump<R: Read>(src: R, stream: &'static str, sink: Arc<Mutex<std::fs::File
     }
 }
 
-/// Copy `src` to the descriptor `to` as it comes (no line buffering: a prompt without a newline must show
-/// at once) until EOF. When `to` refuses (its reader went away), `src` is dropped, so the writer gets
-/// EPIPE or SIGPIPE as it would writing there directly.
-pub fn relay<R: Read>(mut src: R, to: std::os::fd::RawFd) {
-    // SAFETY: `to` is one of the caller's open descriptors and outlives this call; ManuallyDrop keeps the
-    // File from closing it.
-    let mut out =
-        std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(to) });
+/// Copy `src` to `to` as it comes (no line buffering: a prompt without a newline must show at once) until
+/// EOF. When `to` refuses (its reader went away), `src` is dropped, so the writer gets EPIPE or SIGPIPE as
+/// it would writing there directly.
+pub fn relay<R: Read>(mut src: R, to: impl std::os::fd::AsFd) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if out.write_all(&buf[..n]).is_err() {
+                if write_all_to(&to, &buf[..n]).is_err() {
                     break;
                 }
             }
@@ -82,6 +78,18 @@ pub fn relay<R: Read>(mut src: R, to: std::os::fd::RawFd) {
             Err(_) => break,
         }
     }
+}
+
+/// Write all of `data` to `fd` (unbuffered: the relay must not hold output back).
+fn write_all_to(fd: impl std::os::fd::AsFd, mut data: &[u8]) -> nix::Result<()> {
+    while !data.is_empty() {
+        match nix::unistd::write(&fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,19 +7,12 @@
 use super::spec::{ContainerSpec, MountSpec, NetworkMode};
 use super::RuntimeError;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-fn setup_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::Setup(format!("{what}: {e}"))
-}
-
-/// `p` as a C string for the raw mount and stat calls of the runtime; a NUL inside is a setup error.
-pub(super) fn cstr(p: &Path) -> Result<CString, RuntimeError> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| RuntimeError::Setup(format!("path with NUL: {}", p.display())))
+fn setup_err(what: impl std::fmt::Display, e: impl Into<std::io::Error>) -> RuntimeError {
+    RuntimeError::os(what.to_string(), e)
 }
 
 /// Make every mount in the calling process's (new) mount namespace private, so nothing propagates back.
@@ -34,12 +27,6 @@ pub fn rebind_own(path: &Path) -> Result<(), RuntimeError> {
     mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| setup_err(format!("bind {} onto itself", path.display()), e))
 }
-
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 
 /// Mount kernel overlayfs at `target`. Layers are added one by one (`lowerdir+`, Linux 6.8+), so deep images
 /// are not limited by the one-page mount data; older kernels fall back to a single `lowerdir=` string.
@@ -63,67 +50,17 @@ pub fn mount_kernel_overlay(
 }
 
 fn overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
-    let last = || std::io::Error::last_os_error();
-    let fstype = c"overlay";
-    // SAFETY: fsopen with a NUL-terminated name.
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
-    if fs < 0 {
-        return Err(last());
-    }
-    // SAFETY: fs is a fresh descriptor we own.
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    let set = |key: &std::ffi::CStr, val: &Path| -> std::io::Result<()> {
-        let v = CString::new(val.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: fsconfig with NUL-terminated key and value on our fs context.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(last())
-        } else {
-            Ok(())
-        }
-    };
+    use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount};
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     for l in lowers {
-        set(c"lowerdir+", l)?;
+        fsconfig_set_string(&fs, "lowerdir+", l)?;
     }
-    set(c"upperdir", upper)?;
-    set(c"workdir", work)?;
-    // SAFETY: fsconfig CMD_CREATE takes no key/value.
-    if unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, 0, 0, 0) } < 0 {
-        return Err(last());
-    }
-    // SAFETY: fsmount on a created context.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
-    if m < 0 {
-        return Err(last());
-    }
-    // SAFETY: m is a fresh mount descriptor we own.
-    let m = unsafe { OwnedFd::from_raw_fd(m as i32) };
-    let t = CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: move_mount from our detached mount to an absolute target path.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            m.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(last());
-    }
+    fsconfig_set_string(&fs, "upperdir", upper)?;
+    fsconfig_set_string(&fs, "workdir", work)?;
+    fsconfig_create(&fs)?;
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+    move_mount(&m, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
     Ok(())
 }
 
@@ -143,17 +80,10 @@ enum Kind {
 impl Root {
     /// Open the rootfs at `path`.
     pub fn open(path: &Path) -> Result<Root, RuntimeError> {
-        let c = cstr(path)?;
-        // SAFETY: open(2) with a NUL-terminated path.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(setup_err(
-                format!("open rootfs {}", path.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fresh descriptor we own.
-        Ok(Root { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() })
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| setup_err(format!("open rootfs {}", path.display()), e))?;
+        Ok(Root { fd, path: path.to_path_buf() })
     }
 
     /// The rootfs path on the host side of the mount namespace.
@@ -161,84 +91,51 @@ impl Root {
         &self.path
     }
 
-    fn openat2(&self, rel: &str, flags: i32) -> std::io::Result<OwnedFd> {
-        let c = CString::new(rel.trim_start_matches('/'))
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        let c = if c.as_bytes().is_empty() { CString::from(c".") } else { c };
-        // SAFETY: open_how is plain data.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (flags | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        // SAFETY: openat2 with a valid dirfd, path and open_how of the right size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    fn openat2(&self, rel: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+        let rel = rel.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        Ok(rustix::fs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, Mode::empty(), resolve)?)
     }
 
     /// Does `rel` exist inside the root (following symlinks within it)?
     fn lookup(&self, rel: &str) -> Option<(OwnedFd, bool)> {
-        let fd = self.openat2(rel, libc::O_PATH).ok()?;
-        // SAFETY: fstat on our descriptor into a zeroed stat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let fd = self.openat2(rel, OFlags::PATH).ok()?;
+        let is_dir = rustix::fs::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         Some((fd, is_dir))
     }
 
     /// Resolve `rel` inside the root, creating it (and parents) as `kind` when missing; returns an O_PATH fd.
     fn ensure(&self, rel: &str, kind: Kind) -> Result<OwnedFd, RuntimeError> {
-        if let Ok(fd) = self.openat2(rel, libc::O_PATH) {
+        if let Ok(fd) = self.openat2(rel, OFlags::PATH) {
             return Ok(fd);
         }
         let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         let mut prefix = String::new();
         for (i, comp) in comps.iter().enumerate() {
             if *comp == ".." {
-                return Err(RuntimeError::Setup(format!("mount target {rel} contains ..")));
+                return Err(RuntimeError::Invalid(format!("mount target {rel} contains ..")));
             }
             let parent = self
-                .openat2(&prefix, libc::O_PATH | libc::O_DIRECTORY)
+                .openat2(&prefix, OFlags::PATH | OFlags::DIRECTORY)
                 .map_err(|e| setup_err(format!("resolve /{prefix}"), e))?;
             let next = if prefix.is_empty() { comp.to_string() } else { format!("{prefix}/{comp}") };
-            if self.openat2(&next, libc::O_PATH).is_err() {
-                let name = CString::new(*comp).map_err(|_| RuntimeError::Setup("NUL in path".into()))?;
-                let last = i + 1 == comps.len();
-                // SAFETY: mkdirat/openat relative to a directory descriptor we hold, single component names.
-                let r = unsafe {
-                    if last && kind == Kind::File {
-                        let fd = libc::openat(
-                            parent.as_raw_fd(),
-                            name.as_ptr(),
-                            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                            0o644,
-                        );
-                        if fd >= 0 {
-                            libc::close(fd);
-                        }
-                        fd
-                    } else {
-                        libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755)
-                    }
+            if self.openat2(&next, OFlags::PATH).is_err() {
+                // Single-component names relative to a directory descriptor: nothing to follow.
+                let made = if i + 1 == comps.len() && kind == Kind::File {
+                    let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                    rustix::fs::openat(&parent, *comp, flags, Mode::from_raw_mode(0o644)).map(drop)
+                } else {
+                    rustix::fs::mkdirat(&parent, *comp, Mode::from_raw_mode(0o755))
                 };
-                let e = std::io::Error::last_os_error();
-                if r < 0 && e.raw_os_error() != Some(libc::EEXIST) {
-                    return Err(setup_err(format!("create mount point /{next}"), e));
+                match made {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(setup_err(format!("create mount point /{next}"), e)),
                 }
             }
             prefix = next;
         }
-        self.openat2(rel, libc::O_PATH).map_err(|e| setup_err(format!("resolve /{rel}"), e))
+        self.openat2(rel, OFlags::PATH).map_err(|e| setup_err(format!("resolve /{rel}"), e))
     }
 }
 
@@ -261,7 +158,7 @@ fn mount_at(
 }
 
 fn remount_ro(root: &Root, target: &str) -> Result<(), RuntimeError> {
-    let fd = root.openat2(target, libc::O_PATH).map_err(|e| setup_err(format!("resolve {target}"), e))?;
+    let fd = root.openat2(target, OFlags::PATH).map_err(|e| setup_err(format!("resolve {target}"), e))?;
     let p = fd_path(&fd);
     // Keep the flags the mount already has (nosuid etc.): remounting must not loosen them.
     let st = nix::sys::statvfs::statvfs(p.as_str()).map_err(|e| setup_err(format!("statvfs {target}"), e))?;
@@ -287,7 +184,7 @@ fn remount_ro(root: &Root, target: &str) -> Result<(), RuntimeError> {
 impl Root {
     /// An O_PATH descriptor for `rel` inside the root (symlinks resolved within it).
     pub fn open_path(&self, rel: &str) -> Result<OwnedFd, RuntimeError> {
-        self.openat2(rel, libc::O_PATH)
+        self.openat2(rel, OFlags::PATH)
             .map_err(|e| setup_err(format!("resolve /{}", rel.trim_start_matches('/')), e))
     }
 }
@@ -349,20 +246,23 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), Ru
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    let dev = root.openat2("dev", libc::O_PATH | libc::O_DIRECTORY).map_err(|e| setup_err("open /dev", e))?;
+    let dev = root.openat2("dev", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| setup_err("open /dev", e))?;
     let dev_path = fd_path(&dev);
     for (name, major, minor) in DEVICES {
         let p = format!("{dev_path}/{name}");
-        let c = CString::new(p.clone()).map_err(|_| RuntimeError::Setup("NUL".into()))?;
-        // SAFETY: mknod/chmod on a path inside the container's fresh /dev tmpfs.
-        let r = unsafe {
-            libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(*major as u32, *minor as u32))
-        };
-        if r != 0 {
+        // Inside the container's fresh /dev tmpfs (through its descriptor's magic link).
+        let dev = rustix::fs::makedev(*major as u32, *minor as u32);
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p.as_str(),
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            dev,
+        );
+        if made.is_err() {
             // Without CAP_MKNOD (user namespaces) bind the host's node instead.
-            unsafe {
-                libc::close(libc::open(c.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o666))
-            };
+            let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
+            let _ = rustix::fs::open(p.as_str(), flags, Mode::from_raw_mode(0o666));
             mount(
                 Some(format!("/dev/{name}").as_str()),
                 p.as_str(),
@@ -372,7 +272,8 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), Ru
             )
             .map_err(|e| setup_err(format!("bind /dev/{name}"), e))?;
         } else {
-            unsafe { libc::chmod(c.as_ptr(), 0o666) };
+            // mknod's mode went through the umask.
+            let _ = rustix::fs::chmod(p.as_str(), Mode::from_raw_mode(0o666));
         }
     }
     for (link, to) in [

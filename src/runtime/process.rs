@@ -1,6 +1,8 @@
 //! Small process facts the runtime needs: start times (to tell a live pid from a reused one), pidfds, and
 //! docker's mapping of wait statuses to exit codes.
 
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
 use std::fs;
 
 /// Start time of `pid` in clock ticks since boot (/proc/PID/stat field 22), if it exists.
@@ -20,44 +22,28 @@ pub fn same_process(pid: i32, start: Option<u64>) -> bool {
     }
 }
 
-/// docker's exit code for a raw wait status: the code itself, or 128+N for death by signal N.
-pub fn exit_code_of(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        125
+/// docker's exit code for a wait status: the code itself, or 128+N for death by signal N; `None` for a
+/// status that is no end (stopped, continued).
+pub fn exit_code_of(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
     }
 }
 
-/// waitpid that retries on EINTR; returns the raw status.
-pub fn wait_pid(pid: i32) -> std::io::Result<libc::c_int> {
-    let mut status = 0;
+/// Wait for our child `pid` to end (retrying on EINTR); its docker exit code.
+pub fn wait_pid(pid: i32) -> std::io::Result<i32> {
     loop {
-        // SAFETY: waitpid with a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return Ok(status);
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(s) => {
+                if let Some(code) = exit_code_of(s) {
+                    return Ok(code);
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
-        let e = std::io::Error::last_os_error();
-        if r < 0 && e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Close every descriptor above 2 except `keep`.
-pub fn close_fds_except(keep: &[i32]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep.into_iter().chain(std::iter::once(u32::MAX)) {
-        if k > from {
-            // SAFETY: close_range(2) over descriptors this process owns and no longer needs.
-            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
-        }
-        from = k.saturating_add(1);
     }
 }
 
@@ -99,9 +85,10 @@ mod tests {
         assert_eq!(super::parse_signal("9"), Some(9));
         assert_eq!(super::parse_signal("NOPE"), None);
         assert_eq!(super::parse_signal("0"), None);
-        // raw wait statuses: exit 3, killed by SIGKILL
-        assert_eq!(super::exit_code_of(3 << 8), 3);
-        assert_eq!(super::exit_code_of(libc::SIGKILL), 137);
+        let pid = nix::unistd::Pid::from_raw(1);
+        assert_eq!(super::exit_code_of(super::WaitStatus::Exited(pid, 3)), Some(3));
+        let killed = super::WaitStatus::Signaled(pid, nix::sys::signal::Signal::SIGKILL, false);
+        assert_eq!(super::exit_code_of(killed), Some(137));
         assert!(super::same_process(std::process::id() as i32, super::start_time(std::process::id() as i32)));
     }
 }

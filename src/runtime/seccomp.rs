@@ -16,31 +16,18 @@
 //! Compiling costs one seccompiler probe per syscall name (its name table is private): about 50 ms per
 //! container start or exec in a debug build.
 
-use super::caps;
-use super::spec::ContainerSpec;
+use super::capability::{parse_name, CapName};
+pub use super::spec::SeccompPolicy;
 use super::RuntimeError;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     TargetArch,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// rimg's default profile, Docker's JSON format; it follows moby's `profiles/seccomp/default.json`.
 pub const DEFAULT_PROFILE: &str = include_str!("seccomp-default.json");
-
-/// Which seccomp profile a container runs under (`--security-opt seccomp=…`).
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
-#[serde(tag = "kind", content = "profile", rename_all = "lowercase")]
-pub enum SeccompPolicy {
-    /// [`DEFAULT_PROFILE`].
-    #[default]
-    Default,
-    /// No filter (`seccomp=unconfined`, and always with `--privileged`, as docker).
-    Unconfined,
-    /// A user's profile, kept as its JSON text so `exec` applies the same one later.
-    Custom(String),
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,7 +84,7 @@ struct Arg {
 pub struct Filters(Vec<BpfProgram>);
 
 fn err(msg: impl Into<String>) -> RuntimeError {
-    RuntimeError::Setup(format!("seccomp: {}", msg.into()))
+    RuntimeError::Seccomp(msg.into())
 }
 
 fn action(name: &str, errno: Option<u32>) -> Result<SeccompAction, RuntimeError> {
@@ -150,7 +137,7 @@ fn kernel_at_least(min: &str) -> bool {
 /// Whether an entry applies to a container holding `held` capabilities, as moby decides it: every
 /// `includes` condition met, no `excludes` condition met.
 fn applies(e: &Entry, held: &[u32]) -> bool {
-    let has = |n: &String| matches!(caps::parse_name(n), Ok(caps::CapName::One(c)) if held.contains(&c));
+    let has = |n: &String| matches!(parse_name(n), Ok(CapName::One(c)) if held.contains(&c));
     let arch = docker_arch();
     let inc = &e.includes;
     if !inc.caps.iter().all(has) || (!inc.arches.is_empty() && !inc.arches.iter().any(|a| a == arch)) {
@@ -281,15 +268,6 @@ pub fn compile(profile_json: &str, held: &[u32]) -> Result<Filters, RuntimeError
     Ok(Filters(programs))
 }
 
-/// The policy a container's processes run under: its own, but none with `--privileged` (as docker).
-pub fn policy_of(spec: &ContainerSpec) -> &SeccompPolicy {
-    if spec.privileged {
-        &SeccompPolicy::Unconfined
-    } else {
-        &spec.seccomp
-    }
-}
-
 /// The filters for a container under `policy` holding `held` capabilities; `None` when unconfined.
 pub fn for_container(policy: &SeccompPolicy, held: &[u32]) -> Result<Option<Filters>, RuntimeError> {
     match policy {
@@ -304,25 +282,8 @@ pub fn for_container(policy: &SeccompPolicy, held: &[u32]) -> Result<Option<Filt
 /// honoured (the caller then installs while still privileged).
 pub fn install(f: &Filters) -> Result<(), RuntimeError> {
     for prog in &f.0 {
-        #[repr(C)]
-        struct SockFprog {
-            len: libc::c_ushort,
-            filter: *const seccompiler::sock_filter,
-        }
-        let len = libc::c_ushort::try_from(prog.len()).map_err(|_| err("filter too large"))?;
-        let fprog = SockFprog { len, filter: prog.as_ptr() };
-        // SAFETY: seccomp(2) with a valid sock_fprog pointing at a live program; the kernel copies it.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0 as libc::c_ulong,
-                &fprog as *const SockFprog,
-            )
-        };
-        if r != 0 {
-            return Err(err(format!("install filter: {}", std::io::Error::last_os_error())));
-        }
+        crate::sys::seccomp::install_filter(prog)
+            .map_err(|e| RuntimeError::os("seccomp: install filter", e))?;
     }
     Ok(())
 }
@@ -333,7 +294,7 @@ mod tests {
 
     #[test]
     fn default_profile_compiles_with_and_without_caps() {
-        let f = compile(DEFAULT_PROFILE, caps::DEFAULT_CAPS).unwrap();
+        let f = compile(DEFAULT_PROFILE, super::super::caps::DEFAULT_CAPS).unwrap();
         // base + clone3's ENOSYS filter.
         assert_eq!(f.0.len(), 2);
         let all: Vec<u32> = (0..=40).collect();
@@ -349,40 +310,6 @@ mod tests {
             assert_eq!(syscall_number("clone3", TargetArch::x86_64), Some(435));
             assert_eq!(syscall_number("chown32", TargetArch::x86_64), None);
         }
-    }
-
-    /// Installs the default filter on a fresh thread (filters and no_new_privs are per-thread, so the
-    /// test process is not affected) and checks what the kernel then answers.
-    #[test]
-    fn default_filter_in_the_kernel() {
-        let errno =
-            |r: libc::c_long| if r < 0 { std::io::Error::last_os_error().raw_os_error() } else { None };
-        let f = compile(DEFAULT_PROFILE, caps::DEFAULT_CAPS).unwrap();
-        let results = std::thread::spawn(move || {
-            // SAFETY: prctl with integer arguments, on this thread only.
-            assert_eq!(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, 0);
-            install(&f).unwrap();
-            // SAFETY: raw syscalls with harmless arguments; each fails before doing anything.
-            unsafe {
-                (
-                    errno(libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0usize)),
-                    errno(libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0)),
-                    errno(libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER)),
-                    errno(libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0)),
-                    errno(libc::syscall(libc::SYS_socket, 40, libc::SOCK_STREAM, 0)),
-                    libc::syscall(libc::SYS_getpid) > 0,
-                )
-            }
-        })
-        .join()
-        .unwrap();
-        let (clone3, keyctl, unshare, kexec, vsock, getpid) = results;
-        assert_eq!(clone3, Some(libc::ENOSYS), "clone3 answers ENOSYS so libc falls back to clone");
-        assert_eq!(keyctl, Some(libc::EPERM));
-        assert_eq!(unshare, Some(libc::EPERM));
-        assert_eq!(kexec, Some(libc::EPERM));
-        assert_eq!(vsock, Some(libc::EPERM), "AF_VSOCK");
-        assert!(getpid);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! one from docker flags plus the image config; the runtime persists it in `state.json` so that `exec`,
 //! `stop` and `ps` act on exactly what `run` set up.
 
+use super::capability::CapName;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -36,19 +37,20 @@ pub struct ContainerSpec {
     /// Keep all capabilities, devices and unmasked /proc, /sys (`--privileged`).
     #[serde(default)]
     pub privileged: bool,
-    /// Capabilities added to docker's default set (`--cap-add`), canonical `CAP_…` names or `ALL`.
+    /// Capabilities added to docker's default set (`--cap-add`).
     #[serde(default)]
-    pub cap_add: Vec<String>,
-    /// Capabilities removed from docker's default set (`--cap-drop`), canonical `CAP_…` names or `ALL`.
+    pub cap_add: Vec<CapName>,
+    /// Capabilities removed from docker's default set (`--cap-drop`).
     #[serde(default)]
-    pub cap_drop: Vec<String>,
+    pub cap_drop: Vec<CapName>,
     /// Let processes gain privileges through setuid binaries and file capabilities
     /// (`--security-opt no-new-privileges=false`); by default rimg sets no_new_privs before exec.
     #[serde(default)]
     pub allow_new_privileges: bool,
-    /// Seccomp profile (`--security-opt seccomp=…`); ignored with `--privileged`, as docker does.
+    /// Seccomp profile (`--security-opt seccomp=…`); ignored with `--privileged`, as docker does (see
+    /// [`ContainerSpec::seccomp_policy`]).
     #[serde(default)]
-    pub seccomp: super::seccomp::SeccompPolicy,
+    pub seccomp: SeccompPolicy,
     /// Run rimg's tiny init as PID 1 (`--init`): reaps zombies, forwards signals.
     #[serde(default)]
     pub init: bool,
@@ -81,6 +83,32 @@ pub struct UserNamespace {
     pub uid_map: crate::idmap::IdMap,
     /// Container gid -> host gid ranges (written to /proc/PID/gid_map).
     pub gid_map: crate::idmap::IdMap,
+}
+
+impl ContainerSpec {
+    /// The seccomp policy the container's processes run under: its own, but none with `--privileged`
+    /// (as docker).
+    pub fn seccomp_policy(&self) -> &SeccompPolicy {
+        const UNCONFINED: &SeccompPolicy = &SeccompPolicy::Unconfined;
+        if self.privileged {
+            UNCONFINED
+        } else {
+            &self.seccomp
+        }
+    }
+}
+
+/// Which seccomp profile a container runs under (`--security-opt seccomp=…`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(tag = "kind", content = "profile", rename_all = "lowercase")]
+pub enum SeccompPolicy {
+    /// rimg's default profile (`super::seccomp::DEFAULT_PROFILE`, docker's).
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`, and always with `--privileged`, as docker).
+    Unconfined,
+    /// A user's profile, kept as its JSON text so `exec` applies the same one later.
+    Custom(String),
 }
 
 fn default_stop_signal() -> i32 {
@@ -207,11 +235,8 @@ mod tests {
         let s: ContainerSpec = serde_json::from_str(old).unwrap();
         assert!(s.cap_add.is_empty() && s.cap_drop.is_empty());
         assert!(!s.allow_new_privileges, "no_new_privs stays on");
-        assert_eq!(s.seccomp, super::super::seccomp::SeccompPolicy::Default);
-        let custom = ContainerSpec {
-            seccomp: super::super::seccomp::SeccompPolicy::Custom("{}".into()),
-            ..Default::default()
-        };
+        assert_eq!(s.seccomp, SeccompPolicy::Default);
+        let custom = ContainerSpec { seccomp: SeccompPolicy::Custom("{}".into()), ..Default::default() };
         let back: ContainerSpec = serde_json::from_str(&serde_json::to_string(&custom).unwrap()).unwrap();
         assert_eq!(back.seccomp, custom.seccomp);
     }

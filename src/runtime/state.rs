@@ -139,13 +139,19 @@ impl MonitorLock {
 }
 
 fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
+    use rustix::fs::FlockOperation as Op;
+    let op = match (op & libc::LOCK_EX != 0, op & libc::LOCK_NB != 0) {
+        (true, false) => Op::LockExclusive,
+        (true, true) => Op::NonBlockingLockExclusive,
+        (false, false) if op & libc::LOCK_UN != 0 => Op::Unlock,
+        (false, false) => Op::LockShared,
+        (false, true) => Op::NonBlockingLockShared,
+    };
     loop {
-        // SAFETY: flock on a descriptor we own.
-        let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
+        let e = match rustix::fs::flock(file, op) {
+            Ok(()) => return Ok(()),
+            Err(e) => std::io::Error::from(e),
+        };
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(e);
         }
@@ -199,7 +205,7 @@ impl Containers {
                 }
             };
         } else if !valid_name(&spec.name) {
-            return Err(RuntimeError::Setup(format!(
+            return Err(RuntimeError::Invalid(format!(
                 "invalid container name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                 spec.name
             )));
@@ -337,8 +343,11 @@ impl Containers {
         log::info!("container {} lost its monitor; cleaning up", st.short_id());
         if let Some(pid) = st.pid {
             if super::process::same_process(pid, st.pid_start_time) {
-                // SAFETY: plain kill(2) of the container's init, verified by start time.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // The container's init, verified by start time.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
         for cg in &st.cgroups {

@@ -71,19 +71,19 @@ pub fn resolve(root: &Path, spec: &str) -> Result<Identity, RuntimeError> {
     let entry = match user.parse::<u32>() {
         Ok(uid) => pw.iter().find(|e| e.uid == uid),
         Err(_) => Some(pw.iter().find(|e| e.name == user).ok_or_else(|| {
-            RuntimeError::Setup(format!("unable to find user {user}: no matching entries in passwd file"))
+            RuntimeError::Invalid(format!("unable to find user {user}: no matching entries in passwd file"))
         })?),
     };
     let uid = match entry {
         Some(e) => e.uid,
-        None => user.parse().map_err(|_| RuntimeError::Setup(format!("bad user {user}")))?,
+        None => user.parse().map_err(|_| RuntimeError::Invalid(format!("bad user {user}")))?,
     };
     let grp = groups(root);
     let gid = match group {
         Some(g) if !g.is_empty() => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => grp.iter().find(|(n, _, _)| n == g).map(|(_, id, _)| *id).ok_or_else(|| {
-                RuntimeError::Setup(format!("unable to find group {g}: no matching entries in group file"))
+                RuntimeError::Invalid(format!("unable to find group {g}: no matching entries in group file"))
             })?,
         },
         _ => entry.map(|e| e.gid).unwrap_or(0),

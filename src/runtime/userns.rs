@@ -28,7 +28,7 @@ pub fn auto() -> Result<UserNamespace, RuntimeError> {
     let uid = subid_range(Path::new("/etc/subuid"))?.unwrap_or(DEFAULT_RANGE);
     let gid = subid_range(Path::new("/etc/subgid"))?.unwrap_or(DEFAULT_RANGE);
     let map = |r: IdRange| {
-        IdMap::from_ranges(vec![r]).map_err(|e| RuntimeError::Setup(format!("--userns=auto: {e}")))
+        IdMap::from_ranges(vec![r]).map_err(|e| RuntimeError::Invalid(format!("--userns=auto: {e}")))
     };
     Ok(UserNamespace { uid_map: map(uid)?, gid_map: map(gid)? })
 }
@@ -37,7 +37,7 @@ fn subid_range(path: &Path) -> Result<Option<IdRange>, RuntimeError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RuntimeError::Setup(format!("read {}: {e}", path.display()))),
+        Err(e) => return Err(RuntimeError::os(format!("read {}", path.display()), e)),
     };
     Ok(pick_subid(&text))
 }
@@ -64,13 +64,13 @@ fn pick_subid(text: &str) -> Option<IdRange> {
 /// map copies the uid map, as podman does.
 pub fn from_flags(uidmap: &[String], gidmap: &[String]) -> Result<UserNamespace, RuntimeError> {
     let parse = |flag: &str, v: &[String]| {
-        IdMap::parse(&v.join(",")).map_err(|e| RuntimeError::Setup(format!("--{flag}: {e}")))
+        IdMap::parse(&v.join(",")).map_err(|e| RuntimeError::Invalid(format!("--{flag}: {e}")))
     };
     let uid_map = if uidmap.is_empty() { parse("gidmap", gidmap)? } else { parse("uidmap", uidmap)? };
     let gid_map = if gidmap.is_empty() { uid_map.clone() } else { parse("gidmap", gidmap)? };
     for (what, m) in [("uid", &uid_map), ("gid", &gid_map)] {
         if !m.ranges().iter().any(|r| r.inside == 0) {
-            return Err(RuntimeError::Setup(format!(
+            return Err(RuntimeError::Invalid(format!(
                 "--{what}map must map container {what} 0 (the container's root)"
             )));
         }
@@ -84,7 +84,7 @@ pub fn write_maps(pid: i32, ns: &UserNamespace) -> Result<(), RuntimeError> {
     for (file, map) in [("uid_map", &ns.uid_map), ("gid_map", &ns.gid_map)] {
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, map.proc_text())
-            .map_err(|e| RuntimeError::Setup(format!("write {path} ({:?}): {e}", map.proc_text())))?;
+            .map_err(|e| RuntimeError::os(format!("write {path} ({:?})", map.proc_text()), e))?;
     }
     Ok(())
 }
@@ -95,11 +95,10 @@ pub fn become_root() -> Result<(), RuntimeError> {
     let root_g = nix::unistd::Gid::from_raw(0);
     let root_u = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(root_g, root_g, root_g)
-        .map_err(|e| RuntimeError::Setup(format!("setgid 0 in the user namespace: {e}")))?;
-    nix::unistd::setgroups(&[])
-        .map_err(|e| RuntimeError::Setup(format!("setgroups in the user namespace: {e}")))?;
+        .map_err(|e| RuntimeError::os("setgid 0 in the user namespace", e))?;
+    nix::unistd::setgroups(&[]).map_err(|e| RuntimeError::os("setgroups in the user namespace", e))?;
     nix::unistd::setresuid(root_u, root_u, root_u)
-        .map_err(|e| RuntimeError::Setup(format!("setuid 0 in the user namespace: {e}")))
+        .map_err(|e| RuntimeError::os("setuid 0 in the user namespace", e))
 }
 
 #[cfg(test)]
