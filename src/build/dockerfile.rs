@@ -283,18 +283,7 @@ fn parse_instruction(
 ) -> Result<Instruction, String> {
     let we = |e: WordError| e.to_string();
     Ok(match kw {
-        "FROM" => {
-            let (flags, args) = take_flags(rest, escape, &["platform"])?;
-            let words = split_words(&args, escape).map_err(we)?;
-            let platform = flag(&flags, "platform");
-            match words.as_slice() {
-                [img] => Instruction::From { image: img.clone(), alias: None, platform },
-                [img, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
-                    Instruction::From { image: img.clone(), alias: Some(name.to_ascii_lowercase()), platform }
-                }
-                _ => return Err("FROM needs IMAGE [AS NAME]".into()),
-            }
-        }
+        "FROM" => parse_from(rest, escape)?,
         "RUN" => {
             let (flags, args) = take_flags(rest, escape, &["network", "mount", "security"])?;
             if flag(&flags, "mount").is_some() || flag(&flags, "security").is_some() {
@@ -305,45 +294,7 @@ fn parse_instruction(
             }
             Instruction::Run { cmd: command(&args)?, heredocs, network: flag(&flags, "network") }
         }
-        "COPY" | "ADD" => {
-            let (flags, args) = take_flags(
-                rest,
-                escape,
-                &["from", "chown", "chmod", "link", "checksum", "keep-git-dir", "parents", "exclude"],
-            )?;
-            for unsupported in ["checksum", "keep-git-dir", "parents", "exclude"] {
-                if flag(&flags, unsupported).is_some() {
-                    return Err(format!("{kw} --{unsupported} is not supported by rimg"));
-                }
-            }
-            if kw == "ADD" && flag(&flags, "from").is_some() {
-                return Err("ADD does not take --from; use COPY --from".into());
-            }
-            let mut words = if args.trim_start().starts_with('[') {
-                json_array(&args)?
-            } else {
-                split_words(&args, escape).map_err(we)?
-            };
-            // Heredoc markers are sources: replace `<<EOF` by a pseudo-source the builder resolves.
-            for w in words.iter_mut() {
-                if let Some(m) = w.strip_prefix("<<") {
-                    *w = format!("<<{}", m.trim_start_matches('-').trim_matches(['"', '\'']));
-                }
-            }
-            if words.len() < 2 {
-                return Err(format!("{kw} needs at least one source and a destination"));
-            }
-            let dest = words.pop().unwrap_or_default();
-            Instruction::Copy {
-                add: kw == "ADD",
-                srcs: words,
-                dest,
-                from: flag(&flags, "from"),
-                chown: flag(&flags, "chown"),
-                chmod: flag(&flags, "chmod"),
-                heredocs,
-            }
-        }
+        "COPY" | "ADD" => parse_copy(kw, rest, escape, heredocs)?,
         "ENV" => Instruction::Env(key_values(rest, escape, true)?),
         "LABEL" => Instruction::Label(key_values(rest, escape, false)?),
         "ARG" => {
@@ -381,25 +332,82 @@ fn parse_instruction(
         } else {
             split_words(rest, escape).map_err(we)?
         }),
-        "HEALTHCHECK" => {
-            let (flags, args) = take_flags(
-                rest,
-                escape,
-                &["interval", "timeout", "start-period", "start-interval", "retries"],
-            )?;
-            let args = args.trim();
-            if args.eq_ignore_ascii_case("none") {
-                Instruction::Healthcheck(Healthcheck { test: None, flags })
-            } else {
-                let Some(c) = args.strip_prefix("CMD").or_else(|| args.strip_prefix("cmd")) else {
-                    return Err("HEALTHCHECK needs NONE or CMD …".into());
-                };
-                Instruction::Healthcheck(Healthcheck { test: Some(command(c.trim())?), flags })
-            }
-        }
+        "HEALTHCHECK" => parse_healthcheck(rest, escape)?,
         "ONBUILD" => return Err("ONBUILD is not supported by rimg".into()),
         other => return Err(format!("unknown instruction {other}")),
     })
+}
+
+/// `FROM IMAGE [AS NAME]` with `--platform`.
+fn parse_from(rest: &str, escape: char) -> Result<Instruction, String> {
+    let we = |e: WordError| e.to_string();
+    let (flags, args) = take_flags(rest, escape, &["platform"])?;
+    let words = split_words(&args, escape).map_err(we)?;
+    let platform = flag(&flags, "platform");
+    Ok(match words.as_slice() {
+        [img] => Instruction::From { image: img.clone(), alias: None, platform },
+        [img, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+            Instruction::From { image: img.clone(), alias: Some(name.to_ascii_lowercase()), platform }
+        }
+        _ => return Err("FROM needs IMAGE [AS NAME]".into()),
+    })
+}
+
+/// `COPY`/`ADD` with their flags, sources (JSON or words, heredoc markers) and destination.
+fn parse_copy(kw: &str, rest: &str, escape: char, heredocs: Vec<Heredoc>) -> Result<Instruction, String> {
+    let we = |e: WordError| e.to_string();
+    let (flags, args) = take_flags(
+        rest,
+        escape,
+        &["from", "chown", "chmod", "link", "checksum", "keep-git-dir", "parents", "exclude"],
+    )?;
+    for unsupported in ["checksum", "keep-git-dir", "parents", "exclude"] {
+        if flag(&flags, unsupported).is_some() {
+            return Err(format!("{kw} --{unsupported} is not supported by rimg"));
+        }
+    }
+    if kw == "ADD" && flag(&flags, "from").is_some() {
+        return Err("ADD does not take --from; use COPY --from".into());
+    }
+    let mut words = if args.trim_start().starts_with('[') {
+        json_array(&args)?
+    } else {
+        split_words(&args, escape).map_err(we)?
+    };
+    // Heredoc markers are sources: replace `<<EOF` by a pseudo-source the builder resolves.
+    for w in words.iter_mut() {
+        if let Some(m) = w.strip_prefix("<<") {
+            *w = format!("<<{}", m.trim_start_matches('-').trim_matches(['"', '\'']));
+        }
+    }
+    if words.len() < 2 {
+        return Err(format!("{kw} needs at least one source and a destination"));
+    }
+    let dest = words.pop().unwrap_or_default();
+    Ok(Instruction::Copy {
+        add: kw == "ADD",
+        srcs: words,
+        dest,
+        from: flag(&flags, "from"),
+        chown: flag(&flags, "chown"),
+        chmod: flag(&flags, "chmod"),
+        heredocs,
+    })
+}
+
+/// `HEALTHCHECK NONE` or `HEALTHCHECK [flags] CMD …`.
+fn parse_healthcheck(rest: &str, escape: char) -> Result<Instruction, String> {
+    let (flags, args) =
+        take_flags(rest, escape, &["interval", "timeout", "start-period", "start-interval", "retries"])?;
+    let args = args.trim();
+    if args.eq_ignore_ascii_case("none") {
+        Ok(Instruction::Healthcheck(Healthcheck { test: None, flags }))
+    } else {
+        let Some(c) = args.strip_prefix("CMD").or_else(|| args.strip_prefix("cmd")) else {
+            return Err("HEALTHCHECK needs NONE or CMD …".into());
+        };
+        Ok(Instruction::Healthcheck(Healthcheck { test: Some(command(c.trim())?), flags }))
+    }
 }
 
 fn one(rest: &str, kw: &str) -> Result<String, String> {

@@ -453,20 +453,7 @@ fn build_spec(
     }
     extra.extend(a.env.iter().filter_map(|e| expand_env(e)));
     merge_env(&mut env, extra);
-    let mut mounts = Vec::new();
-    for v in &a.volumes {
-        mounts.push(volume(v)?);
-    }
-    for m in &a.mounts {
-        mounts.push(mount_flag(m)?);
-    }
-    for t in &a.tmpfs {
-        let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
-        if !target.starts_with('/') {
-            bail!("invalid --tmpfs {t:?}: path must be absolute");
-        }
-        mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
-    }
+    let mounts = mounts_of(a)?;
     let userns = match a.userns {
         _ if !a.uidmap.is_empty() || !a.gidmap.is_empty() => {
             Some(runtime::userns::from_flags(&a.uidmap, &a.gidmap)?)
@@ -489,18 +476,7 @@ fn build_spec(
         Some(s) => runtime::process::parse_signal(s).with_context(|| format!("invalid stop signal {s:?}"))?,
         None => libc::SIGTERM,
     };
-    let memory = a.memory.as_deref().map(parse_bytes).transpose()?;
     let security = security_opts(&a.security_opt)?;
-    if let Some(m) = memory {
-        if m < 6 << 20 {
-            bail!("Minimum memory limit allowed is 6MB");
-        }
-    }
-    if let Some(c) = a.cpus {
-        if c.is_nan() || c <= 0.0 {
-            bail!("invalid --cpus {c}: must be positive");
-        }
-    }
     Ok(ContainerSpec {
         name: a.name.clone().unwrap_or_default(),
         image,
@@ -530,28 +506,54 @@ fn build_spec(
         allow_new_privileges: security.allow_new_privileges,
         seccomp: security.seccomp,
         init: a.init,
-        resources: Resources {
-            memory,
-            cpu_millis: a.cpus.map(|c| (c * 1000.0).round() as u64),
-            cpu_shares: a.cpu_shares,
-            pids_limit: a.pids_limit,
-            blkio_weight: a.blkio_weight,
-            device_read_bps: a
-                .device_read_bps
-                .iter()
-                .map(|s| device_rate(s))
-                .collect::<anyhow::Result<_>>()?,
-            device_write_bps: a
-                .device_write_bps
-                .iter()
-                .map(|s| device_rate(s))
-                .collect::<anyhow::Result<_>>()?,
-        },
+        resources: resources_of(a)?,
         cgroup_parent: a.cgroup_parent.clone(),
         stop_signal,
         stop_timeout: a.stop_timeout.unwrap_or(10),
         auto_remove: a.rm,
         userns,
+    })
+}
+
+/// `-v`, `--mount` and `--tmpfs`, in that order.
+fn mounts_of(a: &Args) -> anyhow::Result<Vec<MountSpec>> {
+    let mut mounts = Vec::new();
+    for v in &a.volumes {
+        mounts.push(volume(v)?);
+    }
+    for m in &a.mounts {
+        mounts.push(mount_flag(m)?);
+    }
+    for t in &a.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        if !target.starts_with('/') {
+            bail!("invalid --tmpfs {t:?}: path must be absolute");
+        }
+        mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
+    }
+    Ok(mounts)
+}
+
+/// The cgroup limits of the flags, checked as docker checks them.
+fn resources_of(a: &Args) -> anyhow::Result<Resources> {
+    let memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    if memory.is_some_and(|m| m < 6 << 20) {
+        bail!("Minimum memory limit allowed is 6MB");
+    }
+    if let Some(c) = a.cpus {
+        if c.is_nan() || c <= 0.0 {
+            bail!("invalid --cpus {c}: must be positive");
+        }
+    }
+    let rates = |v: &[String]| v.iter().map(|s| device_rate(s)).collect::<anyhow::Result<Vec<_>>>();
+    Ok(Resources {
+        memory,
+        cpu_millis: a.cpus.map(|c| (c * 1000.0).round() as u64),
+        cpu_shares: a.cpu_shares,
+        pids_limit: a.pids_limit,
+        blkio_weight: a.blkio_weight,
+        device_read_bps: rates(&a.device_read_bps)?,
+        device_write_bps: rates(&a.device_write_bps)?,
     })
 }
 

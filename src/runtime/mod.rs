@@ -12,6 +12,8 @@
 //!   [`launch`] (the process model of `rimg run`), [`attach`] (the foreground relay), [`exec`] (`rimg
 //!   exec`), [`lifecycle`] (stop, kill, rm, wait).
 
+#![deny(unsafe_code)]
+
 pub mod attach;
 pub mod capability;
 pub mod caps;

@@ -224,57 +224,51 @@ const DEVICES: &[(&str, u64, u64)] =
 pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), RuntimeError> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_at(root, "proc", Kind::Dir, Some("proc"), Some("proc"), nse, None)?;
+    mount_sys(root, spec)?;
+    populate_dev(root)?;
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        let src = etc_dir.join(name);
+        let target = format!("etc/{name}");
+        mount_at(root, &target, Kind::File, Some(&src.to_string_lossy()), None, MsFlags::MS_BIND, None)?;
+    }
+    for m in &spec.mounts {
+        user_mount(root, m)?;
+    }
+    if !spec.privileged {
+        mask_and_protect(root)?;
+    }
+    Ok(())
+}
+
+/// /sys, read-only unless privileged.
+fn mount_sys(root: &Root, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let sys_flags = if spec.privileged { nse } else { nse | MsFlags::MS_RDONLY };
     match mount_at(root, "sys", Kind::Dir, Some("sysfs"), Some("sysfs"), sys_flags, None) {
-        Ok(()) => {}
+        Ok(()) => Ok(()),
         Err(_) if spec.userns.is_some() && spec.network == NetworkMode::Host => {
             // sysfs may be mounted only by the owner of the network namespace; with the host's network a
             // user namespace gets the host's /sys bound instead (as runc does).
             mount_at(root, "sys", Kind::Dir, Some("/sys"), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            if !spec.privileged {
-                remount_ro(root, "sys")?;
+            if spec.privileged {
+                Ok(())
+            } else {
+                remount_ro(root, "sys")
             }
         }
-        Err(e) => return Err(e),
+        Err(e) => Err(e),
     }
-    mount_at(
-        root,
-        "dev",
-        Kind::Dir,
-        Some("tmpfs"),
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
+}
+
+/// A fresh /dev: a tmpfs with the standard nodes and links, a private devpts, /dev/shm and /dev/mqueue.
+fn populate_dev(root: &Root) -> Result<(), RuntimeError> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let (flags, data) = (MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"));
+    mount_at(root, "dev", Kind::Dir, Some("tmpfs"), Some("tmpfs"), flags, data)?;
     let dev = root.openat2("dev", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| setup_err("open /dev", e))?;
     let dev_path = fd_path(&dev);
     for (name, major, minor) in DEVICES {
-        let p = format!("{dev_path}/{name}");
-        // Inside the container's fresh /dev tmpfs (through its descriptor's magic link).
-        let dev = rustix::fs::makedev(*major as u32, *minor as u32);
-        let made = rustix::fs::mknodat(
-            rustix::fs::CWD,
-            p.as_str(),
-            rustix::fs::FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            dev,
-        );
-        if made.is_err() {
-            // Without CAP_MKNOD (user namespaces) bind the host's node instead.
-            let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
-            let _ = rustix::fs::open(p.as_str(), flags, Mode::from_raw_mode(0o666));
-            mount(
-                Some(format!("/dev/{name}").as_str()),
-                p.as_str(),
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|e| setup_err(format!("bind /dev/{name}"), e))?;
-        } else {
-            // mknod's mode went through the umask.
-            let _ = rustix::fs::chmod(p.as_str(), Mode::from_raw_mode(0o666));
-        }
+        make_device(&format!("{dev_path}/{name}"), name, *major, *minor)?;
     }
     for (link, to) in [
         ("fd", "/proc/self/fd"),
@@ -286,80 +280,77 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), Ru
         std::os::unix::fs::symlink(to, format!("{dev_path}/{link}"))
             .map_err(|e| setup_err(format!("symlink /dev/{link}"), e))?;
     }
-    mount_at(
-        root,
-        "dev/pts",
-        Kind::Dir,
-        Some("devpts"),
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
+    let pts_data = Some("newinstance,ptmxmode=0666,mode=0620,gid=5");
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_at(root, "dev/pts", Kind::Dir, Some("devpts"), Some("devpts"), pts_flags, pts_data)?;
     mount_at(root, "dev/shm", Kind::Dir, Some("shm"), Some("tmpfs"), nse, Some("mode=1777,size=65536k"))?;
-    mount_at(root, "dev/mqueue", Kind::Dir, Some("mqueue"), Some("mqueue"), nse, None)?;
-    for name in ["hostname", "hosts", "resolv.conf"] {
-        let src = etc_dir.join(name);
-        mount_at(
-            root,
-            &format!("etc/{name}"),
-            Kind::File,
-            Some(&src.to_string_lossy()),
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?;
+    mount_at(root, "dev/mqueue", Kind::Dir, Some("mqueue"), Some("mqueue"), nse, None)
+}
+
+/// The device node `path` (in the container's fresh /dev tmpfs, through its descriptor's magic link), or
+/// without CAP_MKNOD (user namespaces) a bind of the host's node.
+fn make_device(path: &str, name: &str, major: u64, minor: u64) -> Result<(), RuntimeError> {
+    let dev = rustix::fs::makedev(major as u32, minor as u32);
+    let node = rustix::fs::FileType::CharacterDevice;
+    if rustix::fs::mknodat(rustix::fs::CWD, path, node, Mode::from_raw_mode(0o666), dev).is_ok() {
+        // mknod's mode went through the umask.
+        let _ = rustix::fs::chmod(path, Mode::from_raw_mode(0o666));
+        return Ok(());
     }
-    for m in &spec.mounts {
-        match m {
-            MountSpec::Bind { source, target, readonly } => {
-                let md = std::fs::metadata(source)
-                    .map_err(|e| setup_err(format!("bind source {}", source.display()), e))?;
-                let kind = if md.is_dir() { Kind::Dir } else { Kind::File };
-                mount_at(
-                    root,
-                    target,
-                    kind,
-                    Some(&source.to_string_lossy()),
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
-                )?;
-                if *readonly {
-                    remount_ro(root, target)?;
-                }
+    let _ =
+        rustix::fs::open(path, OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::from_raw_mode(0o666));
+    mount(Some(format!("/dev/{name}").as_str()), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| setup_err(format!("bind /dev/{name}"), e))
+}
+
+/// One `-v`, `--mount` or `--tmpfs`.
+fn user_mount(root: &Root, m: &MountSpec) -> Result<(), RuntimeError> {
+    match m {
+        MountSpec::Bind { source, target, readonly } => {
+            let md = std::fs::metadata(source)
+                .map_err(|e| setup_err(format!("bind source {}", source.display()), e))?;
+            let kind = if md.is_dir() { Kind::Dir } else { Kind::File };
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount_at(root, target, kind, Some(&source.to_string_lossy()), None, flags, None)?;
+            if *readonly {
+                remount_ro(root, target)?;
             }
-            MountSpec::Tmpfs { target, options } => {
-                let opts = if options.is_empty() { "mode=1777".to_string() } else { options.clone() };
-                let (flags, data) = tmpfs_options(&opts);
-                mount_at(root, target, Kind::Dir, Some("tmpfs"), Some("tmpfs"), flags, Some(&data))?;
-            }
+            Ok(())
+        }
+        MountSpec::Tmpfs { target, options } => {
+            let opts = if options.is_empty() { "mode=1777".to_string() } else { options.clone() };
+            let (flags, data) = tmpfs_options(&opts);
+            mount_at(root, target, Kind::Dir, Some("tmpfs"), Some("tmpfs"), flags, Some(&data))
         }
     }
-    if !spec.privileged {
-        for p in MASKED {
-            let rel = p.trim_start_matches('/');
-            let Some((fd, is_dir)) = root.lookup(rel) else { continue };
-            let target = fd_path(&fd);
-            let r = if is_dir {
-                mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
-            } else {
-                mount(Some("/dev/null"), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            };
-            r.map_err(|e| setup_err(format!("mask {p}"), e))?;
-        }
-        for p in READONLY {
-            let rel = p.trim_start_matches('/');
-            let Some((fd, _)) = root.lookup(rel) else { continue };
-            mount(
-                Some(fd_path(&fd).as_str()),
-                fd_path(&fd).as_str(),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| setup_err(format!("bind {p}"), e))?;
-            remount_ro(root, rel)?;
-        }
+}
+
+/// docker's masked paths (an empty read-only tmpfs or /dev/null over them) and read-only paths.
+fn mask_and_protect(root: &Root) -> Result<(), RuntimeError> {
+    for p in MASKED {
+        let rel = p.trim_start_matches('/');
+        let Some((fd, is_dir)) = root.lookup(rel) else { continue };
+        let target = fd_path(&fd);
+        let r = if is_dir {
+            mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+        } else {
+            mount(Some("/dev/null"), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        };
+        r.map_err(|e| setup_err(format!("mask {p}"), e))?;
+    }
+    for p in READONLY {
+        let rel = p.trim_start_matches('/');
+        let Some((fd, _)) = root.lookup(rel) else { continue };
+        let path = fd_path(&fd);
+        mount(
+            Some(path.as_str()),
+            path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| setup_err(format!("bind {p}"), e))?;
+        remount_ro(root, rel)?;
     }
     Ok(())
 }
