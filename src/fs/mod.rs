@@ -14,6 +14,7 @@
 mod attr;
 mod dirlist;
 mod ids;
+mod kept;
 mod ops;
 mod overlay;
 mod readahead;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::idmap::IdMap;
+pub use kept::restore as restore_kept;
 use overlay::FsOptions;
 
 /// The layers of one overlay, as kernel overlayfs takes them.
