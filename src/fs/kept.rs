@@ -33,7 +33,7 @@ use rustc_hash::FxHashMap;
 use super::ops::suid_kill_bits;
 use super::overlay::{copy_xattrs_except, lock, Overlay};
 use super::sys::{self, SysResult};
-use super::tree::{DirLayers, Found};
+use super::tree::{DirLayers, Found, Tables};
 
 /// Where the real permission bits of a setuid/setgid file are kept (octal text).
 pub const XATTR_MODE: &CStr = c"trusted.rimg.mode";
@@ -141,6 +141,15 @@ impl Overlay {
             m.remove(&ino);
         } else {
             m.insert(ino, h);
+        }
+    }
+
+    /// The kernel forgot inode `ino` (`t` is the locked table): once its node is gone, so is what this
+    /// cache holds of it (the next lookup reads it again), so the cache never outgrows the nodes the
+    /// kernel knows, however many such files a container makes and deletes.
+    pub fn kept_forgotten(&self, t: &Tables, ino: u64) {
+        if self.kept.on && !t.nodes.contains_key(&ino) {
+            lock(&self.kept.held).remove(&ino);
         }
     }
 

@@ -417,7 +417,9 @@ impl Filesystem for Overlay {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        lock(&self.t).forget(ino.0, nlookup);
+        let mut t = lock(&self.t);
+        t.forget(ino.0, nlookup);
+        self.kept_forgotten(&t, ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
