@@ -431,6 +431,10 @@ fn copy_up_keeps_privileges_off_disk_and_the_layer_gets_them_back() {
         assert!(f.u.join("suid").exists(), "copied up");
         assert_eq!(mode_of(&f.m.join("suid")), 0o4755);
         assert_eq!(get_xattr(&f.m.join("suid"), "security.capability"), Some(cap_v2()));
+        // the data copy-up of an open for writing keeps them (a write would clear them)
+        drop(std::fs::OpenOptions::new().write(true).open(f.m.join("suid")).expect("open for writing"));
+        assert_eq!(mode_of(&f.m.join("suid")), 0o4755);
+        assert_eq!(get_xattr(&f.m.join("suid"), "security.capability"), Some(cap_v2()));
         // (no data: a write by a caller without CAP_FSETID would clear the bit, as the kernel does)
         as_user(BASE, BASE, || create_with_mode(&f.m.join("new"), 0o4755, b""));
         assert_eq!(mode_of(&f.m.join("new")), 0o4755);
@@ -546,6 +550,17 @@ fn without_id_maps_privileges_stay_on_disk() {
     chmod(&f.m.join("x"), 0o6755);
     set_xattr(&f.m.join("x"), "security.capability", &cap_v2());
     chmod(&f.m.join("capped"), 0o4711);
+    // a metadata-only copy-up, then its data copied up by an open for writing (nothing written)
+    std::fs::copy("/usr/bin/id", f.lower.join("capped2")).expect("copy");
+    set_xattr(&f.lower.join("capped2"), "security.capability", &cap_v2());
+    let t = std::fs::FileTimes::new().set_modified(std::time::SystemTime::UNIX_EPOCH);
+    std::fs::File::open(f.m.join("capped2")).expect("open").set_times(t).expect("touch");
+    drop(std::fs::OpenOptions::new().write(true).open(f.m.join("capped2")).expect("open for writing"));
+    assert_eq!(
+        get_xattr(&f.m.join("capped2"), "security.capability"),
+        Some(cap_v2()),
+        "data copy-up keeps it"
+    );
     assert_eq!(mode_of(&f.u.join("x")), 0o6755);
     assert_eq!(get_xattr(&f.u.join("x"), "security.capability"), Some(cap_v2()));
     assert_eq!(mode_of(&f.u.join("capped")), 0o4711);

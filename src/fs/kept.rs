@@ -127,6 +127,19 @@ pub fn restore(mode: u32, xattrs: &Xattrs) -> (u32, Cow<'_, Xattrs>) {
     (mode, Cow::Owned(out))
 }
 
+/// Copy `size` bytes from `src` into `dst`, the upper file of a metacopy getting its data: the host's
+/// kernel drops a file's `security.capability` at any write, the server's too, and a copy-up must keep
+/// it (the kernel's does). A kept one (see above) is not touched by writes.
+pub fn copy_data_keeping_caps(src: RawFd, dst: RawFd, size: u64) -> SysResult<()> {
+    let here = OsStr::new("");
+    let caps = sys::get_xattr(dst, here, c"security.capability").ok();
+    sys::copy_data(src, dst, size)?;
+    match caps {
+        Some(c) => sys::set_xattr(dst, here, c"security.capability", &c, 0),
+        None => Ok(()),
+    }
+}
+
 impl Overlay {
     fn held(&self, ino: u64) -> Held {
         if !self.kept.on {

@@ -429,7 +429,7 @@ impl Overlay {
             if let Some(l) = &lower {
                 let src = sys::open_at(l.dir.as_raw_fd(), &l.name, libc::O_RDONLY, 0)?;
                 let size = sys::fstat(dst.as_raw_fd())?.st_size as u64;
-                sys::copy_data(src.as_raw_fd(), dst.as_raw_fd(), size)?;
+                super::kept::copy_data_keeping_caps(src.as_raw_fd(), dst.as_raw_fd(), size)?;
                 sys::fsync(dst.as_raw_fd(), false)?;
             }
         } else {
