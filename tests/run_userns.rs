@@ -170,3 +170,134 @@ fn userns_works_with_a_private_store() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).starts_with("0\n"), "{}", stdout(&out));
 }
+
+/// The `security.capability` xattr of `p` (not following a symlink), if it has one.
+fn file_caps(p: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(c.as_ptr(), c"security.capability".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    };
+    usize::try_from(n).ok().map(|n| buf[..n].to_vec())
+}
+
+/// No regular file under `dir` has setuid/setgid bits or a file capability on disk.
+fn privileged_files(dir: &std::path::Path) -> Vec<String> {
+    let mut bad = Vec::new();
+    for e in std::fs::read_dir(dir).expect("readdir") {
+        let p = e.expect("entry").path();
+        let md = std::fs::symlink_metadata(&p).expect("stat");
+        if md.is_dir() {
+            bad.extend(privileged_files(&p));
+        } else if md.is_file() {
+            let caps = file_caps(&p);
+            if md.mode() & 0o6000 != 0 || caps.is_some() {
+                bad.push(format!("{} {:o} {caps:?}", p.display(), md.mode()));
+            }
+        }
+    }
+    bad
+}
+
+/// The top layer of image `name` under `root`, decompressed: (path, mode, PAX xattr names) per entry.
+fn top_layer_entries(root: &std::path::Path, name: &str) -> Vec<(String, u32, Vec<String>)> {
+    let blob = |d: &str| root.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("index.json")).expect("index")).expect("json");
+    let desc = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"].as_str().is_some_and(|r| r.ends_with(name))
+        })
+        .expect("committed image in index.json");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(desc["digest"].as_str().expect("digest"))).expect("manifest"),
+    )
+    .expect("json");
+    let top = manifest["layers"].as_array().expect("layers").last().expect("a layer")["digest"].clone();
+    let gz = std::fs::File::open(blob(top.as_str().expect("digest"))).expect("layer blob");
+    let mut out = Vec::new();
+    for e in tar::Archive::new(flate2::read::GzDecoder::new(gz)).entries().expect("tar") {
+        let mut e = e.expect("entry");
+        let path = e.path().expect("path").to_string_lossy().into_owned();
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e.pax_extensions().expect("pax") {
+            for x in pax {
+                xattrs.push(x.expect("record").key().expect("key").to_string());
+            }
+        }
+        out.push((path, e.header().mode().expect("mode"), xattrs));
+    }
+    out
+}
+
+/// Issue 19, finding 4 (FUSE part): a `--userns=auto` container that makes files setuid, setgid or
+/// capable, and copies up an image's setuid file, leaves none of them so on disk (there they would be
+/// HOST root's: the upper keeps container ids), sees them so inside, and commits an image in which they
+/// are so (tar listing, umoci unpack, and a container without a user namespace).
+#[test]
+fn userns_container_leaves_no_privileged_file_on_disk_but_commits_one() {
+    let root = Root::new();
+    let script = "cp /usr/bin/id /x && chmod 4755 /x && chmod g+s /x && cp /usr/bin/id /c && \
+                  setcap cap_net_raw+ep /c && touch -c -d @0 /usr/bin/passwd && \
+                  stat -c %a /x /usr/bin/passwd && getcap /c";
+    let out = root.ok(&["run", "--name", "p", "--userns=auto", "centos:latest", "sh", "-c", script]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["6755", "4755", "/c cap_net_raw=ep"], "inside");
+    let upper = root.path().join("containers").join(root.id_of("p")).join("upper");
+    assert!(upper.join("usr/bin/passwd").exists(), "the image's setuid passwd was copied up");
+    assert_eq!(privileged_files(&upper), Vec::<String>::new(), "privileged files on disk");
+    // Committed, the layer carries the real modes and the capability, and nothing of rimg's own.
+    root.ok(&["commit", "p", "userns-suid:1"]);
+    let entries = top_layer_entries(root.path(), "userns-suid:1");
+    let entry = |p: &str| entries.iter().find(|e| e.0 == p).unwrap_or_else(|| panic!("{p} in {entries:?}"));
+    assert_eq!(entry("x").1, 0o6755);
+    assert_eq!(entry("usr/bin/passwd").1, 0o4755);
+    assert_eq!(entry("c").2, ["SCHILY.xattr.security.capability"]);
+    assert!(entries.iter().all(|e| e.2.iter().all(|x| !x.contains("trusted.rimg"))), "{entries:?}");
+    let out =
+        root.ok(&["run", "--rm", "userns-suid:1", "sh", "-c", "stat -c %a:%u /x /usr/bin/passwd; getcap /c"]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["6755:0", "4755:0", "/c cap_net_raw=ep"], "without userns");
+    // umoci, an independent reader of the committed image: the same modes and capability.
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("oci");
+    std::fs::create_dir(&layout).expect("layout");
+    let st = std::process::Command::new("cp")
+        .arg("-al")
+        .arg(root.path().join("blobs"))
+        .arg(&layout)
+        .status()
+        .expect("cp -al");
+    assert!(st.success());
+    std::fs::copy(root.path().join("oci-layout"), layout.join("oci-layout")).expect("oci-layout");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("index.json")).expect("index")).expect("json");
+    let mut desc = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("userns-suid:1"))
+        })
+        .expect("committed image")
+        .clone();
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "x"});
+    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [desc]});
+    std::fs::write(layout.join("index.json"), idx.to_string()).expect("index.json");
+    let bundle = work.path().join("bundle");
+    let image = format!("{}:x", layout.display());
+    run_support::support::run_tool("umoci", &["unpack", "--image", &image, bundle.to_str().expect("path")]);
+    let rootfs = bundle.join("rootfs");
+    let mode = |p: &str| std::fs::symlink_metadata(rootfs.join(p)).expect("stat").mode() & 0o7777;
+    assert_eq!((mode("x"), mode("usr/bin/passwd")), (0o6755, 0o4755), "umoci unpack");
+    // v2 (no namespace root: the root of whoever runs the image), cap_net_raw permitted and effective
+    let mut v2 = 0x0200_0001u32.to_le_bytes().to_vec();
+    v2.extend_from_slice(&[0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(file_caps(&rootfs.join("c")), Some(v2), "umoci unpack");
+    root.ok(&["rm", "p"]);
+}

@@ -14,6 +14,7 @@
 mod attr;
 mod dirlist;
 mod ids;
+mod kept;
 mod ops;
 mod overlay;
 mod readahead;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::idmap::IdMap;
+pub use kept::restore as restore_kept;
 use overlay::FsOptions;
 
 /// The layers of one overlay, as kernel overlayfs takes them.
@@ -79,7 +81,9 @@ pub struct MountOptions {
     /// container uids on disk and are shown to the kernel with the host uids those map to; the uids the
     /// kernel sends (callers creating files, chown) are mapped back. Identity (the default) translates
     /// nothing. A caller without a container uid creates files owned by [`crate::idmap::OVERFLOW_ID`];
-    /// a chown to a host uid without a container uid fails with EINVAL.
+    /// a chown to a host uid without a container uid fails with EINVAL. A mount with maps keeps the
+    /// setuid/setgid bits and file capabilities of the upper's files off disk (`fs/kept.rs`): on disk
+    /// its ids would be host ids.
     pub uid_map: IdMap,
     /// Group ids, as `uid_map` (fuse-overlayfs `gidmapping=`).
     pub gid_map: IdMap,

@@ -42,7 +42,7 @@ enum Served {
 
 /// The mode bits a write by a caller without CAP_FSETID clears: S_ISUID always, S_ISGID when the
 /// group may execute (without S_IXGRP it marks mandatory locking and stays), as the kernel does.
-fn suid_kill_bits(mode: u32) -> u32 {
+pub fn suid_kill_bits(mode: u32) -> u32 {
     if mode & libc::S_IFMT != libc::S_IFREG {
         return 0;
     }
@@ -105,9 +105,9 @@ impl Overlay {
             }
             r => r?,
         };
-        if upper && flags & libc::O_TRUNC != 0 && caller != 0 {
+        if upper && flags & libc::O_TRUNC != 0 {
             // what the kernel asks for with FUSE_OPEN_KILL_SUIDGID (which fuser does not pass on)
-            self.kill_suid(ino, fd.as_raw_fd())?;
+            self.kill_privs(ino, fd.as_raw_fd(), OsStr::new(""), caller != 0)?;
         }
         Ok((Handle { fd: Arc::new(fd), backing: None, ino, cached: false, upper }, upper, write))
     }
@@ -138,18 +138,6 @@ impl Overlay {
                 h.upper = true;
             }
         }
-    }
-
-    /// Clear S_ISUID, and S_ISGID of a group-executable file, as a write or truncation by a caller
-    /// without CAP_FSETID does (the server itself has it, so its own write would keep them).
-    fn kill_suid(&self, ino: u64, fd: std::os::fd::RawFd) -> Result<(), i32> {
-        let st = sys::fstat(fd)?;
-        let kill = suid_kill_bits(st.st_mode);
-        if kill != 0 {
-            sys::fchmod(fd, st.st_mode & 0o7777 & !kill)?;
-            self.invalidate_attr(ino);
-        }
-        Ok(())
     }
 
     /// Register the handle and decide how its I/O is served. Regular files go through FUSE passthrough,
@@ -207,16 +195,20 @@ impl Overlay {
         (fh, served)
     }
 
-    /// May a write-open by host uid `caller` of the file open as `fd` use passthrough? Not when the
+    /// May a write-open by host uid `caller` of inode `ino`, open as `fd`, use passthrough? Not when the
     /// write must clear setuid/setgid bits: passthrough writes reach the backing file with the server's
     /// credentials (which keep them), so such opens are served here, where FUSE_WRITE_KILL_SUIDGID is
     /// honoured. Host uid 0 stands in for CAP_FSETID (a container's root under a user namespace does
-    /// not have it either, as for the kernel).
-    fn passthrough_allowed(&self, write: bool, caller: u32, fd: std::os::fd::RawFd) -> bool {
-        if !write || caller == 0 {
+    /// not have it either, as for the kernel). Nor when a file capability is kept off disk (see
+    /// [`super::kept`]): any write clears it, and only a write served here can.
+    fn passthrough_allowed(&self, write: bool, caller: u32, ino: u64, fd: std::os::fd::RawFd) -> bool {
+        if !write {
             return true;
         }
-        sys::fstat(fd).map_or(true, |st| suid_kill_bits(st.st_mode) == 0)
+        if self.kept_caps(ino) {
+            return false;
+        }
+        caller == 0 || sys::fstat(fd).map_or(true, |st| suid_kill_bits(self.real_mode(ino, &st)) == 0)
     }
 
     /// Whether an open served through the page cache keeps the pages the kernel has of the file.
@@ -247,7 +239,7 @@ impl Overlay {
         reply: ReplyCreate,
     ) {
         let h = Handle { fd: Arc::new(file), backing: None, ino, cached: false, upper: true };
-        let allow = self.passthrough_allowed(true, req.uid(), h.fd.as_raw_fd());
+        let allow = self.passthrough_allowed(true, req.uid(), ino, h.fd.as_raw_fd());
         let (fh, served) = self.register(ino, h, true, allow, |h| reply.open_backing(h.fd.as_fd()));
         let (fh, nf) = (FileHandle(fh), FopenFlags::FOPEN_NOFLUSH);
         match served {
@@ -333,11 +325,12 @@ impl Overlay {
             let uid = uid.map(|u| ids.chown_uid(u)).transpose()?;
             let gid = gid.map(|g| ids.chown_gid(g)).transpose()?;
             sys::chown_at(d, &name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+            self.chown_kept(ino, d, &name)?;
         }
         if let Some(m) = mode {
             let st = sys::stat_at(d, &name)?;
             if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
-                sys::chmod_at(d, &name, m & 0o7777)?;
+                self.chmod_kept(ino, d, &name, st.st_mode, m & 0o7777)?;
             }
         }
         if let Some(s) = size {
@@ -349,14 +342,10 @@ impl Overlay {
                     sys::ftruncate(f.as_raw_fd(), s)?;
                 }
             }
-            if caller != 0 && mode.is_none() {
+            if mode.is_none() {
                 // FATTR_KILL_SUIDGID, which fuser does not pass on: a truncation by a caller without
-                // CAP_FSETID clears setuid/setgid
-                let st = sys::stat_at(d, &name)?;
-                let kill = suid_kill_bits(st.st_mode);
-                if kill != 0 {
-                    sys::chmod_at(d, &name, st.st_mode & 0o7777 & !kill)?;
-                }
+                // CAP_FSETID clears setuid/setgid (and any truncation a file capability)
+                self.kill_privs(ino, d, &name, caller != 0)?;
             }
         }
         if atime.is_some() || mtime.is_some() {
@@ -428,7 +417,9 @@ impl Filesystem for Overlay {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        lock(&self.t).forget(ino.0, nlookup);
+        let mut t = lock(&self.t);
+        t.forget(ino.0, nlookup);
+        self.kept_forgotten(&t, ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -570,7 +561,7 @@ impl Filesystem for Overlay {
             Ok(x) => x,
             Err(e) => return reply.error(err(e)),
         };
-        let allow = self.passthrough_allowed(write, req.uid(), h.fd.as_raw_fd());
+        let allow = self.passthrough_allowed(write, req.uid(), ino.0, h.fd.as_raw_fd());
         let (fh, served) = self.register(ino.0, h, upper, allow, |h| reply.open_backing(h.fd.as_fd()));
         if matches!(served, Served::Cached) && !upper {
             // a copy-up that finished while this lower copy was being opened moved the handles it could
@@ -634,9 +625,11 @@ impl Filesystem for Overlay {
             Ok(f) => f,
             Err(e) => return reply.error(err(e)),
         };
-        // the kernel asks for this (HANDLE_KILLPRIV_V2) when the writer lacks CAP_FSETID
-        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.kill_suid(ino.0, fd.as_raw_fd()) {
+        // the kernel asks for this (HANDLE_KILLPRIV_V2) when the writer lacks CAP_FSETID; a file
+        // capability kept off disk goes at any write, as the host's kernel drops one on disk
+        let setid = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        if setid || self.kept_caps(ino.0) {
+            if let Err(e) = self.kill_privs(ino.0, fd.as_raw_fd(), OsStr::new(""), setid) {
                 return reply.error(err(e));
             }
         }
@@ -847,7 +840,7 @@ impl Filesystem for Overlay {
             let ((d, n), _) = self.loc(ino.0)?;
             if self.opts.ids.translates(name.as_bytes()) {
                 let v = self.opts.ids.xattr_to_disk(name.as_bytes(), value)?;
-                return sys::set_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?, &v, flags);
+                return self.kept_set_xattr(ino.0, d.as_raw_fd(), &n, &sys::cstr(name)?, &v, flags);
             }
             sys::set_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?, value, flags)
         })();
@@ -864,7 +857,7 @@ impl Filesystem for Overlay {
                 return Err(libc::ENODATA);
             }
             let ((d, n), _) = self.loc(ino.0)?;
-            let v = sys::get_xattr(d.as_raw_fd(), &n, &sys::cstr(name)?)?;
+            let v = self.kept_get_xattr(ino.0, d.as_raw_fd(), &n, &sys::cstr(name)?)?;
             if self.opts.ids.translates(name.as_bytes()) {
                 // a malformed stored value is shown as it is rather than hidden
                 return Ok(self.opts.ids.xattr_from_disk(name.as_bytes(), &v).unwrap_or(v));
@@ -883,7 +876,7 @@ impl Filesystem for Overlay {
         // trusted.* names are visible only to privileged callers (the kernel filters them for the
         // underlying filesystem by the caller's capabilities; here the caller's uid stands in)
         let privileged = req.uid() == 0;
-        let r = self.loc(ino.0).and_then(|((d, n), _)| sys::list_xattr(d.as_raw_fd(), &n));
+        let r = self.loc(ino.0).and_then(|((d, n), _)| self.kept_list_xattr(ino.0, d.as_raw_fd(), &n));
         match r {
             Ok(list) => {
                 let mut out = Vec::with_capacity(list.len());
@@ -922,7 +915,7 @@ impl Filesystem for Overlay {
                 self.copy_up(ino.0, CopyMode::Meta)?;
             }
             let ((d, n), _) = self.loc(ino.0)?;
-            sys::remove_xattr(d.as_raw_fd(), &n, &c)
+            self.kept_remove_xattr(ino.0, d.as_raw_fd(), &n, &c)
         })();
         match r {
             Ok(()) => reply.ok(),

@@ -91,6 +91,8 @@ pub struct Overlay {
     pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Directory read-ahead for tree walks (see [`super::readahead`]).
     pub readahead: super::readahead::ReadAhead,
+    /// Setuid/setgid bits and file capabilities kept off disk on an id-mapped mount (see [`super::kept`]).
+    pub kept: super::kept::Kept,
 }
 
 /// Where a node's current copy is: a directory fd and a name in it (empty = the fd itself).
@@ -140,6 +142,7 @@ impl Overlay {
         };
         t.by_key.insert(key, ROOT);
         t.install(ROOT, OsStr::new(""), &found, 1 << 40);
+        let kept = super::kept::Kept::new(!opts.ids.is_identity());
         Ok(Overlay {
             stack,
             work: work.map(Arc::new),
@@ -154,6 +157,7 @@ impl Overlay {
             no_opendir: AtomicBool::new(false),
             notifier: Arc::new(std::sync::OnceLock::new()),
             readahead: Default::default(),
+            kept,
         })
     }
 
@@ -257,6 +261,7 @@ impl Overlay {
     pub fn present(&self, ino: u64, st: &libc::stat) -> FileAttr {
         let mut a = to_attr(ino, st);
         self.opts.ids.present(&mut a);
+        self.show_kept(ino, st, &mut a);
         a
     }
 
@@ -286,6 +291,7 @@ impl Overlay {
         let dir = self.dir_of(parent)?;
         let f = self.stack.resolve(&dir, parent, name)?.ok_or(libc::ENOENT)?;
         let ino = lock(&self.t).install(parent, name, &f, lookups);
+        self.kept_lookup(ino, &dir, name, &f);
         Ok((ino, self.found_attr(ino, &f)))
     }
 
@@ -323,6 +329,7 @@ impl Overlay {
         let perm = st.st_mode & 0o7777;
         let mut made_metacopy = false;
         let mut new_dir_fd = None;
+        let mut kept = None;
         let res: SysResult<()> = (|| {
             match fmt {
                 libc::S_IFDIR => {
@@ -346,12 +353,13 @@ impl Overlay {
                         CopyMode::Empty => {}
                         _ => sys::copy_data(src.as_raw_fd(), dst.as_raw_fd(), size)?,
                     }
-                    copy_xattrs(sfd, sname, dst.as_raw_fd(), OsStr::new(""))?;
                     if made_metacopy {
                         sys::set_xattr(dst.as_raw_fd(), OsStr::new(""), XATTR_METACOPY, b"", 0)?;
                     }
+                    // the owner first: a chown drops security.capability (the kernel's copy-up sets
+                    // owners without that)
                     sys::fchown(dst.as_raw_fd(), st.st_uid, st.st_gid)?;
-                    sys::fchmod(dst.as_raw_fd(), perm)?;
+                    kept = Some(self.copy_up_file_meta(sfd, sname, dst.as_raw_fd(), perm)?);
                     sys::utimens_at(dst.as_raw_fd(), OsStr::new(""), &stat_times(&st))?;
                     if !made_metacopy && size > 0 {
                         sys::fsync(dst.as_raw_fd(), false)?;
@@ -396,6 +404,7 @@ impl Overlay {
             n.keys.push(key);
         }
         drop(t);
+        self.kept_copied_up(ino, kept);
         // a directory copied up as a side effect now reports other attributes (st_nlink of a merged dir)
         self.invalidate_attr(ino);
         Ok(())
@@ -420,7 +429,7 @@ impl Overlay {
             if let Some(l) = &lower {
                 let src = sys::open_at(l.dir.as_raw_fd(), &l.name, libc::O_RDONLY, 0)?;
                 let size = sys::fstat(dst.as_raw_fd())?.st_size as u64;
-                sys::copy_data(src.as_raw_fd(), dst.as_raw_fd(), size)?;
+                super::kept::copy_data_keeping_caps(src.as_raw_fd(), dst.as_raw_fd(), size)?;
                 sys::fsync(dst.as_raw_fd(), false)?;
             }
         } else {
@@ -491,7 +500,7 @@ impl Overlay {
         let mut file = None;
         let res: SysResult<()> = (|| {
             match what {
-                NewEntry::File(mode) => file = Some(Self::new_file(tdir, tname, ouid, ogid, mode | extra)?),
+                NewEntry::File(mode) => file = Some(self.new_file(tdir, tname, ouid, ogid, mode | extra)?),
                 NewEntry::Dir(mode) => {
                     sys::mkdir_at(tdir, tname, 0o700)?;
                     sys::chown_at(tdir, tname, ouid, ogid)?;
@@ -538,6 +547,9 @@ impl Overlay {
             None => sys::stat_at(pfd, name)?,
         };
         let ino = self.install_new(&mut lock(&self.t), parent, name, st);
+        if let NewEntry::File(mode) = what {
+            self.kept_created(ino, mode);
+        }
         Ok((ino, self.present(ino, &st), file))
     }
 
@@ -550,10 +562,10 @@ impl Overlay {
 
     /// Create the real regular file `tdir/tname` owned by (uid, gid) with `mode`, open for reading and
     /// writing. Others cannot open it before it has its owner: it is created 0600.
-    fn new_file(tdir: RawFd, tname: &OsStr, uid: u32, gid: u32, mode: u32) -> SysResult<OwnedFd> {
+    fn new_file(&self, tdir: RawFd, tname: &OsStr, uid: u32, gid: u32, mode: u32) -> SysResult<OwnedFd> {
         let fd = sys::open_at(tdir, tname, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600)?;
         sys::fchown(fd.as_raw_fd(), uid, gid)?;
-        sys::fchmod(fd.as_raw_fd(), mode & 0o7777)?;
+        self.set_file_perm(fd.as_raw_fd(), OsStr::new(""), mode & 0o7777, false)?;
         Ok(fd)
     }
 
@@ -576,7 +588,7 @@ impl Overlay {
         let pup = self.dir_of(parent)?.upper.ok_or(libc::EIO)?;
         let (ouid, ogid, _) = Self::new_owner(&sys::fstat(pup.as_raw_fd())?, uid, gid, false);
         let tmp = self.tmp_name();
-        let file = Self::new_file(work.as_raw_fd(), &tmp, ouid, ogid, mode)?;
+        let file = self.new_file(work.as_raw_fd(), &tmp, ouid, ogid, mode)?;
         let mut st = sys::fstat(file.as_raw_fd())?;
         let ino = {
             let mut t = lock(&self.t);
@@ -586,6 +598,7 @@ impl Overlay {
             }
             ino
         };
+        self.kept_created(ino, mode);
         st.st_nlink = 0;
         Ok((ino, self.present(ino, &st), file))
     }
@@ -860,6 +873,7 @@ fn upper_dir_is_opaque(fd: RawFd) -> bool {
 }
 
 /// What [`Overlay::create_entry`] makes.
+#[derive(Clone, Copy)]
 pub enum NewEntry<'a> {
     /// Regular file with mode.
     File(u32),
@@ -873,18 +887,31 @@ pub enum NewEntry<'a> {
 
 /// Is this xattr the overlay's own (never copied, never shown)?
 pub fn private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    name.starts_with(b"trusted.overlay.")
+        || name.starts_with(b"user.overlay.")
+        || name.starts_with(super::kept::PREFIX)
 }
 
 /// Copy all xattrs but the overlay's private ones from `sdir/sname` to `ddir/dname`.
 fn copy_xattrs(sdir: RawFd, sname: &OsStr, ddir: RawFd, dname: &OsStr) -> SysResult<()> {
+    copy_xattrs_except(sdir, sname, ddir, dname, &[])
+}
+
+/// [`copy_xattrs`] but for `except` as well.
+pub fn copy_xattrs_except(
+    sdir: RawFd,
+    sname: &OsStr,
+    ddir: RawFd,
+    dname: &OsStr,
+    except: &[u8],
+) -> SysResult<()> {
     let list = match sys::list_xattr(sdir, sname) {
         Ok(l) => l,
         Err(libc::ENOTSUP) => return Ok(()),
         Err(e) => return Err(e),
     };
     for attr in list.split(|b| *b == 0).filter(|a| !a.is_empty()) {
-        if private_xattr(attr) {
+        if private_xattr(attr) || attr == except {
             continue;
         }
         let Ok(c) = std::ffi::CString::new(attr) else { continue };

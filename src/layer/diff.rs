@@ -516,8 +516,10 @@ impl<W: Write> Writer<'_, W> {
         xattrs: &[(Vec<u8>, Vec<u8>)],
         body: Body<'_>,
     ) -> Result<(), LayerError> {
+        // what the FUSE layer kept off disk under a user namespace (fs/kept.rs) goes back into the layer
+        let (mode, xattrs) = crate::fs::restore_kept(meta.mode(), xattrs);
         let mut h = tar::Header::new_ustar();
-        h.set_mode(meta.mode() & 0o7777);
+        h.set_mode(mode & 0o7777);
         h.set_mtime(self.mtime(meta));
         let (uid, gid) = (meta.uid() as u64, meta.gid() as u64);
         h.set_size(0);
