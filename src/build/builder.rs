@@ -136,7 +136,7 @@ pub fn build(
     for (i, step) in df.steps.iter().enumerate() {
         let n = i + 1;
         if !opts.quiet {
-            println!("Step {n}/{total} : {}", step.text);
+            crate::outln!("Step {n}/{total} : {}", step.text);
         }
         if let Instruction::From { .. } = &step.instruction {
             // A new stage starts; stop after the target stage is complete.
@@ -568,7 +568,7 @@ impl Builder<'_> {
         let key = key_of(&[&stage.key, &created_by, &arg_env.join("\n"), &user, &cwd, &format!("{net:?}")]);
         if let Some(hit) = self.cache_get(&key) {
             if !self.opts.quiet {
-                println!(" ---> Using cache");
+                crate::outln!(" ---> Using cache");
             }
             self.hits += 1;
             return self.finish_layer_step(key, hit, &created_by);
@@ -595,7 +595,7 @@ impl Builder<'_> {
         let id = state.id.clone();
         let _cleanup = RemoveContainer { containers: &containers, id: id.clone() };
         if !self.opts.quiet {
-            println!(" ---> Running in {}", &id[..12]);
+            crate::outln!(" ---> Running in {}", &id[..12]);
         }
         let launched = runtime::start(&containers, state, lock, Attach::Foreground).map_err(|f| f.message)?;
         let runtime::Launched { monitor_pid, init_pid, pty_master, lifeline, old_mask, .. } = launched;
@@ -732,7 +732,7 @@ impl Builder<'_> {
         ]);
         if let Some(hit) = self.cache_get(&key) {
             if !self.opts.quiet {
-                println!(" ---> Using cache");
+                crate::outln!(" ---> Using cache");
             }
             self.hits += 1;
             return self.finish_layer_step(key, hit, &created_by);

@@ -122,9 +122,9 @@ fn each(keys: &[String], mut f: impl FnMut(&str) -> anyhow::Result<()>) -> anyho
     let mut code = 0;
     for k in keys {
         match f(k) {
-            Ok(()) => println!("{k}"),
+            Ok(()) => crate::outln!("{k}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {}", super::one_line(&e));
+                crate::errln!("Error response from daemon: {}", super::one_line(&e));
                 code = 1;
             }
         }
@@ -313,7 +313,7 @@ pub fn exec(a: ExecArgs, g: &Globals) -> anyhow::Result<i32> {
             old_mask: s.old_mask,
         })),
         Err(f) => {
-            eprintln!("rimg: {}", f.message);
+            crate::errln!("rimg: {}", f.message);
             Ok(f.code)
         }
     }
@@ -333,9 +333,9 @@ pub fn wait(a: WaitArgs, g: &Globals) -> anyhow::Result<i32> {
     let mut code = 0;
     for k in &a.containers {
         match lifecycle::wait(&c, k) {
-            Ok(n) => println!("{n}"),
+            Ok(n) => crate::outln!("{n}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                crate::errln!("Error response from daemon: {e}");
                 code = 1;
             }
         }
@@ -382,7 +382,7 @@ pub fn commit(a: CommitArgs, g: &Globals) -> anyhow::Result<i32> {
         a.author.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
-    println!("{}", rec.id);
+    crate::outln!("{}", rec.id);
     Ok(0)
 }
 
@@ -404,9 +404,9 @@ pub fn container(a: ContainerCommand, g: &Globals) -> anyhow::Result<i32> {
     match a {
         ContainerCommand::Prune { .. } => {
             let removed = lifecycle::prune(&containers(g)?)?;
-            println!("Deleted Containers:");
+            crate::outln!("Deleted Containers:");
             for id in removed {
-                println!("{id}");
+                crate::outln!("{id}");
             }
             Ok(0)
         }

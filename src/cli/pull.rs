@@ -30,7 +30,7 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         None => Platform::host(),
     };
     let outcome = pull_with(g, &a.image, a.quiet, platform, a.jobs)?;
-    println!("{}", outcome.0);
+    crate::outln!("{}", outcome.0);
     Ok(0)
 }
 

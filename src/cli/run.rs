@@ -361,7 +361,7 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
         "missing" => match lookup(&store) {
             Ok(r) => r,
             Err(crate::store::StoreError::ImageNotFound(_)) => {
-                eprintln!("Unable to find image '{}' locally", a.image);
+                crate::errln!("Unable to find image '{}' locally", a.image);
                 super::pull::pull_image(g, &a.image, false)?;
                 lookup(&store)?
             }
@@ -526,12 +526,12 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
     let launched = match runtime::start(&containers, state, lock, attach_mode) {
         Ok(l) => l,
         Err(f) => {
-            eprintln!("rimg: {}", f.message);
+            crate::errln!("rimg: {}", f.message);
             return Ok(f.code);
         }
     };
     if a.detach {
-        println!("{}", launched.id);
+        crate::outln!("{}", launched.id);
         return Ok(0);
     }
     // rimg run outlives the monitor anyway: it removes the cgroup afterwards, sparing the monitor a
