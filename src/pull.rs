@@ -78,7 +78,9 @@ pub enum PullError {
     Invalid(String),
 }
 
-/// Pull `reference` into `store`.
+/// Pull `reference` into `store`. Everything the pull stores or reuses is held in a lease (see
+/// [`crate::store::lease`]) until the image is in the index, so a concurrent `image prune` or `rmi` cannot
+/// take it away half-way; and the image is recorded only once every part of it is in the store.
 pub fn pull(
     store: &Store,
     client: &Client,
@@ -86,11 +88,41 @@ pub fn pull(
     opts: &PullOptions,
     progress: &Progress,
 ) -> Result<PullOutcome, PullError> {
+    let lease = store.lease(&format!("pull {reference}"))?;
+    let store = &store.with_lease(&lease);
     let resolved = client.resolve(reference, &opts.platform)?;
-    let manifest = &resolved.manifest;
+    store.hold_blobs(&[resolved.digest.clone(), resolved.manifest_digest.clone()])?;
     if let Some(raw) = &resolved.index_raw {
         store.put_blob(&resolved.digest, raw)?;
     }
+    let manifest = &resolved.manifest;
+    let (config_digest, config_raw, diff_ids) = fetch_config(client, reference, &resolved, opts)?;
+    check_foreign_layers(manifest, opts)?;
+    store.put_blob(&config_digest, &config_raw)?;
+
+    let layers: Vec<(Descriptor, Digest)> =
+        manifest.layers().iter().cloned().zip(diff_ids.iter().cloned()).collect();
+    let layer_blobs =
+        layers.iter().map(|(d, _)| parse_digest(d.digest().as_ref())).collect::<Result<Vec<_>, _>>()?;
+    // Held before `fetch_layer` looks at what is there already: a layer found "Already exists" stays.
+    store.hold_blobs(&layer_blobs)?;
+    store.hold_layers(&diff_ids)?;
+    fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
+
+    // The manifest goes in last: an image is visible only once everything it names is present.
+    store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
+    store.check_parts(&[resolved.manifest_digest.clone(), config_digest], &layer_blobs, &diff_ids)?;
+    record(store, reference, &resolved)
+}
+
+/// Fetch and check the image config: platform, parse, one diff_id per layer.
+fn fetch_config(
+    client: &Client,
+    reference: &Reference,
+    resolved: &crate::registry::Resolved,
+    opts: &PullOptions,
+) -> Result<(Digest, Vec<u8>, Vec<Digest>), PullError> {
+    let manifest = &resolved.manifest;
     let config_digest: Digest = parse_digest(manifest.config().digest().as_ref())?;
     let config_raw = client.fetch_blob_bytes(reference, &config_digest, MAX_METADATA)?;
     // A single-platform image for another platform is refused, as docker does (an index was already
@@ -116,6 +148,13 @@ pub fn pull(
             manifest.layers().len()
         )));
     }
+    Ok((config_digest, config_raw, diff_ids))
+}
+
+fn check_foreign_layers(
+    manifest: &oci_spec::image::ImageManifest,
+    opts: &PullOptions,
+) -> Result<(), PullError> {
     for layer in manifest.layers() {
         if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) && !opts.allow_foreign_urls {
             return Err(PullError::Invalid(format!(
@@ -125,14 +164,15 @@ pub fn pull(
             )));
         }
     }
-    store.put_blob(&config_digest, &config_raw)?;
+    Ok(())
+}
 
-    let layers: Vec<(Descriptor, Digest)> =
-        manifest.layers().iter().cloned().zip(diff_ids.iter().cloned()).collect();
-    fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
-
-    // The manifest goes in last: an image is visible only once everything it names is present.
-    store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
+/// Put the pulled image in the index under its tag (or untagged, when pulled by digest).
+fn record(
+    store: &Store,
+    reference: &Reference,
+    resolved: &crate::registry::Resolved,
+) -> Result<PullOutcome, PullError> {
     let name = reference.tag.as_ref().map(|_| reference.repo_only().with_tag(reference.tag_or_latest()));
     let name = match name {
         Some(Ok(r)) => Some(r.to_string()),

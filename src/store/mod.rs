@@ -14,9 +14,11 @@ pub mod blobs;
 pub mod gc;
 pub mod images;
 pub mod layers;
+pub mod lease;
 pub mod lock;
 
 pub use images::{ImageEntry, ImageRecord};
+pub use lease::Lease;
 pub use lock::FileLock;
 
 use crate::digest::{Digest, InvalidDigest};
@@ -48,6 +50,9 @@ pub enum StoreError {
     /// A blob the index refers to is missing (the cache was tampered with or an old bug lost it).
     #[error("blob {0} is missing from the cache")]
     BlobMissing(Digest),
+    /// An unpacked layer an image needs is missing.
+    #[error("layer {0} is missing from the cache")]
+    LayerMissing(Digest),
     /// Stored metadata does not parse.
     #[error("corrupt {what} {digest}: {reason}")]
     Corrupt {
@@ -97,15 +102,17 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 /// An open image cache. Cheap to clone; all state lives on disk, so many processes can open the same root.
+/// A store with a [`Lease`] attached ([`Store::with_lease`]) holds whatever it stores in that lease.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    lease: Option<Lease>,
 }
 
 impl Store {
     /// Open (creating if needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
+        let store = Store { root: root.to_path_buf(), lease: None };
         for dir in [
             store.root.clone(),
             store.root.join("blobs/sha256"),
@@ -114,6 +121,7 @@ impl Store {
             store.layers_tmp_dir(),
             store.containers_dir(),
             store.locks_dir(),
+            store.leases_dir(),
         ] {
             fs::create_dir_all(&dir).ctx("create", &dir)?;
         }
