@@ -92,7 +92,13 @@ impl Ingest {
 
     /// The partial file for appending newly downloaded bytes.
     pub fn open_append(&self) -> Result<File> {
-        OpenOptions::new().create(true).append(true).open(&self.path).ctx("open", &self.path)
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(super::perms::PRIVATE_FILE_MODE)
+            .open(&self.path)
+            .ctx("open", &self.path)
     }
 
     /// Forget what was downloaded (after a mismatch, or when the server ignored our Range request).
