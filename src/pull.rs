@@ -167,18 +167,18 @@ fn check_foreign_layers(
     Ok(())
 }
 
-/// Put the pulled image in the index under its tag (or untagged, when pulled by digest).
+/// Put the pulled image in the index under its tag, or, pulled by digest, under `repo@digest` (as podman
+/// names it: `images` lists it as `repo <none>`, and it is not dangling).
 fn record(
     store: &Store,
     reference: &Reference,
     resolved: &crate::registry::Resolved,
 ) -> Result<PullOutcome, PullError> {
-    let name = reference.tag.as_ref().map(|_| reference.repo_only().with_tag(reference.tag_or_latest()));
-    let name = match name {
-        Some(Ok(r)) => Some(r.to_string()),
-        _ => None,
-    };
     let repo_digest = format!("{}@{}", reference.name(), resolved.digest);
+    let name = match &reference.tag {
+        Some(_) => reference.repo_only().with_tag(reference.tag_or_latest()).ok().map(|r| r.to_string()),
+        None => Some(repo_digest.clone()),
+    };
     let before = name.as_deref().and_then(|n| store.image(n).ok()).map(|r| r.manifest_digest);
     store.add_image(ImageEntry {
         name: name.clone(),

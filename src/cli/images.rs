@@ -107,7 +107,17 @@ pub fn images(a: ImagesArgs, g: &Globals) -> anyhow::Result<i32> {
     let store = open_store(g)?;
     let filter = a.repository.as_deref().map(Reference::parse).transpose()?.map(|r| r.name());
     let mut rows = Vec::new();
-    for e in store.list_images()? {
+    let entries = store.list_images()?;
+    for e in &entries {
+        // A `repo@digest` name shows as `repo <none>` only while no tag names the image (docker's rule).
+        if e.name.as_deref().is_some_and(crate::store::images::is_digest_name)
+            && entries.iter().any(|o| {
+                o.manifest_digest == e.manifest_digest
+                    && o.name.as_deref().is_some_and(|n| !crate::store::images::is_digest_name(n))
+            })
+        {
+            continue;
+        }
         let rec = match store.image(&e.manifest_digest.to_string()) {
             Ok(r) => r,
             Err(err) => {
