@@ -108,6 +108,12 @@ pub fn pull(
     store.hold_blobs(&layer_blobs)?;
     store.hold_layers(&diff_ids)?;
     fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
+    // Where these blobs live, so a later push to this registry can mount them instead of uploading.
+    let mut sourced = layer_blobs.clone();
+    sourced.push(config_digest.clone());
+    if let Err(e) = store.add_sources(&sourced, &reference.registry, &reference.repository) {
+        log::warn!("could not record where the blobs of {reference} come from: {e}");
+    }
 
     // The manifest goes in last: an image is visible only once everything it names is present.
     store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;

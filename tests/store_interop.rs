@@ -46,3 +46,55 @@ fn image_pulled_by_digest_lists_its_repository() {
     assert_ok(&root.rimg(&["rmi", &format!("{repo}@{digest}")]), "rmi by digest");
     assert!(image_rows(&root, &[]).is_empty(), "rmi by digest removed the image");
 }
+
+/// Bytes of blob uploads (POST/PATCH/PUT under `/blobs/uploads/`) the proxy saw.
+fn uploaded_bytes(log: &[store_support::Logged]) -> u64 {
+    log.iter().filter(|l| l.path.contains("/blobs/uploads/")).map(|l| l.body_bytes).sum()
+}
+
+#[test]
+fn push_mounts_blobs_from_where_they_were_pulled_or_pushed() {
+    let reg = TestRegistry::start();
+    let base_layers = fixture_layers("busybox");
+    push_image(&reg.addr, "lib/busybox", "1", &base_layers, false);
+    let proxy = store_support::Proxy::start(&reg.addr);
+    let root = TempRoot::new();
+    let busybox = format!("{}/lib/busybox:1", proxy.addr);
+    assert_ok(&root.rimg(&["pull", "-q", &busybox]), "pull busybox");
+    // A local image on that base: no repository of the registry is named after it.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), format!("FROM {busybox}\nCOPY hello.txt /hello.txt\n"))
+        .unwrap();
+    assert_ok(&root.rimg(&["build", "-q", "-t", "app:1", ctx.path().to_str().unwrap()]), "build");
+
+    // First push: the base layer is mounted from lib/busybox (where it was pulled from); only the new
+    // layer and the config travel.
+    proxy.clear_log();
+    let a = format!("{}/team-a/app:1", proxy.addr);
+    assert_ok(&root.rimg(&["tag", "app:1", &a]), "tag a");
+    assert_ok(&root.rimg(&["push", "-q", &a]), "push a");
+    let base_size = base_layers[0].blob.len() as u64;
+    let sent = uploaded_bytes(&proxy.log());
+    assert!(
+        sent < base_size,
+        "the base layer ({base_size} bytes) was uploaded: {sent} bytes sent; {:?}",
+        proxy.log()
+    );
+
+    // Second push under another repository: every blob is mounted from team-a, no byte is uploaded.
+    proxy.clear_log();
+    let b = format!("{}/team-b/app:1", proxy.addr);
+    assert_ok(&root.rimg(&["tag", "app:1", &b]), "tag b");
+    let out = assert_ok(&root.rimg(&["push", &b]), "push b");
+    let log = proxy.log();
+    assert_eq!(uploaded_bytes(&log), 0, "blob bytes uploaded on the second push: {log:?}\n{out}");
+    let mounted =
+        log.iter().filter(|l| l.method == "POST" && l.path.contains("mount=") && l.status == 201).count();
+    assert_eq!(mounted, 3, "two layers and the config mounted: {log:?}");
+    // The registry holds a complete image under team-b: pull it into a fresh store and run it.
+    let fresh = TempRoot::new();
+    assert_ok(&fresh.rimg(&["pull", "-q", &b]), "pull team-b");
+    let text = assert_ok(&fresh.rimg(&["run", "--rm", &b, "cat", "/hello.txt"]), "run team-b");
+    assert_eq!(text, "hello\n");
+}

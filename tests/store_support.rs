@@ -143,7 +143,9 @@ fn read_head(conn: &mut TcpStream) -> Option<(String, Vec<u8>)> {
             return Some((head, buf[end + 4..].to_vec()));
         }
         let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
+        // Not HTTP (a TLS ClientHello from a client trying https first): close at once, as the registry
+        // answers plain HTTP to it, so the client falls back without waiting for a timeout.
+        if n == 0 || (buf.is_empty() && !chunk[0].is_ascii_uppercase()) {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);

@@ -78,6 +78,7 @@ impl Store {
                 stats.layers += 1;
             }
         }
+        self.prune_sources()?;
         Ok(stats)
     }
 

@@ -17,6 +17,7 @@ pub mod layers;
 pub mod lease;
 pub mod lock;
 pub mod perms;
+pub mod sources;
 
 pub use images::{ImageEntry, ImageRecord};
 pub use lease::Lease;
