@@ -8,7 +8,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::layer::{self, ApplyOptions};
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
-use crate::registry::{Client, Platform, RegistryError};
+use crate::registry::{BlobStream, Client, Platform, RegistryError};
 use crate::store::images::MAX_METADATA;
 use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageConfiguration};
@@ -25,8 +25,9 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Layers fetched at once (docker's max-concurrent-downloads, default 3).
     pub jobs: usize,
-    /// Follow the `urls` of foreign (non-distributable) layers; off by default, as following them means
-    /// fetching from hosts the user never named.
+    /// Fetch a foreign (non-distributable) layer the registry does not serve from the `urls` its
+    /// descriptor names. Off by default, as following them means fetching from hosts the user never named;
+    /// such layers are always fetched from the registry first, like any blob (as podman does).
     pub allow_foreign_urls: bool,
 }
 
@@ -76,6 +77,17 @@ pub enum PullError {
     /// The manifest or config is not usable.
     #[error("{0}")]
     Invalid(String),
+    /// A foreign layer the registry does not serve, whose urls the user did not allow.
+    #[error(
+        "layer {digest} is a foreign (non-distributable) layer that the registry does not serve; it names \
+         {urls:?}: pass --allow-foreign-urls (config key \"allow-foreign-urls\") to fetch it from there"
+    )]
+    ForeignLayer {
+        /// The blob.
+        digest: Digest,
+        /// Where the descriptor says it can be fetched.
+        urls: Vec<String>,
+    },
 }
 
 /// Pull `reference` into `store`. Everything the pull stores or reuses is held in a lease (see
@@ -97,7 +109,6 @@ pub fn pull(
     }
     let manifest = &resolved.manifest;
     let (config_digest, config_raw, diff_ids) = fetch_config(client, reference, &resolved, opts)?;
-    check_foreign_layers(manifest, opts)?;
     store.put_blob(&config_digest, &config_raw)?;
 
     let layers: Vec<(Descriptor, Digest)> =
@@ -107,7 +118,7 @@ pub fn pull(
     // Held before `fetch_layer` looks at what is there already: a layer found "Already exists" stays.
     store.hold_blobs(&layer_blobs)?;
     store.hold_layers(&diff_ids)?;
-    fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
+    fetch_layers(store, client, reference, &layers, opts, progress)?;
     // Where these blobs live, so a later push to this registry can mount them instead of uploading.
     let mut sourced = layer_blobs.clone();
     sourced.push(config_digest.clone());
@@ -155,22 +166,6 @@ fn fetch_config(
         )));
     }
     Ok((config_digest, config_raw, diff_ids))
-}
-
-fn check_foreign_layers(
-    manifest: &oci_spec::image::ImageManifest,
-    opts: &PullOptions,
-) -> Result<(), PullError> {
-    for layer in manifest.layers() {
-        if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) && !opts.allow_foreign_urls {
-            return Err(PullError::Invalid(format!(
-                "layer {} is a foreign layer served from {:?}; refusing to follow urls the user did not name",
-                layer.digest(),
-                layer.urls().clone().unwrap_or_default()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Put the pulled image in the index under its tag, or, pulled by digest, under `repo@digest` (as podman
@@ -248,9 +243,10 @@ fn fetch_layers(
     client: &Client,
     reference: &Reference,
     layers: &[(Descriptor, Digest)],
-    jobs: usize,
+    opts: &PullOptions,
     progress: &Progress,
 ) -> Result<(), PullError> {
+    let jobs = opts.jobs.max(1);
     let next = AtomicUsize::new(0);
     let board = LayerBoard {
         done: Mutex::new(vec![false; layers.len()]),
@@ -276,6 +272,7 @@ fn fetch_layers(
                     index: i,
                     below: &diff_ids[..i],
                     board: &board,
+                    foreign_urls: opts.allow_foreign_urls,
                 };
                 match fetch_layer(&job, progress) {
                     Ok(()) => board.mark_done(i),
@@ -310,6 +307,8 @@ struct LayerJob<'a> {
     index: usize,
     below: &'a [Digest],
     board: &'a LayerBoard,
+    /// Whether a foreign layer may be fetched from its `urls`.
+    foreign_urls: bool,
 }
 
 impl LayerJob<'_> {
@@ -364,7 +363,7 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             offset = 0;
         }
         task.status(if offset > 0 { "Resuming" } else { "Downloading" });
-        let stream = job.client.open_blob_sized(job.reference, &digest, offset, desc.size())?;
+        let stream = open_layer(job, &digest, offset)?;
         if stream.started_at != offset {
             // The server ignored our Range: start over from byte 0.
             ingest.reset()?;
@@ -450,6 +449,38 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             }
         }
     }
+}
+
+/// The layer's bytes from `offset`: from the registry like any blob, or, for a foreign layer the registry
+/// does not serve, from the `urls` its descriptor names when the user allowed that.
+fn open_layer(job: &LayerJob<'_>, digest: &Digest, offset: u64) -> Result<BlobStream, PullError> {
+    let size = job.desc.size();
+    let unknown = match job.client.open_blob_sized(job.reference, digest, offset, size) {
+        Ok(stream) => return Ok(stream),
+        Err(e @ RegistryError::BlobUnknown { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let urls = job.desc.urls().clone().unwrap_or_default();
+    if urls.is_empty() {
+        return Err(unknown.into());
+    }
+    if !job.foreign_urls {
+        return Err(PullError::ForeignLayer { digest: digest.clone(), urls });
+    }
+    let mut last = unknown;
+    for url in &urls {
+        match job.client.open_foreign_sized(url, digest, offset, size) {
+            Ok(stream) => {
+                log::info!("foreign layer {digest}: fetching from {url}");
+                return Ok(stream);
+            }
+            Err(e) => {
+                log::warn!("foreign layer {digest}: {url}: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last.into())
 }
 
 /// Unpack a stored blob into `staging`, with the lower layers available for hard links.

@@ -98,3 +98,130 @@ fn push_mounts_blobs_from_where_they_were_pulled_or_pushed() {
     let text = assert_ok(&fresh.rimg(&["run", "--rm", &b, "cat", "/hello.txt"]), "run team-b");
     assert_eq!(text, "hello\n");
 }
+
+/// distribution refuses manifests with foreign-layer URLs unless its config allows them; this top-level
+/// section (inserted verbatim by the harness) allows loopback http URLs.
+const ALLOW_URLS: &str =
+    "validation:\n  manifests:\n    urls:\n      allow:\n        - ^http://127\\.0\\.0\\.1[:/]\n";
+
+const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+const OCI_NONDISTRIBUTABLE: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+
+/// busybox's layer marked foreign (as Windows base layers are) plus an ordinary layer on top.
+fn foreign_image(
+    media_type: &str,
+    urls: Vec<String>,
+    upload: bool,
+    docker: bool,
+) -> Vec<store_support::Layer> {
+    let mut base = fixture_layers("busybox").remove(0);
+    base.media_type = media_type.to_string();
+    base.urls = urls;
+    base.upload = upload;
+    let mut own = store_support::layer(&[("own.txt", 0o644, b"own layer\n")]);
+    if docker {
+        own.media_type = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    }
+    vec![base, own]
+}
+
+#[test]
+fn foreign_layers_served_by_the_registry_are_pulled_from_it() {
+    let reg = TestRegistry::builder().auth_yaml(ALLOW_URLS).start();
+    // The urls lead nowhere: the registry has the blob, so nothing else may be contacted.
+    let nowhere = vec!["http://127.0.0.1:9/never-contacted.tar.gz".to_string()];
+    push_image(
+        &reg.addr,
+        "lib/foreign",
+        "docker",
+        &foreign_image(DOCKER_FOREIGN, nowhere.clone(), true, true),
+        true,
+    );
+    push_image(
+        &reg.addr,
+        "lib/foreign",
+        "oci",
+        &foreign_image(OCI_NONDISTRIBUTABLE, nowhere, true, false),
+        false,
+    );
+    let root = TempRoot::new();
+    for tag in ["docker", "oci"] {
+        let image = format!("{}/lib/foreign:{tag}", reg.addr);
+        assert_ok(&root.rimg(&["pull", "-q", &image]), &format!("pull {tag}"));
+        let text = assert_ok(&root.rimg(&["run", "--rm", &image, "cat", "/own.txt"]), "run");
+        assert_eq!(text, "own layer\n");
+    }
+}
+
+#[test]
+fn foreign_layer_urls_are_followed_only_when_allowed() {
+    // The image's registry requires a login and lacks the foreign blob; another registry (behind a
+    // logging proxy) serves it at the URL the manifest names.
+    let reg = TestRegistry::start_with_htpasswd("fl", "fl-pass");
+    let open = TestRegistry::builder().storage(reg.storage_dir()).auth_yaml(ALLOW_URLS).start();
+    let elsewhere = TestRegistry::start();
+    let proxy = store_support::Proxy::start(&elsewhere.addr);
+    let layers = fixture_layers("busybox");
+    push_image(&elsewhere.addr, "blobs/foreign", "1", &layers, false);
+    let url = format!("http://{}/v2/blobs/foreign/blobs/{}", proxy.addr, layers[0].digest());
+    push_image(&open.addr, "lib/foreign", "1", &foreign_image(DOCKER_FOREIGN, vec![url], false, true), true);
+    // A second image whose url serves other bytes: verified like any blob, so refused.
+    let other = store_support::layer(&[("x", 0o644, b"not the layer\n")]);
+    push_image(&elsewhere.addr, "blobs/other", "1", &[other.clone()], false);
+    let wrong = format!("http://{}/v2/blobs/other/blobs/{}", proxy.addr, other.digest());
+    push_image(
+        &open.addr,
+        "lib/tampered",
+        "1",
+        &foreign_image(DOCKER_FOREIGN, vec![wrong], false, true),
+        true,
+    );
+
+    let root = TempRoot::new();
+    let docker_config = tempfile::tempdir().unwrap();
+    let rimg = |args: &[&str]| {
+        store_support::support::rimg_cmd(root.path())
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_ok(&rimg(&["login", "-u", "fl", "-p", "fl-pass", &reg.addr]), "login");
+    let image = format!("{}/lib/foreign:1", reg.addr);
+
+    let out = rimg(&["pull", "-q", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("--allow-foreign-urls") && err.trim().lines().count() == 1, "one clear line: {err}");
+    assert!(proxy.log().is_empty(), "the foreign host was contacted without permission: {:?}", proxy.log());
+    assert_eq!(assert_ok(&rimg(&["images", "-q"]), "images"), "", "nothing recorded");
+
+    assert_ok(&rimg(&["pull", "-q", "--allow-foreign-urls", &image]), "pull --allow-foreign-urls");
+    let log = proxy.log();
+    assert!(log.iter().any(|l| l.method == "GET" && l.status == 200), "fetched from the url: {log:?}");
+    assert!(
+        log.iter().all(|l| !l.authorization),
+        "the registry's credentials went to the foreign host: {log:?}"
+    );
+    assert_eq!(assert_ok(&rimg(&["run", "--rm", &image, "cat", "/own.txt"]), "run"), "own layer\n");
+
+    // The config key does the same; bytes that do not match the descriptor are refused (in a fresh store:
+    // this one has the layer already and would not fetch it).
+    let fresh = TempRoot::new();
+    let rimg = |args: &[&str]| {
+        store_support::support::rimg_cmd(fresh.path())
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let cfg = fresh.path().join("rimg-config.json");
+    std::fs::write(&cfg, r#"{"allow-foreign-urls": true}"#).unwrap();
+    let tampered = format!("{}/lib/tampered:1", reg.addr);
+    let out = rimg(&["--config", cfg.to_str().unwrap(), "pull", "-q", &tampered]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "tampered foreign layer accepted: {err}");
+    assert!(!err.contains("--allow-foreign-urls"), "the config key was ignored: {err}");
+    assert!(err.contains("does not match") || err.contains("hashes to"), "not a verification error: {err}");
+    assert!(rimg(&["inspect", &tampered]).status.code() != Some(0), "tampered image recorded");
+}

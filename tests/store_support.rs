@@ -33,6 +33,8 @@ pub struct Logged {
     pub body_bytes: u64,
     /// The registry's status code (0 if none came back).
     pub status: u16,
+    /// Whether the request carried an `Authorization` header.
+    pub authorization: bool,
 }
 
 #[derive(Default)]
@@ -160,12 +162,14 @@ fn handle(s: &Shared, mut client: TcpStream) {
     let method = parts.next().unwrap_or_default().to_string();
     let path = parts.next().unwrap_or_default().to_string();
     let mut content_length = 0u64;
+    let mut authorization = false;
     let mut out_head = format!("{request_line}\r\n");
     for l in lines.filter(|l| !l.is_empty()) {
         let lower = l.to_ascii_lowercase();
         if lower.starts_with("connection:") {
             continue;
         }
+        authorization |= lower.starts_with("authorization:");
         if let Some(v) = lower.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
         }
@@ -202,7 +206,7 @@ fn handle(s: &Shared, mut client: TcpStream) {
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
     }
-    s.log.lock().unwrap().push(Logged { method, path, body_bytes: sent, status });
+    s.log.lock().unwrap().push(Logged { method, path, body_bytes: sent, status, authorization });
     if client.write_all(&response).is_ok() {
         let _ = std::io::copy(&mut up, &mut client);
     }
