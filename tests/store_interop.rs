@@ -167,7 +167,7 @@ fn foreign_layer_urls_are_followed_only_when_allowed() {
     push_image(&open.addr, "lib/foreign", "1", &foreign_image(DOCKER_FOREIGN, vec![url], false, true), true);
     // A second image whose url serves other bytes: verified like any blob, so refused.
     let other = store_support::layer(&[("x", 0o644, b"not the layer\n")]);
-    push_image(&elsewhere.addr, "blobs/other", "1", &[other.clone()], false);
+    push_image(&elsewhere.addr, "blobs/other", "1", std::slice::from_ref(&other), false);
     let wrong = format!("http://{}/v2/blobs/other/blobs/{}", proxy.addr, other.digest());
     push_image(
         &open.addr,
