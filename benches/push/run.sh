@@ -59,7 +59,7 @@ seconds() {
   t0=$(date +%s.%N)
   "$@" >/dev/null
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  printf '%.3f' "$(echo "$t1 - $t0" | bc)"
 }
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
@@ -76,7 +76,7 @@ for ((i = 1; i <= runs; i++)); do
     "$rimg" --root "$root" tag big:1 "$reg/d$i/big:1"
     times[rimg-old]+="$(seconds "$old" --root "$root" push -q "$reg/d$i/big:1") "
   fi
-  log "run $i: ${times[rimg]##* } ${times[skopeo]##* }"
+  log "run $i: rimg/skopeo/old: ${times[rimg]} / ${times[skopeo]} / ${times[rimg-old]:-}"
 done
 
 {
