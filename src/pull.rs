@@ -9,7 +9,9 @@ use crate::layer::{self, ApplyOptions};
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
 use crate::registry::{BlobStream, Client, Platform, RegistryError};
+use crate::store::blobs::Ingest;
 use crate::store::images::MAX_METADATA;
+use crate::store::layers::LayerStaging;
 use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use std::fs::File;
@@ -357,29 +359,7 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut offset = ingest.partial_len();
-        if offset > desc.size() {
-            ingest.reset()?;
-            offset = 0;
-        }
-        task.status(if offset > 0 { "Resuming" } else { "Downloading" });
-        let stream = open_layer(job, &digest, offset)?;
-        if stream.started_at != offset {
-            // The server ignored our Range: start over from byte 0.
-            ingest.reset()?;
-            offset = 0;
-        }
-        task.set_position(offset);
-        let local: Box<dyn Read + Send> =
-            if offset > 0 { Box::new(ingest.open_partial()?.take(offset)) } else { Box::new(io::empty()) };
-        let broken = Arc::new(AtomicBool::new(false));
-        let tee = TeeToFile {
-            inner: stream.reader,
-            file: ingest.open_append()?,
-            broken: broken.clone(),
-            task: &task,
-        };
-        let mut compressed = HashingReader::new(local.chain(tee));
+        let (mut compressed, broken) = resume_stream(job, &digest, &ingest, &mut task)?;
         if let Some(staging) = &staging {
             // A retry unpacks from scratch: a half-applied layer cannot be continued.
             if staging.path().symlink_metadata().is_ok() {
@@ -404,36 +384,10 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             Ok(diff)
         });
         match applied {
-            Ok(actual_diff) => {
+            Ok(diff) => {
                 let (actual, size, _) = compressed.finish();
-                if size != desc.size() {
-                    ingest.reset()?;
-                    return Err(PullError::Verify {
-                        digest,
-                        reason: format!("size {size} does not match the manifest's {}", desc.size()),
-                    });
-                }
-                ingest.commit(&actual).map_err(|e| match e {
-                    StoreError::DigestMismatch { actual, .. } => PullError::Verify {
-                        digest: digest.clone(),
-                        reason: format!("content hashes to {actual}: refusing corrupt or tampered data"),
-                    },
-                    other => PullError::Store(other),
-                })?;
-                if let Some(staging) = staging {
-                    task.status("Extracting");
-                    if deferred {
-                        if !job.board.wait_below(job.index) {
-                            return Err(PullError::Invalid("pull aborted".into()));
-                        }
-                        unpack_staged(store, &digest, diff_id, staging, job)?;
-                    } else {
-                        check_diff_id(&digest, diff_id, &actual_diff)?;
-                        staging.commit()?;
-                    }
-                }
-                task.finish("Pull complete");
-                return Ok(());
+                let done = Downloaded { actual, size, diff, deferred };
+                return commit_layer(job, &digest, ingest, staging, done, task);
             }
             Err(e) if broken.load(Ordering::SeqCst) && attempt < LAYER_ATTEMPTS => {
                 log::info!("layer {digest}: connection broke ({e}); resuming");
@@ -449,6 +403,94 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             }
         }
     }
+}
+
+/// The compressed bytes of one download attempt, hashed as they are read.
+type AttemptStream<'a> = HashingReader<Box<dyn Read + Send + 'a>>;
+
+/// One download attempt's input: the bytes an earlier attempt left in the ingest file, then the network
+/// from there on (appended to the file as they arrive), all through the blob's sha256. The flag tells a
+/// broken connection (resume) from bad content (start over).
+fn resume_stream<'a>(
+    job: &LayerJob<'_>,
+    digest: &Digest,
+    ingest: &Ingest,
+    task: &'a mut Task<'_>,
+) -> Result<(AttemptStream<'a>, Arc<AtomicBool>), PullError> {
+    let size = job.desc.size();
+    let mut offset = ingest.partial_len();
+    if offset > size {
+        ingest.reset()?;
+        offset = 0;
+    }
+    task.status(if offset > 0 { "Resuming" } else { "Downloading" });
+    let stream = open_layer(job, digest, offset)?;
+    if stream.started_at != offset {
+        // The server ignored our Range: start over from byte 0.
+        ingest.reset()?;
+        offset = 0;
+    }
+    let task: &'a Task<'_> = task;
+    task.set_position(offset);
+    let local: Box<dyn Read + Send> =
+        if offset > 0 { Box::new(ingest.open_partial()?.take(offset)) } else { Box::new(io::empty()) };
+    let broken = Arc::new(AtomicBool::new(false));
+    let tee = TeeToFile { inner: stream.reader, file: ingest.open_append()?, broken: broken.clone(), task };
+    let chained: Box<dyn Read + Send + 'a> = Box::new(local.chain(tee));
+    Ok((HashingReader::new(chained), broken))
+}
+
+/// What one complete download hashed to.
+struct Downloaded {
+    /// sha256 of the compressed bytes.
+    actual: Digest,
+    /// Their count.
+    size: u64,
+    /// The diff_id of what was unpacked on the way (none when deferred or not unpacked).
+    diff: Option<Digest>,
+    /// Unpacking waits for the layers below (hard links into them).
+    deferred: bool,
+}
+
+/// Verify a finished download against the descriptor, commit the blob, then commit the layer unpacked on
+/// the way (or, when deferred, unpack it from the stored blob once the layers below are in place).
+fn commit_layer(
+    job: &LayerJob<'_>,
+    digest: &Digest,
+    ingest: Ingest,
+    staging: Option<LayerStaging>,
+    done: Downloaded,
+    mut task: Task<'_>,
+) -> Result<(), PullError> {
+    let expected = job.desc.size();
+    if done.size != expected {
+        ingest.reset()?;
+        return Err(PullError::Verify {
+            digest: digest.clone(),
+            reason: format!("size {} does not match the manifest's {expected}", done.size),
+        });
+    }
+    ingest.commit(&done.actual).map_err(|e| match e {
+        StoreError::DigestMismatch { actual, .. } => PullError::Verify {
+            digest: digest.clone(),
+            reason: format!("content hashes to {actual}: refusing corrupt or tampered data"),
+        },
+        other => PullError::Store(other),
+    })?;
+    if let Some(staging) = staging {
+        task.status("Extracting");
+        if done.deferred {
+            if !job.board.wait_below(job.index) {
+                return Err(PullError::Invalid("pull aborted".into()));
+            }
+            unpack_staged(job.store, digest, job.diff_id, staging, job)?;
+        } else {
+            check_diff_id(digest, job.diff_id, &done.diff)?;
+            staging.commit()?;
+        }
+    }
+    task.finish("Pull complete");
+    Ok(())
 }
 
 /// The layer's bytes from `offset`: from the registry like any blob, or, for a foreign layer the registry

@@ -44,7 +44,7 @@ log() { printf '%s bench: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 rm -rf "$work"
 mkdir -p "$work/ctx"
 bash scripts/registry.sh start --port "$port" --dir "$work/registry" >&2
-trap 'bash scripts/registry.sh stop --port "$port" --dir "$work/registry" >/dev/null; rm -rf "$work/root"' EXIT
+trap 'bash scripts/registry.sh stop --port "$port" --dir "$work/registry" >/dev/null; rm -rf "$work/root" "$work/registry/data"' EXIT
 
 log "building a ${size_mb} MB image"
 head -c "$((size_mb * 1000 * 1000))" /dev/urandom >"$work/ctx/big.bin"
