@@ -222,3 +222,62 @@ impl Drop for Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(store: &Store, data: &[u8]) -> Digest {
+        let d = Digest::of_bytes(data);
+        store.put_blob(&d, data).unwrap();
+        d
+    }
+
+    #[test]
+    fn held_blobs_survive_collection_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease("test").unwrap();
+        let held = store.with_lease(&lease);
+        let kept = blob(&held, b"held by the lease");
+        let loose = blob(&store, b"held by nobody");
+        let stats = store.gc(&[], &[]).unwrap();
+        assert_eq!(stats.blobs, 1);
+        assert!(store.has_blob(&kept) && !store.has_blob(&loose));
+        drop(held);
+        drop(lease);
+        assert!(fs::read_dir(store.leases_dir()).unwrap().next().is_none(), "lease file removed");
+        store.gc(&[], &[]).unwrap();
+        assert!(!store.has_blob(&kept), "released content is collected");
+    }
+
+    #[test]
+    fn a_lease_nobody_holds_is_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = blob(&store, b"held by a dead process");
+        // What a SIGKILLed holder leaves: the file, but no flock on it.
+        let record =
+            LeaseRecord { pid: 1, purpose: "dead".into(), blobs: [d.clone()].into(), ..Default::default() };
+        let path = store.leases_dir().join("1-dead.json");
+        fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        store.gc(&[], &[]).unwrap();
+        assert!(!path.exists(), "stale lease removed");
+        assert!(!store.has_blob(&d), "what only a dead lease held is collected");
+    }
+
+    #[test]
+    fn holding_is_idempotent_and_checks_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let lease = store.lease("test").unwrap();
+        let held = store.with_lease(&lease);
+        let d = Digest::of_bytes(b"not stored yet");
+        held.hold_blobs(&[d.clone()]).unwrap();
+        held.hold_blobs(&[d.clone()]).unwrap();
+        let rec = read_record(&lease.inner.path).unwrap();
+        assert_eq!(rec.blobs.len(), 1);
+        assert!(matches!(held.check_parts(&[d.clone()], &[], &[]), Err(StoreError::BlobMissing(_))));
+        assert!(matches!(held.check_parts(&[], &[], &[d]), Err(StoreError::LayerMissing(_))));
+    }
+}

@@ -77,3 +77,24 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_per_registry_newest_first_and_pruned_with_their_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"layer");
+        store.put_blob(&d, b"layer").unwrap();
+        store.add_sources(&[d.clone()], "reg:5000", "a/app").unwrap();
+        store.add_sources(&[d.clone()], "other.io", "x/y").unwrap();
+        store.add_sources(&[d.clone()], "reg:5000", "b/app").unwrap();
+        store.add_sources(&[d.clone()], "reg:5000", "a/app").unwrap();
+        assert_eq!(store.sources(&d, "reg:5000"), ["b/app", "a/app"]);
+        assert_eq!(store.sources(&d, "other.io"), ["x/y"]);
+        store.gc(&[], &[]).unwrap();
+        assert!(store.sources(&d, "reg:5000").is_empty(), "forgotten with the blob");
+    }
+}
