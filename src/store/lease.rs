@@ -273,11 +273,14 @@ mod tests {
         let lease = store.lease("test").unwrap();
         let held = store.with_lease(&lease);
         let d = Digest::of_bytes(b"not stored yet");
-        held.hold_blobs(&[d.clone()]).unwrap();
-        held.hold_blobs(&[d.clone()]).unwrap();
+        held.hold_blobs(std::slice::from_ref(&d)).unwrap();
+        held.hold_blobs(std::slice::from_ref(&d)).unwrap();
         let rec = read_record(&lease.inner.path).unwrap();
         assert_eq!(rec.blobs.len(), 1);
-        assert!(matches!(held.check_parts(&[d.clone()], &[], &[]), Err(StoreError::BlobMissing(_))));
+        assert!(matches!(
+            held.check_parts(std::slice::from_ref(&d), &[], &[]),
+            Err(StoreError::BlobMissing(_))
+        ));
         assert!(matches!(held.check_parts(&[], &[], &[d]), Err(StoreError::LayerMissing(_))));
     }
 }

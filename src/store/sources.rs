@@ -88,10 +88,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let d = Digest::of_bytes(b"layer");
         store.put_blob(&d, b"layer").unwrap();
-        store.add_sources(&[d.clone()], "reg:5000", "a/app").unwrap();
-        store.add_sources(&[d.clone()], "other.io", "x/y").unwrap();
-        store.add_sources(&[d.clone()], "reg:5000", "b/app").unwrap();
-        store.add_sources(&[d.clone()], "reg:5000", "a/app").unwrap();
+        store.add_sources(std::slice::from_ref(&d), "reg:5000", "a/app").unwrap();
+        store.add_sources(std::slice::from_ref(&d), "other.io", "x/y").unwrap();
+        store.add_sources(std::slice::from_ref(&d), "reg:5000", "b/app").unwrap();
+        store.add_sources(std::slice::from_ref(&d), "reg:5000", "a/app").unwrap();
         assert_eq!(store.sources(&d, "reg:5000"), ["b/app", "a/app"]);
         assert_eq!(store.sources(&d, "other.io"), ["x/y"]);
         store.gc(&[], &[]).unwrap();
