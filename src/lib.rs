@@ -16,6 +16,7 @@ pub mod digest;
 pub mod fs;
 pub mod idmap;
 pub mod layer;
+pub mod output;
 pub mod progress;
 pub mod pull;
 pub mod push;

@@ -3,7 +3,7 @@
 //! `-q`. Like docker, progress goes to stdout.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -63,9 +63,8 @@ impl Progress {
 
     fn plain_line(&self, msg: &str) {
         let _g = self.plain.lock();
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{msg}");
-        let _ = out.flush();
+        // Through output.rs: a closed pipe drops the lines, the pull or build goes on to the end.
+        crate::outln!("{msg}");
     }
 
     /// A task named `id` (docker shows the first 12 hex digits of a layer digest) with `total` bytes to go.

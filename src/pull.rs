@@ -8,8 +8,10 @@ use crate::digest::{Digest, HashingReader};
 use crate::layer::{self, ApplyOptions};
 use crate::progress::{Progress, Task};
 use crate::reference::Reference;
-use crate::registry::{Client, Platform, RegistryError};
+use crate::registry::{BlobStream, Client, Platform, RegistryError};
+use crate::store::blobs::Ingest;
 use crate::store::images::MAX_METADATA;
+use crate::store::layers::LayerStaging;
 use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use std::fs::File;
@@ -25,8 +27,9 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Layers fetched at once (docker's max-concurrent-downloads, default 3).
     pub jobs: usize,
-    /// Follow the `urls` of foreign (non-distributable) layers; off by default, as following them means
-    /// fetching from hosts the user never named.
+    /// Fetch a foreign (non-distributable) layer the registry does not serve from the `urls` its
+    /// descriptor names. Off by default, as following them means fetching from hosts the user never named;
+    /// such layers are always fetched from the registry first, like any blob (as podman does).
     pub allow_foreign_urls: bool,
 }
 
@@ -76,9 +79,22 @@ pub enum PullError {
     /// The manifest or config is not usable.
     #[error("{0}")]
     Invalid(String),
+    /// A foreign layer the registry does not serve, whose urls the user did not allow.
+    #[error(
+        "layer {digest} is a foreign (non-distributable) layer that the registry does not serve; it names \
+         {urls:?}: pass --allow-foreign-urls (config key \"allow-foreign-urls\") to fetch it from there"
+    )]
+    ForeignLayer {
+        /// The blob.
+        digest: Digest,
+        /// Where the descriptor says it can be fetched.
+        urls: Vec<String>,
+    },
 }
 
-/// Pull `reference` into `store`.
+/// Pull `reference` into `store`. Everything the pull stores or reuses is held in a lease (see
+/// [`crate::store::lease`]) until the image is in the index, so a concurrent `image prune` or `rmi` cannot
+/// take it away half-way; and the image is recorded only once every part of it is in the store.
 pub fn pull(
     store: &Store,
     client: &Client,
@@ -86,11 +102,46 @@ pub fn pull(
     opts: &PullOptions,
     progress: &Progress,
 ) -> Result<PullOutcome, PullError> {
+    let lease = store.lease(&format!("pull {reference}"))?;
+    let store = &store.with_lease(&lease);
     let resolved = client.resolve(reference, &opts.platform)?;
-    let manifest = &resolved.manifest;
+    store.hold_blobs(&[resolved.digest.clone(), resolved.manifest_digest.clone()])?;
     if let Some(raw) = &resolved.index_raw {
         store.put_blob(&resolved.digest, raw)?;
     }
+    let manifest = &resolved.manifest;
+    let (config_digest, config_raw, diff_ids) = fetch_config(client, reference, &resolved, opts)?;
+    store.put_blob(&config_digest, &config_raw)?;
+
+    let layers: Vec<(Descriptor, Digest)> =
+        manifest.layers().iter().cloned().zip(diff_ids.iter().cloned()).collect();
+    let layer_blobs =
+        layers.iter().map(|(d, _)| parse_digest(d.digest().as_ref())).collect::<Result<Vec<_>, _>>()?;
+    // Held before `fetch_layer` looks at what is there already: a layer found "Already exists" stays.
+    store.hold_blobs(&layer_blobs)?;
+    store.hold_layers(&diff_ids)?;
+    fetch_layers(store, client, reference, &layers, opts, progress)?;
+    // Where these blobs live, so a later push to this registry can mount them instead of uploading.
+    let mut sourced = layer_blobs.clone();
+    sourced.push(config_digest.clone());
+    if let Err(e) = store.add_sources(&sourced, &reference.registry, &reference.repository) {
+        log::warn!("could not record where the blobs of {reference} come from: {e}");
+    }
+
+    // The manifest goes in last: an image is visible only once everything it names is present.
+    store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
+    store.check_parts(&[resolved.manifest_digest.clone(), config_digest], &layer_blobs, &diff_ids)?;
+    record(store, reference, &resolved)
+}
+
+/// Fetch and check the image config: platform, parse, one diff_id per layer.
+fn fetch_config(
+    client: &Client,
+    reference: &Reference,
+    resolved: &crate::registry::Resolved,
+    opts: &PullOptions,
+) -> Result<(Digest, Vec<u8>, Vec<Digest>), PullError> {
+    let manifest = &resolved.manifest;
     let config_digest: Digest = parse_digest(manifest.config().digest().as_ref())?;
     let config_raw = client.fetch_blob_bytes(reference, &config_digest, MAX_METADATA)?;
     // A single-platform image for another platform is refused, as docker does (an index was already
@@ -116,29 +167,21 @@ pub fn pull(
             manifest.layers().len()
         )));
     }
-    for layer in manifest.layers() {
-        if layer.urls().as_ref().is_some_and(|u| !u.is_empty()) && !opts.allow_foreign_urls {
-            return Err(PullError::Invalid(format!(
-                "layer {} is a foreign layer served from {:?}; refusing to follow urls the user did not name",
-                layer.digest(),
-                layer.urls().clone().unwrap_or_default()
-            )));
-        }
-    }
-    store.put_blob(&config_digest, &config_raw)?;
+    Ok((config_digest, config_raw, diff_ids))
+}
 
-    let layers: Vec<(Descriptor, Digest)> =
-        manifest.layers().iter().cloned().zip(diff_ids.iter().cloned()).collect();
-    fetch_layers(store, client, reference, &layers, opts.jobs.max(1), progress)?;
-
-    // The manifest goes in last: an image is visible only once everything it names is present.
-    store.put_blob(&resolved.manifest_digest, &resolved.manifest_raw)?;
-    let name = reference.tag.as_ref().map(|_| reference.repo_only().with_tag(reference.tag_or_latest()));
-    let name = match name {
-        Some(Ok(r)) => Some(r.to_string()),
-        _ => None,
-    };
+/// Put the pulled image in the index under its tag, or, pulled by digest, under `repo@digest` (as podman
+/// names it: `images` lists it as `repo <none>`, and it is not dangling).
+fn record(
+    store: &Store,
+    reference: &Reference,
+    resolved: &crate::registry::Resolved,
+) -> Result<PullOutcome, PullError> {
     let repo_digest = format!("{}@{}", reference.name(), resolved.digest);
+    let name = match &reference.tag {
+        Some(_) => reference.repo_only().with_tag(reference.tag_or_latest()).ok().map(|r| r.to_string()),
+        None => Some(repo_digest.clone()),
+    };
     let before = name.as_deref().and_then(|n| store.image(n).ok()).map(|r| r.manifest_digest);
     store.add_image(ImageEntry {
         name: name.clone(),
@@ -202,9 +245,10 @@ fn fetch_layers(
     client: &Client,
     reference: &Reference,
     layers: &[(Descriptor, Digest)],
-    jobs: usize,
+    opts: &PullOptions,
     progress: &Progress,
 ) -> Result<(), PullError> {
+    let jobs = opts.jobs.max(1);
     let next = AtomicUsize::new(0);
     let board = LayerBoard {
         done: Mutex::new(vec![false; layers.len()]),
@@ -230,6 +274,7 @@ fn fetch_layers(
                     index: i,
                     below: &diff_ids[..i],
                     board: &board,
+                    foreign_urls: opts.allow_foreign_urls,
                 };
                 match fetch_layer(&job, progress) {
                     Ok(()) => board.mark_done(i),
@@ -264,6 +309,8 @@ struct LayerJob<'a> {
     index: usize,
     below: &'a [Digest],
     board: &'a LayerBoard,
+    /// Whether a foreign layer may be fetched from its `urls`.
+    foreign_urls: bool,
 }
 
 impl LayerJob<'_> {
@@ -312,29 +359,7 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut offset = ingest.partial_len();
-        if offset > desc.size() {
-            ingest.reset()?;
-            offset = 0;
-        }
-        task.status(if offset > 0 { "Resuming" } else { "Downloading" });
-        let stream = job.client.open_blob_sized(job.reference, &digest, offset, desc.size())?;
-        if stream.started_at != offset {
-            // The server ignored our Range: start over from byte 0.
-            ingest.reset()?;
-            offset = 0;
-        }
-        task.set_position(offset);
-        let local: Box<dyn Read + Send> =
-            if offset > 0 { Box::new(ingest.open_partial()?.take(offset)) } else { Box::new(io::empty()) };
-        let broken = Arc::new(AtomicBool::new(false));
-        let tee = TeeToFile {
-            inner: stream.reader,
-            file: ingest.open_append()?,
-            broken: broken.clone(),
-            task: &task,
-        };
-        let mut compressed = HashingReader::new(local.chain(tee));
+        let (mut compressed, broken) = resume_stream(job, &digest, &ingest, &mut task)?;
         if let Some(staging) = &staging {
             // A retry unpacks from scratch: a half-applied layer cannot be continued.
             if staging.path().symlink_metadata().is_ok() {
@@ -359,36 +384,10 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             Ok(diff)
         });
         match applied {
-            Ok(actual_diff) => {
+            Ok(diff) => {
                 let (actual, size, _) = compressed.finish();
-                if size != desc.size() {
-                    ingest.reset()?;
-                    return Err(PullError::Verify {
-                        digest,
-                        reason: format!("size {size} does not match the manifest's {}", desc.size()),
-                    });
-                }
-                ingest.commit(&actual).map_err(|e| match e {
-                    StoreError::DigestMismatch { actual, .. } => PullError::Verify {
-                        digest: digest.clone(),
-                        reason: format!("content hashes to {actual}: refusing corrupt or tampered data"),
-                    },
-                    other => PullError::Store(other),
-                })?;
-                if let Some(staging) = staging {
-                    task.status("Extracting");
-                    if deferred {
-                        if !job.board.wait_below(job.index) {
-                            return Err(PullError::Invalid("pull aborted".into()));
-                        }
-                        unpack_staged(store, &digest, diff_id, staging, job)?;
-                    } else {
-                        check_diff_id(&digest, diff_id, &actual_diff)?;
-                        staging.commit()?;
-                    }
-                }
-                task.finish("Pull complete");
-                return Ok(());
+                let done = Downloaded { actual, size, diff, deferred };
+                return commit_layer(job, &digest, ingest, staging, done, task);
             }
             Err(e) if broken.load(Ordering::SeqCst) && attempt < LAYER_ATTEMPTS => {
                 log::info!("layer {digest}: connection broke ({e}); resuming");
@@ -404,6 +403,126 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
             }
         }
     }
+}
+
+/// The compressed bytes of one download attempt, hashed as they are read.
+type AttemptStream<'a> = HashingReader<Box<dyn Read + Send + 'a>>;
+
+/// One download attempt's input: the bytes an earlier attempt left in the ingest file, then the network
+/// from there on (appended to the file as they arrive), all through the blob's sha256. The flag tells a
+/// broken connection (resume) from bad content (start over).
+fn resume_stream<'a>(
+    job: &LayerJob<'_>,
+    digest: &Digest,
+    ingest: &Ingest,
+    task: &'a mut Task<'_>,
+) -> Result<(AttemptStream<'a>, Arc<AtomicBool>), PullError> {
+    let size = job.desc.size();
+    let mut offset = ingest.partial_len();
+    if offset > size {
+        ingest.reset()?;
+        offset = 0;
+    }
+    task.status(if offset > 0 { "Resuming" } else { "Downloading" });
+    let stream = open_layer(job, digest, offset)?;
+    if stream.started_at != offset {
+        // The server ignored our Range: start over from byte 0.
+        ingest.reset()?;
+        offset = 0;
+    }
+    let task: &'a Task<'_> = task;
+    task.set_position(offset);
+    let local: Box<dyn Read + Send> =
+        if offset > 0 { Box::new(ingest.open_partial()?.take(offset)) } else { Box::new(io::empty()) };
+    let broken = Arc::new(AtomicBool::new(false));
+    let tee = TeeToFile { inner: stream.reader, file: ingest.open_append()?, broken: broken.clone(), task };
+    let chained: Box<dyn Read + Send + 'a> = Box::new(local.chain(tee));
+    Ok((HashingReader::new(chained), broken))
+}
+
+/// What one complete download hashed to.
+struct Downloaded {
+    /// sha256 of the compressed bytes.
+    actual: Digest,
+    /// Their count.
+    size: u64,
+    /// The diff_id of what was unpacked on the way (none when deferred or not unpacked).
+    diff: Option<Digest>,
+    /// Unpacking waits for the layers below (hard links into them).
+    deferred: bool,
+}
+
+/// Verify a finished download against the descriptor, commit the blob, then commit the layer unpacked on
+/// the way (or, when deferred, unpack it from the stored blob once the layers below are in place).
+fn commit_layer(
+    job: &LayerJob<'_>,
+    digest: &Digest,
+    ingest: Ingest,
+    staging: Option<LayerStaging>,
+    done: Downloaded,
+    mut task: Task<'_>,
+) -> Result<(), PullError> {
+    let expected = job.desc.size();
+    if done.size != expected {
+        ingest.reset()?;
+        return Err(PullError::Verify {
+            digest: digest.clone(),
+            reason: format!("size {} does not match the manifest's {expected}", done.size),
+        });
+    }
+    ingest.commit(&done.actual).map_err(|e| match e {
+        StoreError::DigestMismatch { actual, .. } => PullError::Verify {
+            digest: digest.clone(),
+            reason: format!("content hashes to {actual}: refusing corrupt or tampered data"),
+        },
+        other => PullError::Store(other),
+    })?;
+    if let Some(staging) = staging {
+        task.status("Extracting");
+        if done.deferred {
+            if !job.board.wait_below(job.index) {
+                return Err(PullError::Invalid("pull aborted".into()));
+            }
+            unpack_staged(job.store, digest, job.diff_id, staging, job)?;
+        } else {
+            check_diff_id(digest, job.diff_id, &done.diff)?;
+            staging.commit()?;
+        }
+    }
+    task.finish("Pull complete");
+    Ok(())
+}
+
+/// The layer's bytes from `offset`: from the registry like any blob, or, for a foreign layer the registry
+/// does not serve, from the `urls` its descriptor names when the user allowed that.
+fn open_layer(job: &LayerJob<'_>, digest: &Digest, offset: u64) -> Result<BlobStream, PullError> {
+    let size = job.desc.size();
+    let unknown = match job.client.open_blob_sized(job.reference, digest, offset, size) {
+        Ok(stream) => return Ok(stream),
+        Err(e @ RegistryError::BlobUnknown { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
+    let urls = job.desc.urls().clone().unwrap_or_default();
+    if urls.is_empty() {
+        return Err(unknown.into());
+    }
+    if !job.foreign_urls {
+        return Err(PullError::ForeignLayer { digest: digest.clone(), urls });
+    }
+    let mut last = unknown;
+    for url in &urls {
+        match job.client.open_foreign_sized(url, digest, offset, size) {
+            Ok(stream) => {
+                log::info!("foreign layer {digest}: fetching from {url}");
+                return Ok(stream);
+            }
+            Err(e) => {
+                log::warn!("foreign layer {digest}: {url}: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last.into())
 }
 
 /// Unpack a stored blob into `staging`, with the lower layers available for hard links.

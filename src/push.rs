@@ -1,6 +1,6 @@
 //! Push: store → registry. Blobs first (skipping what the registry has, mounting across repositories of
-//! the same registry when the image came from one, uploading the rest in parallel), the manifest last, so
-//! a reader never sees a manifest whose blobs are missing.
+//! the same registry where the blob is known to be — see [`crate::store::sources`] — uploading the rest in
+//! parallel), the manifest last, so a reader never sees a manifest whose blobs are missing.
 
 use crate::digest::Digest;
 use crate::progress::Progress;
@@ -46,13 +46,14 @@ pub fn push(
         blobs.push((d, l.size()));
     }
     blobs.push((rec.id.clone(), rec.manifest.config().size()));
-    // Repositories of the same registry this image was pulled from: candidates for a cross-repo mount.
-    let mount_from: Vec<String> = rec
+    // Repositories of the same registry this image was pulled from: candidates for a cross-repo mount of
+    // any of its blobs (each blob also has the repositories it was pulled from or pushed to on its own).
+    let image_repos: Vec<String> = rec
         .repo_digests
         .iter()
         .filter_map(|rd| rd.rsplit_once('@').map(|(n, _)| n.to_string()))
         .filter_map(|n| Reference::parse(&n).ok())
-        .filter(|r| r.registry == dest.registry && r.repository != dest.repository)
+        .filter(|r| r.registry == dest.registry)
         .map(|r| r.repository)
         .collect();
     let next = AtomicUsize::new(0);
@@ -65,6 +66,7 @@ pub fn push(
                 }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some((d, size)) = blobs.get(i) else { return };
+                let mount_from = mount_candidates(store, d, dest, &image_repos);
                 if let Err(e) = push_blob(store, client, dest, d, *size, &mount_from, progress) {
                     if let Ok(mut slot) = first_error.lock() {
                         slot.get_or_insert(e);
@@ -88,6 +90,22 @@ pub fn push(
     Ok(Pushed { digest, size: raw.len() as u64 })
 }
 
+/// How many repositories a push asks to mount one blob from before it uploads the blob instead.
+const MAX_MOUNT_TRIES: usize = 3;
+
+/// Repositories of `dest`'s registry to mount blob `d` from: where it was last pulled from or pushed to,
+/// then the repositories the image was pulled from; never `dest` itself.
+fn mount_candidates(store: &Store, d: &Digest, dest: &Reference, image_repos: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for repo in store.sources(d, &dest.registry).into_iter().chain(image_repos.iter().cloned()) {
+        if repo != dest.repository && !out.contains(&repo) {
+            out.push(repo);
+        }
+    }
+    out.truncate(MAX_MOUNT_TRIES);
+    out
+}
+
 fn push_blob(
     store: &Store,
     client: &Client,
@@ -99,11 +117,13 @@ fn push_blob(
 ) -> Result<(), PushError> {
     let mut task = progress.task(d.short(), Some(size));
     if client.blob_exists(dest, d)?.is_some() {
+        remember_source(store, d, dest);
         task.finish("Layer already exists");
         return Ok(());
     }
     for repo in mount_from {
         if client.mount_blob(dest, d, repo)? {
+            remember_source(store, d, dest);
             task.finish(&format!("Mounted from {repo}"));
             return Ok(());
         }
@@ -117,6 +137,14 @@ fn push_blob(
         let prev = last.swap(sent, Ordering::Relaxed);
         task.inc(sent.saturating_sub(prev));
     })?;
+    remember_source(store, d, dest);
     task.finish("Pushed");
     Ok(())
+}
+
+/// Record that `dest`'s repository now holds `d` (a failure only costs a later mount).
+fn remember_source(store: &Store, d: &Digest, dest: &Reference) {
+    if let Err(e) = store.add_sources(std::slice::from_ref(d), &dest.registry, &dest.repository) {
+        log::warn!("could not record that {} holds {d}: {e}", dest.name());
+    }
 }

@@ -130,13 +130,23 @@ pub fn build(
             }
         }
     }
+    // Base images, cached and new layers are held in a lease until the image is written, so a concurrent
+    // `image prune` or `rmi` cannot delete them mid-build (see store::lease).
+    let lease = store.lease("build")?;
+    let store = &store.with_lease(&lease);
+    let resolve_held = |name: &str, platform: Option<&str>| -> Result<ImageRecord, String> {
+        let rec = resolve_base(name, platform)?;
+        store.hold_image(&rec).map_err(|e| format!("image {name}: {e}"))?;
+        Ok(rec)
+    };
+    let resolve_base: &BaseResolver<'_> = &resolve_held;
     let mut b =
         Builder { store, opts, ignore, escape: df.escape, global, stages: Vec::new(), hits: 0, executed: 0 };
     let total = df.steps.len();
     for (i, step) in df.steps.iter().enumerate() {
         let n = i + 1;
         if !opts.quiet {
-            println!("Step {n}/{total} : {}", step.text);
+            crate::outln!("Step {n}/{total} : {}", step.text);
         }
         if let Instruction::From { .. } = &step.instruction {
             // A new stage starts; stop after the target stage is complete.
@@ -229,6 +239,11 @@ impl Builder<'_> {
             return None;
         }
         let e: CacheEntry = serde_json::from_slice(&std::fs::read(self.cache_path(key)).ok()?).ok()?;
+        if let Some(l) = &e.layer {
+            // Held before the check, so a prune cannot take the cached layer between check and use.
+            self.store.hold_blobs(std::slice::from_ref(&l.digest)).ok()?;
+            self.store.hold_layers(std::slice::from_ref(&l.diff_id)).ok()?;
+        }
         match &e.layer {
             Some(l) if !(self.store.has_blob(&l.digest) && self.store.has_layer(&l.diff_id)) => None,
             _ => Some(e),
@@ -568,7 +583,7 @@ impl Builder<'_> {
         let key = key_of(&[&stage.key, &created_by, &arg_env.join("\n"), &user, &cwd, &format!("{net:?}")]);
         if let Some(hit) = self.cache_get(&key) {
             if !self.opts.quiet {
-                println!(" ---> Using cache");
+                crate::outln!(" ---> Using cache");
             }
             self.hits += 1;
             return self.finish_layer_step(key, hit, &created_by);
@@ -603,7 +618,7 @@ impl Builder<'_> {
         let id = state.id.clone();
         let _cleanup = RemoveContainer { containers: &containers, id: id.clone() };
         if !self.opts.quiet {
-            println!(" ---> Running in {}", &id[..12]);
+            crate::outln!(" ---> Running in {}", &id[..12]);
         }
         let code = runtime::run_foreground(&containers, state, lock).map_err(|f| f.message)?;
         if code != 0 {
@@ -731,7 +746,7 @@ impl Builder<'_> {
         ]);
         if let Some(hit) = self.cache_get(&key) {
             if !self.opts.quiet {
-                println!(" ---> Using cache");
+                crate::outln!(" ---> Using cache");
             }
             self.hits += 1;
             return self.finish_layer_step(key, hit, &created_by);

@@ -29,7 +29,11 @@ pub fn commit_container(
         .image_id
         .clone()
         .ok_or_else(|| format!("container {} was not created from a stored image", st.short_id()))?;
+    // The base and the new layer are held until the image is written (see store::lease).
+    let lease = store.lease("commit").map_err(|e| e.to_string())?;
+    let store = &store.with_lease(&lease);
     let base = store.image(&image_id).map_err(|e| format!("the container's image is gone: {e}"))?;
+    store.hold_image(&base).map_err(|e| format!("the container's image is gone: {e}"))?;
     let mut img = NewImage::from_image(store, &base).map_err(|e| e.to_string())?;
     let upper = containers.dir_of(&st.id).upper();
     let below: Vec<_> = base.diff_ids.clone();

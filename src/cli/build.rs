@@ -109,17 +109,17 @@ pub fn build(a: BuildArgs, g: &Globals) -> anyhow::Result<i32> {
     let built = match builder::build(&store, &opts, &resolve) {
         Ok(b) => b,
         Err(builder::BuildError::RunFailed { cmd, code }) => {
-            eprintln!("rimg: The command '{cmd}' returned a non-zero code: {code}");
+            crate::errln!("rimg: The command '{cmd}' returned a non-zero code: {code}");
             return Ok(1);
         }
         Err(e) => return Err(e.into()),
     };
     if a.quiet {
-        println!("{}", built.record.id);
+        crate::outln!("{}", built.record.id);
     } else {
-        println!("Successfully built {}", built.record.id.short());
+        crate::outln!("Successfully built {}", built.record.id.short());
         for t in &tags {
-            println!(
+            crate::outln!(
                 "Successfully tagged {}",
                 Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone())
             );
@@ -143,7 +143,7 @@ pub fn push(a: PushArgs, g: &Globals) -> anyhow::Result<i32> {
         pushed.size
     ));
     if a.quiet {
-        println!("{}@{}", dest.name(), pushed.digest);
+        crate::outln!("{}@{}", dest.name(), pushed.digest);
     }
     Ok(0)
 }

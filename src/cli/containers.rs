@@ -148,9 +148,9 @@ fn each(keys: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyho
         while shown < keys.len() {
             let ready = results[shown].lock().ok().and_then(|mut slot| slot.take());
             match ready {
-                Some(Ok(())) => println!("{}", keys[shown]),
+                Some(Ok(())) => crate::outln!("{}", keys[shown]),
                 Some(Err(e)) => {
-                    eprintln!("Error response from daemon: {}", super::one_line(&e));
+                    crate::errln!("Error response from daemon: {}", super::one_line(&e));
                     code = 1;
                 }
                 None => {
@@ -353,7 +353,7 @@ pub fn exec(a: ExecArgs, g: &Globals) -> anyhow::Result<i32> {
             old_mask: s.old_mask,
         })),
         Err(f) => {
-            eprintln!("rimg: {}", f.message);
+            crate::errln!("rimg: {}", f.message);
             Ok(f.code)
         }
     }
@@ -373,9 +373,9 @@ pub fn wait(a: WaitArgs, g: &Globals) -> anyhow::Result<i32> {
     let mut code = 0;
     for k in &a.containers {
         match lifecycle::wait(&c, k) {
-            Ok(n) => println!("{n}"),
+            Ok(n) => crate::outln!("{n}"),
             Err(e) => {
-                eprintln!("Error response from daemon: {e}");
+                crate::errln!("Error response from daemon: {e}");
                 code = 1;
             }
         }
@@ -422,7 +422,7 @@ pub fn commit(a: CommitArgs, g: &Globals) -> anyhow::Result<i32> {
         a.author.as_deref(),
     )
     .map_err(anyhow::Error::msg)?;
-    println!("{}", rec.id);
+    crate::outln!("{}", rec.id);
     Ok(0)
 }
 
@@ -444,9 +444,9 @@ pub fn container(a: ContainerCommand, g: &Globals) -> anyhow::Result<i32> {
     match a {
         ContainerCommand::Prune { .. } => {
             let removed = lifecycle::prune(&containers(g)?)?;
-            println!("Deleted Containers:");
+            crate::outln!("Deleted Containers:");
             for id in removed {
-                println!("{id}");
+                crate::outln!("{id}");
             }
             Ok(0)
         }

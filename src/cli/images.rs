@@ -107,7 +107,17 @@ pub fn images(a: ImagesArgs, g: &Globals) -> anyhow::Result<i32> {
     let store = open_store(g)?;
     let filter = a.repository.as_deref().map(Reference::parse).transpose()?.map(|r| r.name());
     let mut rows = Vec::new();
-    for e in store.list_images()? {
+    let entries = store.list_images()?;
+    for e in &entries {
+        // A `repo@digest` name shows as `repo <none>` only while no tag names the image (docker's rule).
+        if e.name.as_deref().is_some_and(crate::store::images::is_digest_name)
+            && entries.iter().any(|o| {
+                o.manifest_digest == e.manifest_digest
+                    && o.name.as_deref().is_some_and(|n| !crate::store::images::is_digest_name(n))
+            })
+        {
+            continue;
+        }
         let rec = match store.image(&e.manifest_digest.to_string()) {
             Ok(r) => r,
             Err(err) => {
@@ -344,7 +354,7 @@ pub fn inspect(a: InspectArgs, g: &Globals) -> anyhow::Result<i32> {
         match store.image(name) {
             Ok(rec) => all.push(inspect_json(&rec)),
             Err(e) => {
-                eprintln!("Error: {e}");
+                crate::errln!("Error: {e}");
                 failed = true;
             }
         }
@@ -352,10 +362,10 @@ pub fn inspect(a: InspectArgs, g: &Globals) -> anyhow::Result<i32> {
     match &a.format {
         Some(f) => {
             for v in &all {
-                println!("{}", render_format(f, v)?);
+                crate::outln!("{}", render_format(f, v)?);
             }
         }
-        None => println!("{}", serde_json::to_string_pretty(&Value::Array(all))?),
+        None => crate::outln!("{}", serde_json::to_string_pretty(&Value::Array(all))?),
     }
     Ok(if failed { 1 } else { 0 })
 }
@@ -389,7 +399,7 @@ pub fn rmi(a: RmiArgs, g: &Globals) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &a.images {
         if let Err(e) = rmi_one(&store, name, a.force, &in_use) {
-            eprintln!("Error response from daemon: {}", super::one_line(&e));
+            crate::errln!("Error response from daemon: {}", super::one_line(&e));
             code = 1;
         }
     }
@@ -418,16 +428,16 @@ fn rmi_one(
     match by_name {
         Some(full) if rec.tags.len() > 1 || force => {
             store.remove_name(&full)?;
-            println!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
+            crate::outln!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
             if rec.tags.len() == 1 {
-                println!("Deleted: {}", rec.id);
+                crate::outln!("Deleted: {}", rec.id);
             }
         }
         Some(full) => {
             store.remove_name(&full)?;
             store.remove_manifest(&rec.manifest_digest)?;
-            println!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
-            println!("Deleted: {}", rec.id);
+            crate::outln!("Untagged: {}", Reference::parse(&full).map(|r| r.familiar()).unwrap_or(full));
+            crate::outln!("Deleted: {}", rec.id);
         }
         None => {
             if rec.tags.len() > 1 && !force {
@@ -437,13 +447,13 @@ fn rmi_one(
                 );
             }
             for t in &rec.tags {
-                println!(
+                crate::outln!(
                     "Untagged: {}",
                     Reference::parse(t).map(|r| r.familiar()).unwrap_or_else(|_| t.clone())
                 );
             }
             store.remove_manifest(&rec.manifest_digest)?;
-            println!("Deleted: {}", rec.id);
+            crate::outln!("Deleted: {}", rec.id);
         }
     }
     Ok(())
@@ -457,7 +467,7 @@ pub fn image(a: ImageCommand, g: &Globals) -> anyhow::Result<i32> {
             let store = open_store(g)?;
             let in_use = images_in_use(&store);
             let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
-            println!("Deleted Images:");
+            crate::outln!("Deleted Images:");
             for e in store.list_images()? {
                 if used.contains(&e.manifest_digest) || (!p.all && e.name.is_some()) {
                     continue;
@@ -465,14 +475,14 @@ pub fn image(a: ImageCommand, g: &Globals) -> anyhow::Result<i32> {
                 match &e.name {
                     Some(n) => {
                         store.remove_name(n)?;
-                        println!("untagged: {n}");
+                        crate::outln!("untagged: {n}");
                     }
                     None => store.remove_manifest(&e.manifest_digest)?,
                 }
-                println!("deleted: {}", e.manifest_digest);
+                crate::outln!("deleted: {}", e.manifest_digest);
             }
             let stats = store.gc(&used, &layers_in_use(&store))?;
-            println!("\nTotal reclaimed space: {}", human_size(stats.bytes));
+            crate::outln!("\nTotal reclaimed space: {}", human_size(stats.bytes));
             Ok(0)
         }
     }
@@ -520,8 +530,8 @@ pub fn load(a: LoadArgs, g: &Globals) -> anyhow::Result<i32> {
     };
     for l in loaded {
         match l.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
-            Some(r) => println!("Loaded image: {}", r.familiar()),
-            None => println!("Loaded image ID: {}", l.id),
+            Some(r) => crate::outln!("Loaded image: {}", r.familiar()),
+            None => crate::outln!("Loaded image ID: {}", l.id),
         }
     }
     Ok(0)

@@ -51,18 +51,18 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
     let registry = registry_of(a.server.as_deref());
     let key = server_key(&registry);
     if a.password_stdin && a.username.is_none() {
-        eprintln!("Error: Must provide --username with --password-stdin");
+        crate::errln!("Error: Must provide --username with --password-stdin");
         return Ok(1);
     }
     if a.password.is_some() {
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        crate::errln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
     }
     let mut cfg = docker_config()?;
     let stored = if a.username.is_none() && a.password.is_none() { cfg.lookup(&registry)? } else { None };
 
     let creds = match stored {
         Some(c) => {
-            eprintln!("Authenticating with existing credentials...");
+            crate::errln!("Authenticating with existing credentials...");
             c
         }
         None => {
@@ -71,7 +71,7 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
                 None => match prompt("Username: ", false) {
                     Ok(u) => u,
                     Err(e) => {
-                        eprintln!("Error: {e}");
+                        crate::errln!("Error: {e}");
                         return Ok(1);
                     }
                 },
@@ -84,13 +84,13 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
                 match a.password.map(Ok).unwrap_or_else(|| prompt("Password: ", true)) {
                     Ok(p) => p,
                     Err(e) => {
-                        eprintln!("Error: {e}");
+                        crate::errln!("Error: {e}");
                         return Ok(1);
                     }
                 }
             };
             if username.is_empty() || password.is_empty() {
-                eprintln!("Error: Username and password are required");
+                crate::errln!("Error: Username and password are required");
                 return Ok(1);
             }
             Credentials { username, password }
@@ -100,17 +100,17 @@ pub fn login(a: LoginArgs, g: &Globals) -> anyhow::Result<i32> {
     let rcfg = RegistryConfig::load(g.config.as_deref(), &g.registry_mirrors, &g.insecure_registries)?;
     let client = Client::new(rcfg)?;
     if let Err(e) = client.check_login(&registry, &creds) {
-        eprintln!("Error: {e}");
+        crate::errln!("Error: {e}");
         return Ok(1);
     }
     cfg.store(&registry, &creds).with_context(|| format!("storing credentials for {key}"))?;
     if !cfg.uses_helper(&registry) {
-        eprintln!(
+        crate::errln!(
             "WARNING! Your password is stored unencrypted in {} (set \"credsStore\" to use a credential helper).",
             cfg.path().display()
         );
     }
-    println!("Login Succeeded");
+    crate::outln!("Login Succeeded");
     Ok(0)
 }
 
@@ -120,9 +120,9 @@ pub fn logout(a: LogoutArgs, _g: &Globals) -> anyhow::Result<i32> {
     let key = server_key(&registry);
     let mut cfg = docker_config()?;
     if cfg.erase(&registry)? {
-        println!("Removing login credentials for {key}");
+        crate::outln!("Removing login credentials for {key}");
     } else {
-        println!("Not logged in to {key}");
+        crate::outln!("Not logged in to {key}");
     }
     Ok(0)
 }
@@ -133,14 +133,14 @@ fn prompt(label: &str, secret: bool) -> anyhow::Result<String> {
     if !stdin.is_terminal() {
         anyhow::bail!("cannot perform an interactive login from a non TTY device");
     }
-    eprint!("{label}");
+    crate::err!("{label}");
     std::io::stderr().flush().ok();
     let saved = if secret { disable_echo(&stdin) } else { None };
     let mut line = String::new();
     let read = stdin.lock().read_line(&mut line);
     if let Some(t) = saved {
         let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &t);
-        eprintln!();
+        crate::errln!();
     }
     read.context("reading from the terminal")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())

@@ -1,6 +1,8 @@
 //! The command-line edge: parses arguments and calls into the library. Each subcommand lives in its own file
 //! with its `Args` and a `run` function returning the process exit code; nothing here holds logic a
-//! library user would need.
+//! library user would need. Output goes through `outln!`/`errln!` (src/output.rs): a closed pipe never
+//! panics.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -127,7 +129,7 @@ pub fn main() -> i32 {
             return 0;
         }
         Err(e) => {
-            eprintln!("rimg: {}", usage_error_line(&e));
+            crate::errln!("rimg: {}", usage_error_line(&e));
             return EXIT_RIMG_ERROR;
         }
     };
@@ -135,18 +137,17 @@ pub fn main() -> i32 {
     if matches!(
         cli.command,
         Command::Images(_)
+            | Command::Image(images::ImageCommand::Ls(_))
             | Command::Inspect(_)
             | Command::Save(_)
             | Command::Export(_)
             | Command::Ps(_)
             | Command::Logs(_)
     ) {
-        // Commands that only print (no network I/O, which needs SIGPIPE ignored): let `rimg images | head`
-        // end quietly as other Unix tools do instead of panicking on a closed pipe.
-        // SAFETY: restoring the default disposition of a signal has no memory-safety preconditions.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        // Commands that only read and print: die at the first write into a closed pipe, as `ls | head`
+        // does (nothing is half-done by dying). Every other command finishes its work with its output
+        // dropped and then dies of SIGPIPE in `output::finish` (see output.rs for why).
+        crate::output::die_on_closed_pipe();
     }
     let g = &cli.globals;
     let result = match cli.command {
@@ -178,13 +179,14 @@ pub fn main() -> i32 {
         Command::Commit(a) => containers::commit(a, g),
         Command::Container(a) => containers::container(a, g),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rimg: {}", one_line(&e));
+            crate::errln!("rimg: {}", one_line(&e));
             EXIT_RIMG_ERROR
         }
-    }
+    };
+    crate::output::finish(code)
 }
 
 /// A usage error as one line, as every other error of rimg: clap's own text without its layout and hints

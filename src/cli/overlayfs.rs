@@ -92,7 +92,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
                  options: ro, redirect_dir=on|off, metacopy=on|off, passthrough=on|off, writeback=on|off,\n\
                  uring=on|off, readahead=on|off, threads=N, fsname=NAME, noallow_other, uidmapping=C:H:N[:…], gidmapping=C:H:N[:…]"
             ),
-            s if s.starts_with('-') && s.len() > 1 => eprintln!("unknown argument ignored: {s}"),
+            s if s.starts_with('-') && s.len() > 1 => crate::errln!("unknown argument ignored: {s}"),
             _ => positional.push(a.clone()),
         }
         i += 1;
@@ -122,7 +122,7 @@ fn parse(args: &[String]) -> anyhow::Result<Parsed> {
             ("noallow_other", None) => opts.allow_other = false,
             ("uidmapping", Some(v)) => opts.uid_map = IdMap::parse(v).context("uidmapping")?,
             ("gidmapping", Some(v)) => opts.gid_map = IdMap::parse(v).context("gidmapping")?,
-            _ => eprintln!("unknown argument ignored: {o}"),
+            _ => crate::errln!("unknown argument ignored: {o}"),
         }
     }
     match positional.len() {

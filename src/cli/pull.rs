@@ -22,6 +22,10 @@ pub struct Args {
     /// Layers downloaded at once.
     #[arg(long = "max-concurrent-downloads", default_value_t = 3)]
     jobs: usize,
+    /// Fetch foreign (non-distributable) layers the registry does not serve from the URLs their
+    /// manifest names (also config key "allow-foreign-urls").
+    #[arg(long = "allow-foreign-urls")]
+    allow_foreign_urls: bool,
 }
 
 pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
@@ -29,8 +33,9 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
         Some(p) => p.parse::<Platform>().map_err(|e| anyhow::anyhow!("{e}"))?,
         None => Platform::host(),
     };
-    let outcome = pull_with(g, &a.image, a.quiet, platform, a.jobs)?;
-    println!("{}", outcome.0);
+    let opts = PullOptions { platform, jobs: a.jobs, allow_foreign_urls: a.allow_foreign_urls };
+    let outcome = pull_opts(g, &a.image, a.quiet, opts)?;
+    crate::outln!("{}", outcome.0);
     Ok(0)
 }
 
@@ -47,15 +52,26 @@ pub(crate) fn client(g: &Globals) -> anyhow::Result<Client> {
 
 /// Pull `image` as `rimg pull` does (progress, final lines); `rimg run --pull` calls this too.
 pub(crate) fn pull_image(g: &Globals, image: &str, quiet: bool) -> anyhow::Result<()> {
-    pull_with(g, image, quiet, Platform::host(), 3).map(|_| ())
+    pull_opts(g, image, quiet, PullOptions::default()).map(|_| ())
 }
 
+/// Pull `image` for `platform` with `jobs` downloads at once (a build's FROM).
 pub(crate) fn pull_with(
     g: &Globals,
     image: &str,
     quiet: bool,
     platform: Platform,
     jobs: usize,
+) -> anyhow::Result<(Reference, PullOutcome)> {
+    pull_opts(g, image, quiet, PullOptions { platform, jobs, ..PullOptions::default() })
+}
+
+/// Pull with `opts`; the config file's `allow-foreign-urls` adds to the flag.
+fn pull_opts(
+    g: &Globals,
+    image: &str,
+    quiet: bool,
+    mut opts: PullOptions,
 ) -> anyhow::Result<(Reference, PullOutcome)> {
     let reference = Reference::parse(image)?;
     let store = open_store(g)?;
@@ -66,7 +82,7 @@ pub(crate) fn pull_with(
         reference.tag.as_deref().map(str::to_string).unwrap_or_else(|| reference.manifest_ref()),
         reference.repository
     ));
-    let opts = PullOptions { platform, jobs, ..PullOptions::default() };
+    opts.allow_foreign_urls |= client.config().allow_foreign_urls;
     let outcome = crate::pull::pull(&store, &client, &reference, &opts, &progress)?;
     let digest = outcome.repo_digest.rsplit('@').next().unwrap_or_default().to_string();
     progress.line(&format!("Digest: {digest}"));

@@ -409,7 +409,7 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
         PullPolicy::Missing => match lookup(&store) {
             Ok(r) => r,
             Err(crate::store::StoreError::ImageNotFound(_)) => {
-                eprintln!("Unable to find image '{}' locally", a.image);
+                crate::errln!("Unable to find image '{}' locally", a.image);
                 super::pull::pull_image(g, &a.image, false)?;
                 lookup(&store)?
             }
@@ -567,14 +567,14 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
     let (state, lock) = containers.create(spec)?;
     let result = if a.detach {
         runtime::start(&containers, state, lock, Attach::Detached).map(|l| {
-            println!("{}", l.id);
+            crate::outln!("{}", l.id);
             0
         })
     } else {
         runtime::run_foreground(&containers, state, lock)
     };
     Ok(result.unwrap_or_else(|f| {
-        eprintln!("rimg: {}", f.message);
+        crate::errln!("rimg: {}", f.message);
         f.code
     }))
 }

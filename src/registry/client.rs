@@ -4,7 +4,9 @@
 use super::config::RegistryConfig;
 use super::error::{Access, RegistryError};
 use super::manifest::{self, ManifestKind, Platform, MANIFEST_ACCEPT, MAX_MANIFEST_SIZE};
-use super::transport::{error_message, headers, parse_error_body, read_capped, Endpoint, Req, Transport};
+use super::transport::{
+    error_message, headers, host_port, parse_error_body, read_capped, Endpoint, Req, Transport, MAX_REDIRECTS,
+};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use reqwest::blocking::Response;
@@ -421,6 +423,73 @@ impl Client {
         let remaining = size.saturating_sub(stream.started_at);
         let reader = Box::new(SizeLimit { inner: stream.reader, left: remaining, digest: d.clone(), size });
         Ok(BlobStream { reader, total_len: Some(size), started_at: stream.started_at })
+    }
+
+    /// Open a foreign (non-distributable) layer at one of the `urls` its descriptor names, from `offset`:
+    /// a plain GET without credentials (they belong to the registry, never to hosts a manifest names),
+    /// redirects followed only to http(s), the body capped at `size`. The caller verifies the digest as it
+    /// reads, exactly as for a registry blob.
+    pub fn open_foreign_sized(
+        &self,
+        url: &str,
+        d: &Digest,
+        offset: u64,
+        size: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        let bad = |u: &str, reason: String| RegistryError::BadUrl {
+            registry: format!("foreign layer {d}"),
+            url: u.to_string(),
+            reason,
+        };
+        let mut url = url::Url::parse(url).map_err(|e| bad(url, e.to_string()))?;
+        for _ in 0..=MAX_REDIRECTS {
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad(url.as_str(), "only http and https URLs are followed".into()));
+            }
+            let display = host_port(&url);
+            let resp = self.t.send_retrying(
+                &display,
+                || {
+                    let b = self.t.plain_http().get(url.clone());
+                    if offset > 0 {
+                        b.header(RANGE, format!("bytes={offset}-"))
+                    } else {
+                        b
+                    }
+                },
+                self.t.cfg.max_retries,
+            )?;
+            if resp.status().is_redirection() {
+                let loc = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+                let Some(loc) = loc else { return Err(self.t.status_error(resp, "GET", &display, None)) };
+                url = url.join(loc).map_err(|e| bad(loc, e.to_string()))?;
+                continue;
+            }
+            let started_at = match resp.status() {
+                StatusCode::OK => 0,
+                StatusCode::PARTIAL_CONTENT => {
+                    let range = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_content_range);
+                    match range {
+                        Some((start, _)) if start == offset => start,
+                        _ => {
+                            return Err(bad(
+                                url.as_str(),
+                                format!("partial response does not start at {offset}"),
+                            ))
+                        }
+                    }
+                }
+                _ => return Err(self.t.status_error(resp, "GET", &display, None)),
+            };
+            let left = size.saturating_sub(started_at);
+            let reader = SizeLimit { inner: Box::new(resp), left, digest: d.clone(), size };
+            return Ok(BlobStream { reader: Box::new(reader), total_len: Some(size), started_at });
+        }
+        Err(RegistryError::TooManyRedirects { registry: format!("foreign layer {d}"), url: url.to_string() })
     }
 
     fn open_blob_at(

@@ -2,7 +2,8 @@
 //! limits. Sources are merged like dockerd's `daemon.json` plus flags: command-line flags first, then the
 //! environment (`RIMG_REGISTRY_MIRRORS`, `RIMG_INSECURE_REGISTRIES`, comma lists), then the config file
 //! (`$RIMG_CONFIG` or `/etc/rimg/config.json`: `{"registry-mirrors": [...], "insecure-registries": [...],
-//! "max-download-attempts": N}`, the same keys as dockerd's `daemon.json`). `RIMG_REGISTRY_TIMEOUT` (seconds
+//! "max-download-attempts": N}`, the same keys as dockerd's `daemon.json`, plus rimg's own
+//! `"allow-foreign-urls": true`). `RIMG_REGISTRY_TIMEOUT` (seconds
 //! a response or a body read may stall) and `RIMG_REGISTRY_RETRIES` tune the transport.
 
 use std::net::IpAddr;
@@ -32,6 +33,10 @@ pub struct RegistryConfig {
     pub retry_base_delay: Duration,
     /// Cap on any single backoff, and on how long a 429 `Retry-After` is honoured.
     pub max_retry_delay: Duration,
+    /// Fetch foreign (non-distributable) layers the registry does not serve from the `urls` their
+    /// descriptors name (config key `allow-foreign-urls`; `rimg pull --allow-foreign-urls`). Off by default:
+    /// it means fetching from hosts the user never named.
+    pub allow_foreign_urls: bool,
 }
 
 impl Default for RegistryConfig {
@@ -45,6 +50,7 @@ impl Default for RegistryConfig {
             max_retries: 4,
             retry_base_delay: Duration::from_millis(250),
             max_retry_delay: Duration::from_secs(30),
+            allow_foreign_urls: false,
         }
     }
 }
@@ -78,6 +84,9 @@ struct FileConfig {
     /// dockerd's name for how many times a download is attempted.
     #[serde(rename = "max-download-attempts", default)]
     max_download_attempts: Option<u32>,
+    /// Follow foreign layers' `urls` when the registry does not serve the blob.
+    #[serde(rename = "allow-foreign-urls", default)]
+    allow_foreign_urls: bool,
 }
 
 impl RegistryConfig {
@@ -98,6 +107,7 @@ impl RegistryConfig {
         if let Some(n) = from_file.max_download_attempts {
             cfg.max_retries = n.saturating_sub(1);
         }
+        cfg.allow_foreign_urls = from_file.allow_foreign_urls;
         // Knobs for slow links and for tests that provoke failures without waiting for the defaults.
         let env_num = |name: &str| -> Result<Option<f64>, ConfigError> {
             match std::env::var(name) {

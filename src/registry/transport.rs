@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use url::Url;
 
 /// Most redirects followed for one request (blob storage uses one or two).
-const MAX_REDIRECTS: usize = 10;
+pub(crate) const MAX_REDIRECTS: usize = 10;
 /// How long a mirror that failed its ping is skipped.
 const MIRROR_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Most bytes of an error response read to find the registry's error message.
@@ -100,6 +100,12 @@ impl Transport {
             dead_mirrors: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The HTTP client with certificate checks on and no credentials of its own: for hosts that are not
+    /// a registry endpoint (foreign-layer URLs).
+    pub fn plain_http(&self) -> &Http {
+        &self.http
     }
 
     /// The HTTP client for an endpoint (certificate checks off only for insecure registries).

@@ -338,7 +338,7 @@ impl Cgroup {
                         log::warn!("--blkio-weight: {e}");
                     }
                 }
-                None => eprintln!("WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."),
+                None => crate::errln!("WARNING: Your kernel does not support Block I/O weight or the cgroup is not mounted. Weight discarded."),
             }
         }
         for (rates, v1file, v2key) in [

@@ -243,6 +243,14 @@ impl Containers {
             cgroups: Vec::new(),
         };
         write_state(&cdir, &state)?;
+        // The log is made here, private (0600: it holds the container's output); the monitor appends to it.
+        let log = cdir.log();
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(crate::store::perms::PRIVATE_FILE_MODE)
+            .open(&log)
+            .map_err(|e| io_err("create", &log, e))?;
         drop(names_lock);
         Ok((state, MonitorLock { file }))
     }
@@ -408,7 +416,14 @@ fn write_state(cdir: &ContainerDir, st: &ContainerState) -> Result<(), RuntimeEr
     let tmp = cdir.path().join(format!(".state.json.{}", std::process::id()));
     let data = serde_json::to_vec_pretty(st)
         .map_err(|e| RuntimeError::CorruptState { path: p.clone(), source: e })?;
-    let mut f = File::create(&tmp).map_err(|e| io_err("create", &tmp, e))?;
+    // Private (0600): the state holds the container's environment, `-e` secrets included.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::store::perms::PRIVATE_FILE_MODE)
+        .open(&tmp)
+        .map_err(|e| io_err("create", &tmp, e))?;
     f.write_all(&data).map_err(|e| io_err("write", &tmp, e))?;
     drop(f);
     fs::rename(&tmp, &p).map_err(|e| io_err("rename", &p, e))

@@ -43,6 +43,7 @@ impl Store {
 
     /// Store a small blob held in memory after checking it hashes to `digest`.
     pub fn put_blob(&self, digest: &Digest, data: &[u8]) -> Result<()> {
+        self.hold_blobs(std::slice::from_ref(digest))?;
         let actual = Digest::of_bytes(data);
         if &actual != digest {
             return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
@@ -56,6 +57,7 @@ impl Store {
     /// Start (or resume) streaming the blob `digest` into the ingest area. Holds the blob's lock, so a
     /// concurrent pull of the same blob waits here and then finds it complete.
     pub fn ingest(&self, digest: &Digest) -> Result<Ingest> {
+        self.hold_blobs(std::slice::from_ref(digest))?;
         let lock = self.lock(&format!("blob-{}", digest.hex()))?;
         let path = self.ingest_dir().join(digest.hex());
         Ok(Ingest { store: self.clone(), digest: digest.clone(), path, _lock: lock })
@@ -90,7 +92,13 @@ impl Ingest {
 
     /// The partial file for appending newly downloaded bytes.
     pub fn open_append(&self) -> Result<File> {
-        OpenOptions::new().create(true).append(true).open(&self.path).ctx("open", &self.path)
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(super::perms::PRIVATE_FILE_MODE)
+            .open(&self.path)
+            .ctx("open", &self.path)
     }
 
     /// Forget what was downloaded (after a mismatch, or when the server ignored our Range request).
@@ -133,6 +141,7 @@ impl Store {
     /// Move a finished temp file under its digest (computed by the writer while writing). If the blob
     /// exists already the temp file is simply dropped: same digest, same bytes.
     pub fn commit_temp_blob(&self, tmp: &std::path::Path, digest: &Digest) -> Result<()> {
+        self.hold_blobs(std::slice::from_ref(digest))?;
         let dest = self.blob_path(digest);
         if dest.exists() {
             fs::remove_file(tmp).ctx("remove", tmp)?;

@@ -1,7 +1,8 @@
-//! Garbage collection: blobs and unpacked layers that no image (and no container) needs any more.
+//! Garbage collection: blobs and unpacked layers that no image, no container and no lease needs any more.
 //!
-//! Pulls and builds hold the `gc` lock shared while they add blobs that no index entry names yet; collection
-//! takes it exclusively, so it never deletes the half of an image that is still arriving.
+//! Pulls, builds and commits hold what they store or reuse in a lease (see [`super::lease`]) until their
+//! image is in the index; collection holds the `gc` lock exclusively from reading the leases to its last
+//! deletion, so it never deletes the half of an image that is still arriving.
 
 use super::{layers::remove_tree, IoContext, Result, Store};
 use crate::digest::Digest;
@@ -21,12 +22,14 @@ pub struct GcStats {
 
 impl Store {
     /// Remove every blob and layer directory not reachable from the index or from `keep_manifests`
-    /// (images that containers still run on) or listed in `keep_layer_dirs` (layers containers mount).
+    /// (images that containers still run on), not listed in `keep_layer_dirs` (layers containers mount)
+    /// and not held by a live lease (leases of dead processes are removed).
     pub fn gc(&self, keep_manifests: &[Digest], keep_layer_dirs: &[std::path::PathBuf]) -> Result<GcStats> {
         let _gc = self.lock("gc")?;
         let _index = self.lock("index")?;
-        let mut blobs: HashSet<Digest> = HashSet::new();
-        let mut layers: HashSet<Digest> = HashSet::new();
+        let held = self.live_leases()?;
+        let mut blobs: HashSet<Digest> = held.blobs;
+        let mut layers: HashSet<Digest> = held.layers;
         let mut manifests: Vec<Digest> = self.list_images()?.into_iter().map(|e| e.manifest_digest).collect();
         manifests.extend(keep_manifests.iter().cloned());
         for m in &manifests {
@@ -75,6 +78,7 @@ impl Store {
                 stats.layers += 1;
             }
         }
+        self.prune_sources()?;
         Ok(stats)
     }
 

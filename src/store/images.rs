@@ -46,7 +46,8 @@ struct IndexEntry {
 /// One line of `index.json`: a name (or none, for an image whose tag moved on) pointing at a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageEntry {
-    /// Full reference with tag (`docker.io/library/centos:latest`), `None` when untagged.
+    /// Full reference with tag (`docker.io/library/centos:latest`), or with digest for an image pulled by
+    /// digest (`docker.io/library/alpine@sha256:…`); `None` when untagged (dangling).
     pub name: Option<String>,
     /// The image manifest.
     pub manifest_digest: Digest,
@@ -109,7 +110,8 @@ pub struct ImageRecord {
     pub config: ImageConfiguration,
     /// Uncompressed layer digests, bottom layer first (the config's rootfs.diff_ids).
     pub diff_ids: Vec<Digest>,
-    /// Every name pointing at this manifest.
+    /// Every tagged name pointing at this manifest (not the `repo@digest` names of by-digest pulls:
+    /// those are in `repo_digests`).
     pub tags: Vec<String>,
     /// Every `repo@digest` recorded for this manifest.
     pub repo_digests: Vec<String>,
@@ -282,7 +284,7 @@ impl Store {
         }
         let same: Vec<&ImageEntry> =
             entries.iter().filter(|e| &e.manifest_digest == manifest_digest).collect();
-        let tags = same.iter().filter_map(|e| e.name.clone()).collect();
+        let tags = same.iter().filter_map(|e| e.name.clone()).filter(|n| !is_digest_name(n)).collect();
         let mut repo_digests: Vec<String> = same.iter().filter_map(|e| e.repo_digest.clone()).collect();
         repo_digests.sort();
         repo_digests.dedup();
@@ -297,6 +299,11 @@ impl Store {
             repo_digests,
         })
     }
+}
+
+/// Is this index name a `repo@digest` reference (an image pulled by digest) rather than a tag?
+pub fn is_digest_name(name: &str) -> bool {
+    name.contains('@')
 }
 
 /// Keep one untagged entry per manifest and only when no named entry holds that manifest.

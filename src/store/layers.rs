@@ -16,6 +16,7 @@ impl Store {
     /// Start unpacking the layer `diff_id`. Holds the layer's lock (a concurrent unpack of the same layer
     /// waits, then sees it done) and clears leftovers of an attempt that was killed.
     pub fn stage_layer(&self, diff_id: &Digest) -> Result<LayerStaging> {
+        self.hold_layers(std::slice::from_ref(diff_id))?;
         let lock = self.lock(&format!("layer-{}", diff_id.hex()))?;
         let path = self.layers_tmp_dir().join(diff_id.hex());
         if path.symlink_metadata().is_ok() {

@@ -34,8 +34,23 @@ impl FileLock {
         }
     }
 
+    /// Like [`FileLock::try_exclusive`] for a file that must exist already (`NotFound` otherwise): a
+    /// collector probing whether another process still holds it must not re-create a released one.
+    pub fn try_exclusive_existing(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = OpenOptions::new().read(true).open(path)?;
+        match Self::flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn take(path: &Path, op: libc::c_int) -> io::Result<FileLock> {
         let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        Self::flock(file, op)
+    }
+
+    fn flock(file: File, op: libc::c_int) -> io::Result<FileLock> {
         loop {
             // SAFETY: flock on a valid, owned fd has no memory-safety preconditions.
             let rc = unsafe { libc::flock(file.as_raw_fd(), op) };

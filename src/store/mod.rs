@@ -14,14 +14,19 @@ pub mod blobs;
 pub mod gc;
 pub mod images;
 pub mod layers;
+pub mod lease;
 pub mod lock;
+pub mod perms;
+pub mod sources;
 
 pub use images::{ImageEntry, ImageRecord};
+pub use lease::Lease;
 pub use lock::FileLock;
 
 use crate::digest::{Digest, InvalidDigest};
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// What can go wrong in the cache. Each variant names the path or object involved so the CLI can print a
@@ -48,6 +53,9 @@ pub enum StoreError {
     /// A blob the index refers to is missing (the cache was tampered with or an old bug lost it).
     #[error("blob {0} is missing from the cache")]
     BlobMissing(Digest),
+    /// An unpacked layer an image needs is missing.
+    #[error("layer {0} is missing from the cache")]
+    LayerMissing(Digest),
     /// Stored metadata does not parse.
     #[error("corrupt {what} {digest}: {reason}")]
     Corrupt {
@@ -97,25 +105,26 @@ impl<T> IoContext<T> for io::Result<T> {
 }
 
 /// An open image cache. Cheap to clone; all state lives on disk, so many processes can open the same root.
+/// A store with a [`Lease`] attached ([`Store::with_lease`]) holds whatever it stores in that lease.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    lease: Option<Lease>,
 }
 
 impl Store {
-    /// Open (creating if needed) the cache at `root`.
+    /// Open (creating if needed) the cache at `root`, with the modes of [`perms`] (an older store is
+    /// tightened on the way).
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
-        for dir in [
-            store.root.clone(),
-            store.root.join("blobs/sha256"),
-            store.ingest_dir(),
-            store.root.join("layers/sha256"),
-            store.layers_tmp_dir(),
-            store.containers_dir(),
-            store.locks_dir(),
-        ] {
-            fs::create_dir_all(&dir).ctx("create", &dir)?;
+        let store = Store { root: root.to_path_buf(), lease: None };
+        store.apply_modes()?;
+        for dir in [store.root.join("blobs/sha256"), store.root.join("layers/sha256"), store.layers_tmp_dir()]
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(perms::PRIVATE_DIR_MODE)
+                .create(&dir)
+                .ctx("create", &dir)?;
         }
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
@@ -181,12 +190,19 @@ impl Store {
 }
 
 /// Write `data` to `path` so that readers see either the old file or the whole new one, never a mix, even
-/// across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the directory.
+/// across a crash: write a sibling temp file, fsync it, rename it over `path`, fsync the directory. The
+/// file is private (0600, see [`perms`]).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).ctx("create", &tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(perms::PRIVATE_FILE_MODE)
+        .open(&tmp)
+        .ctx("create", &tmp)?;
     f.write_all(data).ctx("write", &tmp)?;
     f.sync_all().ctx("sync", &tmp)?;
     drop(f);
