@@ -17,7 +17,7 @@ mod ids;
 mod ops;
 mod overlay;
 mod readahead;
-mod sys;
+pub(crate) mod sys;
 mod tree;
 
 use std::os::fd::{AsRawFd, OwnedFd};
