@@ -168,7 +168,7 @@ fn symlinks_resolve_inside_the_context_as_docker_does() {
         "FROM busybox AS a\nRUN mkdir -p /data && echo staged > /data/f && ln -s /data /abs\n\
          FROM busybox\n\
          COPY abs/file /a\nCOPY rel/file /r\nCOPY top /t\nCOPY dots/sub/file /u\nCOPY *.txt /g/\n\
-         COPY --from=a /abs/f /s\n",
+         COPY --from=a /abs/f /s\nCOPY sub /\n",
         &[
             ("abs", "/sub".into()),
             ("rel", "sub".into()),
@@ -191,11 +191,11 @@ fn symlinks_resolve_inside_the_context_as_docker_does() {
             "inside:1",
             "sh",
             "-c",
-            "cat /a /r /t /u /s; ls /g; test -L /t || echo file",
+            "cat /a /r /t /u /s /file; ls /g; test -L /t || echo file",
         ]),
         "run",
     );
-    assert_eq!(got, "inside\ninside\ninside\ninside\nstaged\nkeep.txt\nfile\n");
+    assert_eq!(got, "inside\ninside\ninside\ninside\nstaged\ninside\nkeep.txt\nfile\n");
 }
 
 #[test]

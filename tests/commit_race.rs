@@ -212,3 +212,64 @@ fn a_commit_that_fails_while_paused_leaves_the_container_running() {
     let out = race.root.rimg(&["exec", "racer", "true"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// The host's cgroup2 mount (the hybrid `unified` one here).
+fn host_cgroup2() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4).map(PathBuf::from))?
+    })
+}
+
+/// Kills what the containers of `root` left in their cgroup2 cgroups and removes those, on drop.
+struct V2Cleanup<'a>(&'a Root);
+
+impl Drop for V2Cleanup<'_> {
+    fn drop(&mut self) {
+        let Some(cg2) = host_cgroup2() else { return };
+        for id in self.0.container_ids() {
+            let dir = cg2.join("rimg").join(&id);
+            let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+            eventually(Duration::from_secs(10), || {
+                for pid in std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        // SAFETY: kill(2) of a process left in a test container's cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                !dir.exists() || std::fs::remove_dir(&dir).is_ok()
+            });
+        }
+    }
+}
+
+#[test]
+fn commit_pauses_a_busy_container_on_cgroup_v2() {
+    // On cgroup v2 the monitor (the FUSE server of the rootfs) shares the container's cgroup: frozen with
+    // it, a container process waiting for a FUSE reply never stops and the pause never completes. The
+    // container here keeps its rootfs busy; each commit must pause it within the freezer's time limit,
+    // thaw it, and put the monitor back. A private cgroup2 mount (RIMG_CGROUP_ROOT) stands in for a
+    // cgroup2 host.
+    let root = Root::new();
+    let _cleanup = V2Cleanup(&root);
+    let mnt = tempfile::tempdir().unwrap();
+    let script = format!(
+        "set -e; M={m}; mount -t cgroup2 none $M; export RIMG_CGROUP_ROOT=$M; R='{rimg} --root {root}'; \
+         id=$($R run -d alpine sh -c 'while :; do echo x > /f; rm /f; mkdir /d; rmdir /d; done'); \
+         for i in 1 2 3 4 5; do $R commit $id v2:$i >/dev/null; done; \
+         grep frozen $M/rimg/$id/cgroup.events; \
+         mon=$(sed -n 's/.*\"monitor_pid\": *\\([0-9]*\\).*/\\1/p' {root}/containers/$id/state.json); \
+         grep -qx \"$mon\" $M/rimg/$id/cgroup.procs && echo monitor back; \
+         $R rm -f $id >/dev/null",
+        m = mnt.path().display(),
+        rimg = run_support::support::rimg_bin().display(),
+        root = root.path().display(),
+    );
+    let out = run_support::run_with_deadline(
+        std::process::Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", run_support::stdout(&out), stderr(&out));
+    assert_eq!(run_support::stdout(&out), "frozen 0\nmonitor back\n", "{}", stderr(&out));
+}

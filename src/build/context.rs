@@ -218,8 +218,13 @@ impl<'a> CopyTar<'a> {
     /// directory's contents go into `dest`, as docker copies directories; symlinks inside it are copied
     /// as symlinks, never followed.
     pub fn add(&mut self, src: &Source, dest: &Path) -> io::Result<()> {
-        self.entry(&src.entry, dest)?;
-        if !src.entry.meta().is_dir() {
+        let is_dir = src.entry.meta().is_dir();
+        // `COPY dir /`: the contents go into the image root, which keeps its own metadata (a tar entry
+        // cannot name the root anyway).
+        if !(is_dir && dest.as_os_str().is_empty()) {
+            self.entry(&src.entry, dest)?;
+        }
+        if !is_dir {
             return Ok(());
         }
         let dir = src.entry.open_dir()?;
