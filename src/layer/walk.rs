@@ -9,8 +9,9 @@
 //!
 //! - each entry is pinned first, `openat(dir_fd, name, O_PATH | O_NOFOLLOW)` (a symlink pins the symlink
 //!   itself, a device is not opened), and everything about it is read from that one descriptor: its
-//!   metadata (`fstat`), its xattrs and its data or listing (through `/proc/self/fd/N`, which the kernel
-//!   resolves to exactly the pinned inode, whatever was renamed since), a symlink's target
+//!   metadata (`fstat`), a directory's or file's listing, data and xattrs (reopened through
+//!   `/proc/self/fd/N`, which the kernel resolves to exactly the pinned inode, whatever was renamed
+//!   since), a symlink's or device's xattrs (through the same path) and a symlink's target
 //!   (`readlinkat(fd, "")`);
 //! - a directory's children are listed and looked up through the directory's own descriptor, so they are
 //!   the children of the directory that was checked, never of whatever a path names now;
@@ -23,9 +24,10 @@
 //! hash and `.dockerignore` checks; a future `cp` walks the same way.
 
 use crate::fs::sys;
+use std::cell::OnceCell;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -188,12 +190,14 @@ pub struct Entry {
     fd: OwnedFd,
     meta: Meta,
     path: PathBuf,
+    /// A directory's or regular file's own descriptor, reopened from `fd` once when first needed.
+    data: OnceCell<OwnedFd>,
 }
 
 impl Entry {
     fn pin(fd: OwnedFd, path: PathBuf) -> Result<Entry> {
         let st = sys::fstat(fd.as_raw_fd()).map_err(|e| WalkError::new(&path, "stat", e))?;
-        Ok(Entry { fd, meta: Meta(st), path })
+        Ok(Entry { fd, meta: Meta(st), path, data: OnceCell::new() })
     }
 
     /// Its metadata.
@@ -206,14 +210,30 @@ impl Entry {
         &self.path
     }
 
-    /// Open a regular file for reading (the pinned inode; anything else is refused).
+    /// The pinned inode opened for reading: only a directory or a regular file (a device is never
+    /// opened, a symlink never followed).
+    fn data(&self, op: &'static str) -> Result<&OwnedFd> {
+        if let Some(fd) = self.data.get() {
+            return Ok(fd);
+        }
+        let flags = match self.meta.kind() {
+            Kind::Dir => libc::O_RDONLY | libc::O_DIRECTORY,
+            Kind::File => libc::O_RDONLY | libc::O_NOCTTY,
+            _ => return Err(WalkError::new(&self.path, op, libc::EINVAL)),
+        };
+        let fd = sys::reopen(self.fd.as_raw_fd(), flags).map_err(|e| WalkError::new(&self.path, op, e))?;
+        Ok(self.data.get_or_init(|| fd))
+    }
+
+    /// Open a regular file for reading, from its start (the pinned inode; anything else is refused).
     pub fn open_file(&self) -> Result<File> {
         if !self.meta.is_file() {
             return Err(WalkError::new(&self.path, "open", libc::EINVAL));
         }
-        let fd = sys::reopen(self.fd.as_raw_fd(), libc::O_RDONLY | libc::O_NOCTTY)
-            .map_err(|e| WalkError::new(&self.path, "open", e))?;
-        Ok(File::from(fd))
+        let err = |e: io::Error| WalkError { path: self.path.clone(), op: "open", source: e };
+        let mut f = File::from(self.data("open")?.try_clone().map_err(err)?);
+        f.seek(io::SeekFrom::Start(0)).map_err(err)?;
+        Ok(f)
     }
 
     /// Open a directory to walk it (the pinned inode; anything else is refused).
@@ -221,8 +241,11 @@ impl Entry {
         if !self.meta.is_dir() {
             return Err(WalkError::new(&self.path, "open directory", libc::ENOTDIR));
         }
-        let fd = sys::reopen(self.fd.as_raw_fd(), libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(|e| WalkError::new(&self.path, "open directory", e))?;
+        let fd = self.data("open directory")?.try_clone().map_err(|e| WalkError {
+            path: self.path.clone(),
+            op: "open directory",
+            source: e,
+        })?;
         Ok(Dir { fd, path: self.path.clone() })
     }
 
@@ -235,13 +258,27 @@ impl Entry {
 
     /// Its xattrs (a symlink's own; a device is not opened).
     pub fn xattrs(&self) -> Result<Xattrs> {
-        xattrs_of(&self.fd, &self.path)
+        match self.meta.kind() {
+            Kind::Dir | Kind::File => xattrs_of(Xfd::Open(self.data("read xattrs")?), &self.path),
+            _ => xattrs_of(Xfd::Pinned(&self.fd), &self.path),
+        }
     }
 }
 
-/// All xattrs of the file `fd` pins, sorted; none where the filesystem has no xattrs.
-fn xattrs_of(fd: &OwnedFd, path: &Path) -> Result<Xattrs> {
-    let names = match sys::list_xattr_pinned(fd.as_raw_fd()) {
+/// Where xattrs are read from: a descriptor opened on the file itself (`f*xattr`), or an `O_PATH` one
+/// (through `/proc/self/fd/N`, the only way for a symlink's own xattrs and a device's).
+enum Xfd<'a> {
+    Open(&'a OwnedFd),
+    Pinned(&'a OwnedFd),
+}
+
+/// All xattrs of a file, sorted; none where the filesystem has no xattrs.
+fn xattrs_of(fd: Xfd<'_>, path: &Path) -> Result<Xattrs> {
+    let listed = match fd {
+        Xfd::Open(fd) => sys::list_xattr(fd.as_raw_fd(), OsStr::new("")),
+        Xfd::Pinned(fd) => sys::list_xattr_pinned(fd.as_raw_fd()),
+    };
+    let names = match listed {
         Ok(n) => n,
         Err(libc::ENOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(WalkError::new(path, "list xattrs", e)),
@@ -249,7 +286,11 @@ fn xattrs_of(fd: &OwnedFd, path: &Path) -> Result<Xattrs> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let Ok(c) = std::ffi::CString::new(name) else { continue };
-        match sys::get_xattr_pinned(fd.as_raw_fd(), &c) {
+        let value = match fd {
+            Xfd::Open(fd) => sys::get_xattr(fd.as_raw_fd(), OsStr::new(""), &c),
+            Xfd::Pinned(fd) => sys::get_xattr_pinned(fd.as_raw_fd(), &c),
+        };
+        match value {
             Ok(v) => out.push((name.to_vec(), v)),
             // removed between listing and reading
             Err(libc::ENODATA) => continue,
@@ -300,7 +341,7 @@ impl Dir {
 
     /// Its own xattrs.
     pub fn xattrs(&self) -> Result<Xattrs> {
-        xattrs_of(&self.fd, &self.path)
+        xattrs_of(Xfd::Open(&self.fd), &self.path)
     }
 
     /// The names in it (without `.` and `..`), sorted bytewise.
