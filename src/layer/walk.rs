@@ -5,7 +5,8 @@
 //! upper directory (`rimg commit`, `rimg export`), a build context, a stage's rootfs (`COPY --from`). A
 //! path-based walk (`read_dir`, `symlink_metadata`, `open(dir.join(name))`) resolves every component again
 //! at each call, so a directory swapped for a symlink to a host directory between the check and the use
-//! makes rimg read host files (CVE-2018-15664, `docker cp`; BuildKit's COPY symlink CVEs). Here:
+//! makes rimg read host files (CVE-2018-15664, `docker cp`), and a symlink in a build context or a stage
+//! names a host path (CVE-2014-9356, docker builds; CVE-2024-1753, buildah). Here:
 //!
 //! - each entry is pinned first, `openat(dir_fd, name, O_PATH | O_NOFOLLOW)` (a symlink pins the symlink
 //!   itself, a device is not opened), and everything about it is read from that one descriptor: its
