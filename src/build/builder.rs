@@ -9,13 +9,14 @@
 //! the content hash of its sources. A hit reuses the stored layer and the step's recorded timestamp, so a
 //! fully cached rebuild writes a byte-identical config and therefore the same image digest.
 
-use super::context::{self, CopyTar, Ignore, Owner};
+use super::context::{self, CopyTar, Ignore, Owner, Source};
 use super::dockerfile::{Command, Dockerfile, Heredoc, Instruction, Step};
 use super::image::{
     layer_from_tar, layer_from_upper, now_rfc3339, source_date_epoch, ImageError, LayerRef, NewImage,
 };
 use super::rootfs::MergedView;
 use super::words::expand;
+use crate::layer::walk::Dir;
 use crate::runtime::{self, ContainerSpec, Containers, NetworkMode, ProcessSpec};
 use crate::store::{ImageRecord, Store};
 use serde_json::{json, Value};
@@ -108,11 +109,9 @@ pub fn build(
     resolve_base: &BaseResolver<'_>,
 ) -> Result<Built, BuildError> {
     let df = Dockerfile::parse(&opts.dockerfile)?;
-    let ignore = Ignore::load(&opts.context).map_err(|e| BuildError::Step {
-        step: 0,
-        text: ".dockerignore".into(),
-        msg: e.to_string(),
-    })?;
+    let ignore = Dir::open(&opts.context).map_err(std::io::Error::from).and_then(|root| Ignore::load(&root));
+    let ignore =
+        ignore.map_err(|e| BuildError::Step { step: 0, text: ".dockerignore".into(), msg: e.to_string() })?;
     // Global ARGs (before the first FROM): usable in FROM lines.
     let mut global: HashMap<String, String> = HashMap::new();
     for (k, v) in &df.global_args {
@@ -670,51 +669,9 @@ impl Builder<'_> {
             }
             None => None,
         };
-        let cwd = self.workdir();
-        let abs_dest = if dest.starts_with('/') {
-            dest.clone()
-        } else {
-            format!("{}/{dest}", cwd.trim_end_matches('/'))
-        };
-        let dest_rel = normalize_rel(&abs_dest);
-        // docker's rule: the destination is a directory when written as one (`dir/`, `.`), when several
-        // sources go there, or when it already is a directory in the image.
-        let store = self.store;
-        let lowers_now = self.stage().image.layer_dirs(store);
-        let exists_as_dir = crate::layer::lower::lookup(&lowers_now, dest_rel.as_os_str().as_encoded_bytes())
-            .ok()
-            .flatten()
-            .is_some_and(|(_, m)| m.is_dir());
-        let dest_is_dir = dest.ends_with('/')
-            || dest.ends_with("/.")
-            || dest == "."
-            || srcs.len() > 1
-            || srcs.iter().any(|s| s.contains(['*', '?']))
-            || exists_as_dir;
-
+        let (abs_dest, dest_rel, dest_is_dir) = self.copy_dest(&dest, &srcs);
         // Where the sources come from: the context, or the rootfs of a stage/image (mounted read-only).
-        let mut from_view = None;
-        let (src_root, from_id) = match from {
-            None => (self.opts.context.clone(), String::new()),
-            Some(f) => {
-                let f = self.x(f)?;
-                let (dirs, id) =
-                    if let Some(s) = self.stages.iter().find(|s| s.name.as_deref() == Some(f.as_str())) {
-                        (s.image.layer_dirs(self.store), s.key.clone())
-                    } else if let Ok(i) =
-                        f.parse::<usize>().map_err(|_| ()).and_then(|i| self.stages.get(i).ok_or(()))
-                    {
-                        (i.image.layer_dirs(self.store), i.key.clone())
-                    } else {
-                        let rec = resolve_base(&f, None)?;
-                        (rec.layer_dirs(self.store), rec.manifest_digest.to_string())
-                    };
-                let view = MergedView::mount(&dirs, self.store)?;
-                let root = view.path.clone();
-                from_view = Some(view);
-                (root, id)
-            }
-        };
+        let (src_root, from_id, from_view) = self.copy_root(from, resolve_base)?;
         let owner_ids = match &chown {
             None => None,
             Some(spec) => Some(self.resolve_chown(spec)?),
@@ -722,17 +679,8 @@ impl Builder<'_> {
         let owner = Owner { ids: owner_ids, mode, keep_ids: from.is_some() };
         let ignore_rules = if from.is_none() { self.ignore.clone() } else { Ignore::default() };
         let ignore = &ignore_rules;
-        let mut sources = Vec::new();
-        for s in srcs.iter().filter(|s| !s.starts_with("<<")) {
-            if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
-                return Err(format!(
-                    "ADD from a URL ({s}) is not supported: download it in a RUN step or into the context"
-                )
-                .into());
-            }
-            sources.extend(context::resolve_sources(&src_root, s, ignore)?);
-        }
-        let content = context::hash_sources(&sources, ignore, &src_root).map_err(|e| e.to_string())?;
+        let sources = copy_sources(add, &srcs, &src_root, ignore)?;
+        let content = context::hash_sources(&sources, ignore).map_err(|e| e.to_string())?;
         let heredoc_text: String = heredocs.iter().map(|h| format!("{}\n{}", h.name, h.body)).collect();
         let created_by = format!("{kw} {} {abs_dest}", srcs.join(" "));
         let stage_key = self.stage().key.clone();
@@ -754,37 +702,75 @@ impl Builder<'_> {
         self.executed += 1;
         let below: Vec<crate::digest::Digest> =
             self.stage().image.layers().iter().map(|l| l.diff_id.clone()).collect();
-        let clamp = source_date_epoch();
-        let mut write = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
-            let mut t = CopyTar::new(out, owner, clamp);
-            if from.is_none() {
-                t = t.with_ignore(ignore, &src_root);
-            }
-            for h in heredocs {
-                let target =
-                    if dest_is_dir || heredocs.len() > 1 { dest_rel.join(&h.name) } else { dest_rel.clone() };
-                t.add_bytes(&target, h.body.as_bytes())?;
-            }
-            for s in &sources {
-                let meta = s.path.symlink_metadata()?;
-                let is_archive = add && meta.is_file() && looks_like_archive(&s.path);
-                if is_archive {
-                    t.add_archive(std::fs::File::open(&s.path)?, &dest_rel)?;
-                } else if meta.is_dir() {
-                    t.add(&s.path, &dest_rel)?;
-                } else {
-                    let name = s.path.file_name().map(PathBuf::from).unwrap_or_default();
-                    let target = if dest_is_dir { dest_rel.join(name) } else { dest_rel.clone() };
-                    t.add(&s.path, &target)?;
-                }
-            }
-            t.finish()
+        let plan = CopyPlan {
+            add,
+            owner,
+            clamp: source_date_epoch(),
+            ignore: from.is_none().then_some(ignore),
+            heredocs,
+            sources: &sources,
+            dest_rel: &dest_rel,
+            dest_is_dir,
         };
-        let layer = layer_from_tar(self.store, &below, &mut write)?;
+        let layer = layer_from_tar(self.store, &below, &mut |out| plan.write(out))?;
+        drop(sources);
+        drop(src_root);
         drop(from_view);
         let entry = CacheEntry { layer: Some(layer), created: now_rfc3339() };
         self.cache_put(&key, &entry);
         self.finish_layer_step(key, entry, &created_by)
+    }
+
+    /// Where a COPY writes: the absolute destination, it relative to the image root, and whether it is a
+    /// directory. docker's rule: it is one when written as one (`dir/`, `.`), when several sources go
+    /// there, or when it already is a directory in the image.
+    fn copy_dest(&mut self, dest: &str, srcs: &[String]) -> (String, PathBuf, bool) {
+        let cwd = self.workdir();
+        let abs_dest = if dest.starts_with('/') {
+            dest.to_string()
+        } else {
+            format!("{}/{dest}", cwd.trim_end_matches('/'))
+        };
+        let dest_rel = normalize_rel(&abs_dest);
+        let store = self.store;
+        let lowers_now = self.stage().image.layer_dirs(store);
+        let exists_as_dir = crate::layer::lower::lookup(&lowers_now, dest_rel.as_os_str().as_encoded_bytes())
+            .ok()
+            .flatten()
+            .is_some_and(|(_, m)| m.is_dir());
+        let dest_is_dir = dest.ends_with('/')
+            || dest.ends_with("/.")
+            || dest == "."
+            || srcs.len() > 1
+            || srcs.iter().any(|s| s.contains(['*', '?']))
+            || exists_as_dir;
+        (abs_dest, dest_rel, dest_is_dir)
+    }
+
+    /// The root COPY's sources are resolved in, opened as the root of a walk: the context, or (`--from`)
+    /// a read-only view of a stage's or an image's layers, which the caller keeps until the copy is done.
+    /// Also the cache identity of that root (empty for the context: its content is hashed instead).
+    fn copy_root(
+        &self,
+        from: Option<&str>,
+        resolve_base: &BaseResolver<'_>,
+    ) -> Result<(Dir, String, Option<MergedView>), StepError> {
+        let Some(f) = from else {
+            let root = Dir::open(&self.opts.context).map_err(|e| format!("build context: {e}"))?;
+            return Ok((root, String::new(), None));
+        };
+        let f = self.x(f)?;
+        let (dirs, id) = if let Some(s) = self.stages.iter().find(|s| s.name.as_deref() == Some(f.as_str())) {
+            (s.image.layer_dirs(self.store), s.key.clone())
+        } else if let Ok(i) = f.parse::<usize>().map_err(|_| ()).and_then(|i| self.stages.get(i).ok_or(())) {
+            (i.image.layer_dirs(self.store), i.key.clone())
+        } else {
+            let rec = resolve_base(&f, None)?;
+            (rec.layer_dirs(self.store), rec.manifest_digest.to_string())
+        };
+        let view = MergedView::mount(&dirs, self.store)?;
+        let root = Dir::open(&view.path).map_err(|e| format!("--from={f}: {e}"))?;
+        Ok((root, id, Some(view)))
     }
 
     /// `--chown=user:group` to numeric ids, names looked up in the stage's own /etc/passwd and /etc/group.
@@ -798,7 +784,11 @@ impl Builder<'_> {
         }
         let dirs = self.stages.last().map(|s| s.image.layer_dirs(self.store)).unwrap_or_default();
         let view = MergedView::mount(&dirs, self.store)?;
-        let id = runtime::user::resolve(&view.path, spec).map_err(|e| format!("--chown={spec}: {e}"))?;
+        // The stage's /etc/passwd and /etc/group, read inside its rootfs: a symlink there must not make
+        // rimg read the host's.
+        let read = |f: &str| read_in_root(&view.path, f).map_err(|e| format!("--chown={spec}: {e}"));
+        let id = runtime::user::resolve_with(&read("etc/passwd")?, &read("etc/group")?, spec)
+            .map_err(|e| format!("--chown={spec}: {e}"))?;
         // A group given by number or name overrides the user's primary group inside resolve already.
         Ok((id.uid, id.gid))
     }
@@ -835,16 +825,93 @@ pub fn enter_private_mount_namespace() -> Result<(), String> {
 
 /// The runtime bind-mounts /etc/hosts, /etc/resolv.conf and /etc/hostname over files it creates when the
 /// image lacks them; those empty stubs are the runtime's, not the step's, and stay out of the layer (as
-/// docker and buildah keep them out).
+/// docker and buildah keep them out). The step may have replaced /etc with a symlink to anywhere: the
+/// upper is walked from descriptors, so only a real `etc` directory of the upper is touched.
 fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf]) {
-    for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
-        let p = upper.join(f);
-        let stub = p.symlink_metadata().is_ok_and(|m| m.is_file() && m.len() == 0);
-        let in_image = crate::layer::lower::lookup(lowers, f.as_bytes()).ok().flatten().is_some();
+    let etc = Dir::open(upper).ok().and_then(|root| root.entry(std::ffi::OsStr::new("etc")).ok().flatten());
+    let Some(etc) = etc.filter(|e| e.meta().is_dir()).and_then(|e| e.open_dir().ok()) else { return };
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        let name = std::ffi::OsStr::new(f);
+        let stub = etc.entry(name).ok().flatten().is_some_and(|e| e.meta().is_file() && e.meta().size() == 0);
+        let in_image =
+            crate::layer::lower::lookup(lowers, format!("etc/{f}").as_bytes()).ok().flatten().is_some();
         if stub && !in_image {
-            let _ = std::fs::remove_file(&p);
+            let _ = etc.remove_file(name);
         }
     }
+}
+
+/// Resolve the sources of a COPY/ADD inside `root` (heredocs excepted; URLs refused).
+fn copy_sources(add: bool, srcs: &[String], root: &Dir, ignore: &Ignore) -> Result<Vec<Source>, String> {
+    let mut sources = Vec::new();
+    for s in srcs.iter().filter(|s| !s.starts_with("<<")) {
+        if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+            return Err(format!(
+                "ADD from a URL ({s}) is not supported: download it in a RUN step or into the context"
+            ));
+        }
+        sources.extend(context::resolve_sources(root, s, ignore)?);
+    }
+    Ok(sources)
+}
+
+/// What a COPY/ADD writes into its layer tar.
+struct CopyPlan<'a> {
+    add: bool,
+    owner: Owner,
+    clamp: Option<u64>,
+    ignore: Option<&'a Ignore>,
+    heredocs: &'a [Heredoc],
+    sources: &'a [Source],
+    dest_rel: &'a Path,
+    dest_is_dir: bool,
+}
+
+impl CopyPlan<'_> {
+    /// The layer tar: heredocs, then each source (an ADDed local archive unpacked, a directory's
+    /// contents into the destination, anything else under its own name when the destination is a
+    /// directory).
+    fn write(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut t = CopyTar::new(out, self.owner, self.clamp);
+        if let Some(ig) = self.ignore {
+            t = t.with_ignore(ig);
+        }
+        let into_dir = |name: &Path| {
+            if self.dest_is_dir {
+                self.dest_rel.join(name)
+            } else {
+                self.dest_rel.to_path_buf()
+            }
+        };
+        for h in self.heredocs {
+            let target = if self.heredocs.len() > 1 {
+                self.dest_rel.join(&h.name)
+            } else {
+                into_dir(Path::new(&h.name))
+            };
+            t.add_bytes(&target, h.body.as_bytes())?;
+        }
+        for s in self.sources {
+            let meta = s.entry.meta();
+            if self.add && meta.is_file() && looks_like_archive(&mut s.entry.open_file()?) {
+                t.add_archive(s.entry.open_file()?, self.dest_rel)?;
+            } else if meta.is_dir() {
+                t.add(s, self.dest_rel)?;
+            } else {
+                t.add(s, &into_dir(s.rel.file_name().map(Path::new).unwrap_or(Path::new(""))))?;
+            }
+        }
+        t.finish()
+    }
+}
+
+/// The text of the file `rel` of the rootfs at `root`, resolved inside it; empty when it is missing.
+fn read_in_root(root: &Path, rel: &str) -> std::io::Result<String> {
+    let mut data = Vec::new();
+    if let Some(found) = Dir::open(root)?.resolve(Path::new(rel))?.filter(|r| r.entry.meta().is_file()) {
+        std::io::Read::read_to_end(&mut found.entry.open_file()?, &mut data)?;
+    }
+    Ok(String::from_utf8_lossy(&data).into_owned())
 }
 
 /// `/a/./b/../c` → `a/c`: the destination as a path relative to the image root.
@@ -891,10 +958,9 @@ fn predefined_arg(k: &str) -> Option<String> {
     })
 }
 
-fn looks_like_archive(p: &Path) -> bool {
+fn looks_like_archive(f: &mut std::fs::File) -> bool {
     let mut magic = [0u8; 262];
-    let Ok(mut f) = std::fs::File::open(p) else { return false };
-    let n = std::io::Read::read(&mut f, &mut magic).unwrap_or(0);
+    let n = std::io::Read::read(f, &mut magic).unwrap_or(0);
     let m = &magic[..n];
     m.starts_with(&[0x1f, 0x8b])
         || m.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])

@@ -1,14 +1,19 @@
 //! The build context: which files COPY/ADD may see (`.dockerignore`), their content hash for the build
 //! cache, and the tar entries a COPY turns them into.
 //!
+//! Sources are read through [`crate::layer::walk`]: resolved inside the context (or a stage's rootfs) as
+//! if it were `/`, as docker/BuildKit and buildah do, so no symlink in it can name a host file; a symlink
+//! inside a copied tree is copied as a symlink.
+//!
 //! `.dockerignore` matching is written here because its rules are docker's own (Go `filepath.Match` per
 //! path component, `**` for any number of components, `!` exceptions, last match wins, a directory's
 //! exclusion covering its contents): neither gitignore crates nor shell globs implement exactly that.
 
+use crate::layer::walk::{self, Dir, Entry, Kind};
 use sha2::{Digest as _, Sha256};
-use std::fs;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// One `.dockerignore` rule.
@@ -25,13 +30,12 @@ pub struct Ignore {
 }
 
 impl Ignore {
-    /// Read `CONTEXT/.dockerignore` (absent = nothing ignored).
-    pub fn load(context: &Path) -> io::Result<Ignore> {
-        match fs::read_to_string(context.join(".dockerignore")) {
-            Ok(text) => Ok(Ignore::parse(&text)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ignore::default()),
-            Err(e) => Err(e),
-        }
+    /// Read `.dockerignore` of the context `root` (absent = nothing ignored), resolved inside it.
+    pub fn load(root: &Dir) -> io::Result<Ignore> {
+        let Some(found) = root.resolve(Path::new(".dockerignore"))? else { return Ok(Ignore::default()) };
+        let mut text = String::new();
+        found.entry.open_file()?.read_to_string(&mut text)?;
+        Ok(Ignore::parse(&text))
     }
 
     /// Parse rules from text.
@@ -117,18 +121,23 @@ pub fn glob(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
-/// A context source that a COPY resolved: the file or directory on disk and its path relative to the
-/// context.
-#[derive(Debug, Clone)]
+/// A COPY source, resolved inside its root (the context or a stage's rootfs).
+#[derive(Debug)]
 pub struct Source {
-    /// On-disk path.
-    pub path: PathBuf,
-    /// Relative to the context root.
+    /// The source as written (a wildcard expanded), relative to the root: its last component names it in
+    /// a destination directory, as docker names it.
     pub rel: PathBuf,
+    /// Where it resolved to, relative to the root (symlinks followed inside the root): what
+    /// `.dockerignore` is checked against, since an excluded file is not in the context at all.
+    pub resolved: PathBuf,
+    /// The file or directory itself, pinned (see [`crate::layer::walk`]).
+    pub entry: Entry,
 }
 
-/// Resolve a COPY source (may be a glob in its last component) inside `root`; never outside it.
-pub fn resolve_sources(root: &Path, src: &str, ignore: &Ignore) -> Result<Vec<Source>, String> {
+/// Resolve a COPY source (may be a glob in its last component) inside `root`, as docker/BuildKit do:
+/// symlinks, the last one too, are followed as if `root` were `/`, so a link pointing outside names
+/// whatever is at that path inside the root (usually nothing: "not found"), never a host file.
+pub fn resolve_sources(root: &Dir, src: &str, ignore: &Ignore) -> Result<Vec<Source>, String> {
     let mut rel = PathBuf::new();
     for c in Path::new(src).components() {
         match c {
@@ -140,35 +149,34 @@ pub fn resolve_sources(root: &Path, src: &str, ignore: &Ignore) -> Result<Vec<So
         }
     }
     let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-    let is_glob = name.contains(['*', '?', '[']);
     let mut out = Vec::new();
-    if is_glob {
-        let dir = root.join(&parent);
-        let mut names: Vec<String> = fs::read_dir(&dir)
-            .map_err(|e| format!("COPY source {src:?}: {e}"))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| glob(name.as_bytes(), n.as_bytes()))
-            .collect();
-        names.sort();
-        for n in names {
-            let r = parent.join(&n);
+    if name.contains(['*', '?', '[']) {
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = resolve_one(root, &parent, src, ignore)?.entry.open_dir().map_err(|e| e.to_string())?;
+        let names = dir.names().map_err(|e| e.to_string())?;
+        for n in names.iter().filter(|n| glob(name.as_bytes(), n.as_bytes())) {
+            let r = parent.join(n);
             if !ignore.excluded(&r) {
-                out.push(Source { path: root.join(&r), rel: r });
+                out.push(resolve_one(root, &r, &r.to_string_lossy(), ignore)?);
             }
         }
     } else if rel.as_os_str().is_empty() || !ignore.excluded(&rel) {
-        let path = root.join(&rel);
-        if path.symlink_metadata().is_err() {
-            return Err(format!("COPY failed: file not found in build context: {src}"));
-        }
-        out.push(Source { path, rel });
+        out.push(resolve_one(root, &rel, src, ignore)?);
     }
     if out.is_empty() {
         return Err(format!("COPY failed: no source files were specified or matched: {src}"));
     }
     Ok(out)
+}
+
+/// Resolve one source path inside `root`; a target `.dockerignore` excludes is not there either.
+fn resolve_one(root: &Dir, rel: &Path, src: &str, ignore: &Ignore) -> Result<Source, String> {
+    let not_found = || format!("COPY failed: file not found in build context: {src}");
+    let found = root.resolve(rel).map_err(|e| format!("COPY source {src:?}: {e}"))?.ok_or_else(not_found)?;
+    if !found.rel.as_os_str().is_empty() && ignore.excluded(&found.rel) {
+        return Err(not_found());
+    }
+    Ok(Source { rel: rel.to_path_buf(), resolved: found.rel, entry: found.entry })
 }
 
 /// Ownership and mode overrides of COPY/ADD.
@@ -188,7 +196,6 @@ pub struct CopyTar<'a> {
     tar: tar::Builder<&'a mut dyn Write>,
     owner: Owner,
     ignore: Option<&'a Ignore>,
-    context_root: Option<&'a Path>,
     mtime_clamp: Option<u64>,
 }
 
@@ -198,39 +205,36 @@ impl<'a> CopyTar<'a> {
         let mut tar = tar::Builder::new(out);
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
-        CopyTar { tar, owner, ignore: None, context_root: None, mtime_clamp }
+        CopyTar { tar, owner, ignore: None, mtime_clamp }
     }
 
-    /// Skip entries the context's `.dockerignore` excludes (paths relative to `root`).
-    pub fn with_ignore(mut self, ignore: &'a Ignore, root: &'a Path) -> Self {
+    /// Skip entries the context's `.dockerignore` excludes.
+    pub fn with_ignore(mut self, ignore: &'a Ignore) -> Self {
         self.ignore = Some(ignore);
-        self.context_root = Some(root);
         self
     }
 
     /// Copy `src` (file, dir or symlink) to `dest` in the image (`dest` relative, no leading slash). A
-    /// directory's contents go into `dest`, as docker copies directories.
-    pub fn add(&mut self, src: &Path, dest: &Path) -> io::Result<()> {
-        let meta = src.symlink_metadata()?;
-        if meta.is_dir() {
-            self.entry(src, dest, &meta)?;
-            let mut names: Vec<_> = fs::read_dir(src)?.flatten().map(|e| e.file_name()).collect();
-            names.sort();
-            for n in names {
-                let child = src.join(&n);
-                if let (Some(ig), Some(root)) = (self.ignore, self.context_root) {
-                    if let Ok(rel) = child.strip_prefix(root) {
-                        if ig.excluded(rel) {
-                            continue;
-                        }
-                    }
-                }
-                self.add(&child, &dest.join(&n))?;
-            }
-            Ok(())
-        } else {
-            self.entry(src, dest, &meta)
+    /// directory's contents go into `dest`, as docker copies directories; symlinks inside it are copied
+    /// as symlinks, never followed.
+    pub fn add(&mut self, src: &Source, dest: &Path) -> io::Result<()> {
+        let is_dir = src.entry.meta().is_dir();
+        // `COPY dir /`: the contents go into the image root, which keeps its own metadata (a tar entry
+        // cannot name the root anyway).
+        if !(is_dir && dest.as_os_str().is_empty()) {
+            self.entry(&src.entry, dest)?;
         }
+        if !is_dir {
+            return Ok(());
+        }
+        let dir = src.entry.open_dir()?;
+        walk::walk::<io::Error>(&dir, &mut |rel, e| {
+            if self.ignore.is_some_and(|ig| ig.excluded(&src.resolved.join(rel))) {
+                return Ok(false);
+            }
+            self.entry(e, &dest.join(rel))?;
+            Ok(true)
+        })
     }
 
     /// Add a file with the given content (heredoc COPY).
@@ -246,9 +250,9 @@ impl<'a> CopyTar<'a> {
         self.tar.append_data(&mut h, dest, data)
     }
 
-    fn entry(&mut self, src: &Path, dest: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    fn entry(&mut self, e: &Entry, dest: &Path) -> io::Result<()> {
+        let meta = e.meta();
         let mut h = tar::Header::new_gnu();
-        h.set_metadata_in_mode(meta, tar::HeaderMode::Complete);
         let (u, g) = match (self.owner.ids, self.owner.keep_ids) {
             (Some(ids), _) => ids,
             (None, true) => (meta.uid(), meta.gid()),
@@ -258,33 +262,32 @@ impl<'a> CopyTar<'a> {
         h.set_gid(g.into());
         h.set_username("")?;
         h.set_groupname("")?;
-        if let Some(m) = self.owner.mode {
-            if !meta.file_type().is_symlink() {
-                h.set_mode(m);
+        match self.owner.mode {
+            Some(m) if !meta.is_symlink() => h.set_mode(m),
+            _ => h.set_mode(meta.mode()),
+        }
+        let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+        h.set_mtime(self.mtime_clamp.map_or(mtime, |c| mtime.min(c)));
+        h.set_size(0);
+        match meta.kind() {
+            Kind::Symlink => {
+                let target = e.read_link()?;
+                h.set_entry_type(tar::EntryType::Symlink);
+                self.tar.append_link(&mut h, dest, OsStr::from_bytes(&target))
             }
-        } else {
-            h.set_mode(meta.permissions().mode() & 0o7777);
-        }
-        if let Some(c) = self.mtime_clamp {
-            h.set_mtime(h.mtime().unwrap_or(0).min(c));
-        }
-        let ft = meta.file_type();
-        if ft.is_symlink() {
-            let target = fs::read_link(src)?;
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            self.tar.append_link(&mut h, dest, &target)
-        } else if ft.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            self.tar.append_data(&mut h, dest, io::empty())
-        } else if ft.is_file() {
-            h.set_entry_type(tar::EntryType::Regular);
-            let f = fs::File::open(src)?;
-            self.tar.append_data(&mut h, dest, f)
-        } else {
+            Kind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                self.tar.append_data(&mut h, dest, io::empty())
+            }
+            Kind::File => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(meta.size());
+                // No more than the size in the header, even if the file grows meanwhile.
+                let f = e.open_file()?.take(meta.size());
+                self.tar.append_data(&mut h, dest, f)
+            }
             // fifos, sockets and devices in a build context are skipped, as docker does for sockets.
-            Ok(())
+            _ => Ok(()),
         }
     }
 
@@ -338,40 +341,48 @@ impl<'a> CopyTar<'a> {
 
 /// Content hash of sources for the build cache: names, types, modes and file contents (not times: a
 /// touched but unchanged file must still hit the cache, as BuildKit's content-based cache does).
-pub fn hash_sources(sources: &[Source], ignore: &Ignore, root: &Path) -> io::Result<String> {
+pub fn hash_sources(sources: &[Source], ignore: &Ignore) -> io::Result<String> {
     let mut h = Sha256::new();
     for s in sources {
-        hash_tree(&mut h, &s.path, &s.rel, ignore, root)?;
+        hash_entry(&mut h, &s.rel, &s.entry)?;
+        if s.entry.meta().is_dir() {
+            let dir = s.entry.open_dir()?;
+            walk::walk::<io::Error>(&dir, &mut |rel, e| {
+                if ignore.excluded(&s.resolved.join(rel)) {
+                    return Ok(false);
+                }
+                hash_entry(&mut h, &s.rel.join(rel), e)?;
+                Ok(true)
+            })?;
+        }
     }
     Ok(hex::encode(h.finalize()))
 }
 
-fn hash_tree(h: &mut Sha256, path: &Path, rel: &Path, ignore: &Ignore, root: &Path) -> io::Result<()> {
-    let meta = path.symlink_metadata()?;
-    h.update(rel.as_os_str().as_encoded_bytes());
-    h.update([0]);
-    h.update(meta.permissions().mode().to_le_bytes());
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        h.update(fs::read_link(path)?.as_os_str().as_encoded_bytes());
-    } else if ft.is_file() {
-        h.update(meta.len().to_le_bytes());
-        let mut f = fs::File::open(path)?;
-        io::copy(&mut f, h)?;
-    } else if ft.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(path)?.flatten().map(|e| e.file_name()).collect();
-        names.sort();
-        for n in names {
-            let child = path.join(&n);
-            if let Ok(r) = child.strip_prefix(root) {
-                if ignore.excluded(r) {
-                    continue;
-                }
-            }
-            hash_tree(h, &child, &rel.join(&n), ignore, root)?;
+/// One entry of the hash: its name, type and mode, then its content, each part length-prefixed so no
+/// two different trees hash alike.
+fn hash_entry(h: &mut Sha256, rel: &Path, e: &Entry) -> io::Result<()> {
+    let meta = e.meta();
+    let name = rel.as_os_str().as_bytes();
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name);
+    h.update([meta.kind() as u8]);
+    h.update(meta.mode().to_le_bytes());
+    match meta.kind() {
+        Kind::Symlink => {
+            let target = e.read_link()?;
+            h.update((target.len() as u64).to_le_bytes());
+            h.update(&target);
         }
+        Kind::File => {
+            h.update(meta.size().to_le_bytes());
+            let copied = io::copy(&mut e.open_file()?.take(meta.size()), h)?;
+            if copied != meta.size() {
+                return Err(io::Error::other(format!("{}: changed while being read", e.path().display())));
+            }
+        }
+        _ => {}
     }
-    h.update([1]);
     Ok(())
 }
 

@@ -392,6 +392,18 @@ pub struct CommitArgs {
     /// Author.
     #[arg(short = 'a', long)]
     author: Option<String>,
+    /// Pause a running container while its changes are read (docker's default; `--pause=false` reads
+    /// them while it runs).
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pause: bool,
     /// Container.
     container: String,
     /// New image reference.
@@ -420,6 +432,7 @@ pub fn commit(a: CommitArgs, g: &Globals) -> anyhow::Result<i32> {
         name.as_deref(),
         a.message.as_deref(),
         a.author.as_deref(),
+        a.pause,
     )
     .map_err(anyhow::Error::msg)?;
     crate::outln!("{}", rec.id);

@@ -18,7 +18,7 @@ mod kept;
 mod ops;
 mod overlay;
 mod readahead;
-mod sys;
+pub(crate) mod sys;
 mod tree;
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -75,6 +75,23 @@ pub fn open_dir_at(dir: RawFd, name: &OsStr) -> SysResult<OwnedFd> {
 /// Open a path relative to `root` that must not traverse symlinks nor leave `root` (openat2
 /// RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), as a directory.
 pub fn open_dir_beneath(root: RawFd, path: &OsStr) -> SysResult<OwnedFd> {
+    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+    const RESOLVE_BENEATH: u64 = 0x08;
+    openat2(root, path, libc::O_RDONLY | libc::O_DIRECTORY, RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH)
+}
+
+/// Open `path` as if `root` were `/` (openat2 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): absolute
+/// symlinks and `..` resolve inside `root` and can never name anything outside it, the way a chroot at
+/// `root` would see the tree. A final symlink is followed (inside `root`) unless `flags` has
+/// `O_NOFOLLOW`. This is how docker/BuildKit scope COPY sources to the build context or a stage's rootfs.
+pub fn open_in_root(root: RawFd, path: &OsStr, flags: i32) -> SysResult<OwnedFd> {
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+/// `openat2(2)` of `path` (a leading `/` dropped; empty = `.`) relative to `root` with `resolve` flags.
+fn openat2(root: RawFd, path: &OsStr, flags: i32, resolve: u64) -> SysResult<OwnedFd> {
     let rel = path.as_bytes().strip_prefix(b"/").unwrap_or(path.as_bytes());
     let rel = if rel.is_empty() { &b"."[..] } else { rel };
     let c = CString::new(rel).map_err(|_| libc::EINVAL)?;
@@ -84,28 +101,72 @@ pub fn open_dir_beneath(root: RawFd, path: &OsStr) -> SysResult<OwnedFd> {
         mode: u64,
         resolve: u64,
     }
-    const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-    const RESOLVE_BENEATH: u64 = 0x08;
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH,
-    };
-    // SAFETY: openat2 with a valid path and a correctly laid out open_how of the given size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(last());
+    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve };
+    let mut raced = 0;
+    loop {
+        // SAFETY: openat2 with a valid path and a correctly laid out open_how of the given size.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: fd was just returned by openat2.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        // EAGAIN: a concurrent rename raced a scoped `..` (the kernel refuses rather than risk an escape);
+        // retried a bounded number of times, so a tree renamed without pause cannot keep us spinning.
+        match last() {
+            libc::EINTR => continue,
+            libc::EAGAIN if raced < 64 => raced += 1,
+            e => return Err(e),
+        }
     }
-    // SAFETY: fd was just returned by openat2.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The `/proc/self/fd/N` path of a descriptor: the kernel resolves it to exactly the file `fd` pins.
+fn fd_proc_path(fd: RawFd) -> CString {
+    // A decimal number has no NUL byte.
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+/// A new open file description, with `flags`, of the file that `fd` pins (typically an `O_PATH`
+/// descriptor): the reopen goes through `/proc/self/fd/N`, so it is the same inode whatever has been
+/// renamed or replaced since, and it is never a symlink (reopening one fails with ELOOP).
+pub fn reopen(fd: RawFd, flags: i32) -> SysResult<OwnedFd> {
+    let path = fd_proc_path(fd);
+    loop {
+        // SAFETY: valid C string; the returned fd is owned by the OwnedFd.
+        let r = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        if r >= 0 {
+            // SAFETY: r was just returned by open and is not owned elsewhere.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r) });
+        }
+        match last() {
+            libc::EINTR => continue,
+            e => return Err(e),
+        }
+    }
+}
+
+/// Names of the xattrs (NUL-separated) of the file `fd` pins, for any file type: through
+/// `/proc/self/fd/N`, whose magic link lands on the pinned inode itself, so for an `O_PATH|O_NOFOLLOW`
+/// descriptor of a symlink these are the symlink's own xattrs, and a device is never opened.
+pub fn list_xattr_pinned(fd: RawFd) -> SysResult<Vec<u8>> {
+    let path = fd_proc_path(fd);
+    // SAFETY: buffer pointer/length pairs come from xattr_buf.
+    xattr_buf(|p, l| unsafe { libc::listxattr(path.as_ptr(), p.cast(), l) })
+}
+
+/// Value of xattr `attr` of the file `fd` pins (see [`list_xattr_pinned`]).
+pub fn get_xattr_pinned(fd: RawFd, attr: &CStr) -> SysResult<Vec<u8>> {
+    let path = fd_proc_path(fd);
+    // SAFETY: buffer pointer/length pairs come from xattr_buf.
+    xattr_buf(|p, l| unsafe { libc::getxattr(path.as_ptr(), attr.as_ptr(), p, l) })
 }
 
 /// `mkdirat`.

@@ -11,12 +11,14 @@
 //! owners without user/group names, whole-second mtimes clamped to `SOURCE_DATE_EPOCH` when given.
 
 use super::lower::{self, OPAQUE_XATTR, USER_OPAQUE_XATTR};
+use super::walk::{Dir, Entry, Kind, Meta, Xattrs};
 use super::{sys, LayerError};
 use crate::digest::{Digest, HashingWriter};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Knobs for [`diff`].
@@ -89,15 +91,15 @@ pub fn diff<W: Write>(
         links: HashMap::new(),
         buf: vec![0u8; 256 * 1024],
     };
-    let root_meta = upper.symlink_metadata().map_err(|e| LayerError::io_path(upper, "stat", e))?;
-    if !root_meta.is_dir() {
-        return Err(LayerError::io_path(upper, "open", io::Error::from_raw_os_error(libc::ENOTDIR)));
-    }
-    if lower::is_opaque(upper).map_err(|e| LayerError::io_path(upper, "read xattrs", e))? {
+    // The upper may belong to a running container: it is read from directory descriptors only (see
+    // `walk`), so a directory swapped for a symlink mid-walk can never lead outside it.
+    let root = Dir::open(upper)?;
+    let root_meta = root.meta()?;
+    if is_opaque_xattrs(&root.xattrs()?) {
         w.marker(b".wh..wh..opq", &root_meta)?;
         w.stats.opaques += 1;
     }
-    w.dir_children(upper, &mut Vec::new())?;
+    w.dir_children(&root, &mut Vec::new())?;
     // End of archive: two zero blocks.
     w.out.write_all(&[0u8; 1024]).map_err(LayerError::Write)?;
     w.out.flush().map_err(LayerError::Write)?;
@@ -197,7 +199,7 @@ enum Body<'f> {
 }
 
 impl<W: Write> Writer<'_, W> {
-    fn mtime(&self, meta: &std::fs::Metadata) -> u64 {
+    fn mtime(&self, meta: &Meta) -> u64 {
         let t = u64::try_from(meta.mtime()).unwrap_or(0);
         match self.opts.source_date_epoch {
             Some(sde) => t.min(sde),
@@ -205,63 +207,62 @@ impl<W: Write> Writer<'_, W> {
         }
     }
 
-    fn dir_children(&mut self, dir: &Path, rel: &mut Vec<u8>) -> Result<(), LayerError> {
-        let rd = std::fs::read_dir(dir).map_err(|e| LayerError::io_path(dir, "read directory", e))?;
-        let mut names = Vec::new();
-        for e in rd {
-            names.push(e.map_err(|e| LayerError::io_path(dir, "read directory", e))?.file_name());
-        }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+    fn dir_children(&mut self, dir: &Dir, rel: &mut Vec<u8>) -> Result<(), LayerError> {
+        for name in dir.names()? {
             let base = rel.len();
             if !rel.is_empty() {
                 rel.push(b'/');
             }
             rel.extend_from_slice(name.as_bytes());
-            let path = dir.join(&name);
-            let r = self.node(&path, rel);
+            // An entry removed since the listing (a running container) is simply not in the layer.
+            let r = match dir.entry(&name) {
+                Ok(Some(e)) => self.node(&e, rel),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
             rel.truncate(base);
             r?;
         }
         Ok(())
     }
 
-    fn node(&mut self, path: &Path, rel: &mut Vec<u8>) -> Result<(), LayerError> {
-        let meta = path.symlink_metadata().map_err(|e| LayerError::io_path(path, "stat", e))?;
-        if lower::is_whiteout(&meta) {
+    fn node(&mut self, e: &Entry, rel: &mut Vec<u8>) -> Result<(), LayerError> {
+        let meta = *e.meta();
+        if meta.is_whiteout() {
             return self.whiteout(rel, &meta);
         }
-        if meta.file_type().is_socket() {
+        if meta.kind() == Kind::Socket {
             self.stats.skipped_sockets += 1;
             return Ok(());
         }
-        let xattrs = sys::lxattrs(path).map_err(|e| LayerError::io_path(path, "read xattrs", e))?;
+        let xattrs = e.xattrs()?;
         if meta.is_dir() {
+            let dir = e.open_dir()?;
             if let Some(r) = xattr_value(&xattrs, &REDIRECT) {
                 // A lower directory renamed here (redirect_dir): OCI has no rename, so the directory is
                 // written whole (opaque), merged from the upper and the renamed lower directory.
-                let origin = redirect_origin(path, rel, r)?;
+                let origin = redirect_origin(e.path(), rel, r)?;
                 let sources = lower::dir_sources(self.lowers, &origin)
-                    .map_err(|e| LayerError::io_path(path, "look up in lower layers", e))?;
+                    .map_err(|err| LayerError::io_path(e.path(), "look up in lower layers", err))?;
                 self.dir_header(rel, &meta, &xattrs, true)?;
-                return self.merged_children(rel, Some(path), &sources, &origin);
+                return self.merged_children(rel, Some(&dir), &sources, &origin);
             }
             self.dir_header(rel, &meta, &xattrs, is_opaque_xattrs(&xattrs))?;
-            return self.dir_children(path, rel);
+            return self.dir_children(&dir, rel);
         }
-        if meta.is_file() && meta.len() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
+        if meta.is_file() && meta.size() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
             return self.whiteout(rel, &meta);
         }
         let lower_rel = rel.clone();
-        self.leaf(path, rel, &meta, &xattrs, &lower_rel)
+        self.leaf(e, rel, &xattrs, &lower_rel)
     }
 
     /// A directory entry, plus its `.wh..wh..opq` marker when `opaque`.
     fn dir_header(
         &mut self,
         rel: &[u8],
-        meta: &std::fs::Metadata,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
+        meta: &Meta,
+        xattrs: &Xattrs,
         opaque: bool,
     ) -> Result<(), LayerError> {
         let mut name = rel.to_vec();
@@ -283,17 +284,14 @@ impl<W: Write> Writer<'_, W> {
     fn merged_children(
         &mut self,
         rel: &mut Vec<u8>,
-        upper: Option<&Path>,
+        upper: Option<&Dir>,
         sources: &[PathBuf],
         lower_rel: &[u8],
     ) -> Result<(), LayerError> {
+        let source_dirs = sources.iter().map(|s| Dir::open(s)).collect::<Result<Vec<_>, _>>()?;
         let mut names = std::collections::BTreeSet::new();
-        for d in upper.iter().map(|p| p.to_path_buf()).chain(sources.iter().cloned()) {
-            let rd = std::fs::read_dir(&d).map_err(|e| LayerError::io_path(&d, "read directory", e))?;
-            for e in rd {
-                let e = e.map_err(|e| LayerError::io_path(&d, "read directory", e))?;
-                names.insert(e.file_name().as_bytes().to_vec());
-            }
+        for d in upper.into_iter().chain(&source_dirs) {
+            names.extend(d.names()?.into_iter().map(OsString::into_vec));
         }
         for name in names {
             let base = rel.len();
@@ -306,7 +304,7 @@ impl<W: Write> Writer<'_, W> {
                 child_lower.push(b'/');
             }
             child_lower.extend_from_slice(&name);
-            let r = self.merged_child(rel, upper, sources, &name, &child_lower);
+            let r = self.merged_child(rel, upper, sources, &source_dirs, &name, &child_lower);
             rel.truncate(base);
             r?;
         }
@@ -316,61 +314,57 @@ impl<W: Write> Writer<'_, W> {
     fn merged_child(
         &mut self,
         rel: &mut Vec<u8>,
-        upper: Option<&Path>,
+        upper: Option<&Dir>,
         sources: &[PathBuf],
+        source_dirs: &[Dir],
         name: &[u8],
         lower_rel: &[u8],
     ) -> Result<(), LayerError> {
-        let stat = |p: &Path| match p.symlink_metadata() {
-            Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LayerError::io_path(p, "stat", e)),
-        };
-        if let Some(u) = upper {
-            let p = u.join(sys::os(name));
-            if let Some(meta) = stat(&p)? {
-                if lower::is_whiteout(&meta) || meta.file_type().is_socket() {
-                    return Ok(());
-                }
-                let xattrs = sys::lxattrs(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))?;
-                if meta.is_file() && meta.len() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
-                    return Ok(());
-                }
-                if !meta.is_dir() {
-                    return self.leaf(&p, rel, &meta, &xattrs, lower_rel);
-                }
-                let (subs, sub_lower) = if is_opaque_xattrs(&xattrs) {
-                    (Vec::new(), lower_rel.to_vec())
-                } else if let Some(r) = xattr_value(&xattrs, &REDIRECT) {
-                    let origin = redirect_origin(&p, lower_rel, r)?;
-                    let subs = lower::dir_sources(self.lowers, &origin)
-                        .map_err(|e| LayerError::io_path(&p, "look up in lower layers", e))?;
-                    (subs, origin)
-                } else {
-                    (
-                        lower::sub_sources(sources, name).map_err(|e| LayerError::io_path(&p, "stat", e))?,
-                        lower_rel.to_vec(),
-                    )
-                };
-                self.dir_header(rel, &meta, &xattrs, false)?;
-                return self.merged_children(rel, Some(&p), &subs, &sub_lower);
-            }
-        }
-        for (i, s) in sources.iter().enumerate() {
-            let p = s.join(sys::os(name));
-            let Some(meta) = stat(&p)? else { continue };
-            if lower::is_whiteout(&meta) {
+        if let Some(e) = upper.map(|u| u.entry(sys::os(name))).transpose()?.flatten() {
+            let meta = *e.meta();
+            if meta.is_whiteout() || meta.kind() == Kind::Socket {
                 return Ok(());
             }
-            let xattrs = sys::lxattrs(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))?;
-            if !meta.is_dir() {
-                return self.leaf(&p, rel, &meta, &xattrs, lower_rel);
+            let xattrs = e.xattrs()?;
+            if meta.is_file() && meta.size() == 0 && has_any_xattr(&xattrs, &XATTR_WHITEOUT) {
+                return Ok(());
             }
-            let mut subs = vec![p.clone()];
-            if !lower::is_opaque(&p).map_err(|e| LayerError::io_path(&p, "read xattrs", e))? {
+            if !meta.is_dir() {
+                return self.leaf(&e, rel, &xattrs, lower_rel);
+            }
+            let (subs, sub_lower) = if is_opaque_xattrs(&xattrs) {
+                (Vec::new(), lower_rel.to_vec())
+            } else if let Some(r) = xattr_value(&xattrs, &REDIRECT) {
+                let origin = redirect_origin(e.path(), lower_rel, r)?;
+                let subs = lower::dir_sources(self.lowers, &origin)
+                    .map_err(|err| LayerError::io_path(e.path(), "look up in lower layers", err))?;
+                (subs, origin)
+            } else {
+                (
+                    lower::sub_sources(sources, name)
+                        .map_err(|err| LayerError::io_path(e.path(), "stat", err))?,
+                    lower_rel.to_vec(),
+                )
+            };
+            self.dir_header(rel, &meta, &xattrs, false)?;
+            let dir = e.open_dir()?;
+            return self.merged_children(rel, Some(&dir), &subs, &sub_lower);
+        }
+        for (i, (s, sd)) in sources.iter().zip(source_dirs).enumerate() {
+            let Some(e) = sd.entry(sys::os(name))? else { continue };
+            let meta = *e.meta();
+            if meta.is_whiteout() {
+                return Ok(());
+            }
+            let xattrs = e.xattrs()?;
+            if !meta.is_dir() {
+                return self.leaf(&e, rel, &xattrs, lower_rel);
+            }
+            let mut subs = vec![s.join(sys::os(name))];
+            if !is_opaque_xattrs(&xattrs) {
                 subs.extend(
                     lower::sub_sources(&sources[i + 1..], name)
-                        .map_err(|e| LayerError::io_path(&p, "stat", e))?,
+                        .map_err(|err| LayerError::io_path(e.path(), "stat", err))?,
                 );
             }
             self.dir_header(rel, &meta, &xattrs, false)?;
@@ -381,68 +375,72 @@ impl<W: Write> Writer<'_, W> {
 
     /// A non-directory: file (hard link if its inode was written already; data from the lowers for a
     /// metadata-only copy-up, looked up at `lower_rel`), symlink, device or fifo.
-    fn leaf(
-        &mut self,
-        path: &Path,
-        rel: &[u8],
-        meta: &std::fs::Metadata,
-        xattrs: &[(Vec<u8>, Vec<u8>)],
-        lower_rel: &[u8],
-    ) -> Result<(), LayerError> {
-        let ft = meta.file_type();
-        if ft.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = self.links.get(&key) {
-                    let target = first.clone();
-                    self.entry(rel, meta, &[], Body::HardLink(target))?;
-                    self.stats.hardlinks += 1;
-                    return Ok(());
-                }
-                self.links.insert(key, rel.to_vec());
+    fn leaf(&mut self, e: &Entry, rel: &[u8], xattrs: &Xattrs, lower_rel: &[u8]) -> Result<(), LayerError> {
+        let meta = *e.meta();
+        let kind = match meta.kind() {
+            Kind::File => return self.file(e, rel, xattrs, lower_rel),
+            Kind::Symlink => {
+                let target = e.read_link()?;
+                self.entry(rel, &meta, xattrs, Body::Symlink(target))?;
+                self.stats.symlinks += 1;
+                return Ok(());
             }
-            let source = if has_any_xattr(xattrs, &METACOPY) {
-                self.stats.metacopies += 1;
-                self.metacopy_source(path, lower_rel, xattrs)?
-            } else {
-                path.to_path_buf()
-            };
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&source)
-                .map_err(|e| LayerError::io_path(&source, "open", e))?;
-            let size = meta.len();
-            self.entry(rel, meta, xattrs, Body::File { data: &mut f, size })?;
-            self.stats.files += 1;
-            self.stats.bytes += size;
-            return Ok(());
-        }
-        if ft.is_symlink() {
-            let t = std::fs::read_link(path).map_err(|e| LayerError::io_path(path, "readlink", e))?;
-            self.entry(rel, meta, xattrs, Body::Symlink(t.as_os_str().as_bytes().to_vec()))?;
-            self.stats.symlinks += 1;
-            return Ok(());
-        }
-        if ft.is_socket() {
-            self.stats.skipped_sockets += 1;
-            return Ok(());
-        }
-        let kind = if ft.is_char_device() {
-            tar::EntryType::Char
-        } else if ft.is_block_device() {
-            tar::EntryType::Block
-        } else {
-            tar::EntryType::Fifo
+            Kind::Socket => {
+                self.stats.skipped_sockets += 1;
+                return Ok(());
+            }
+            Kind::Dir => {
+                return Err(LayerError::io_path(
+                    e.path(),
+                    "write",
+                    io::Error::from_raw_os_error(libc::EISDIR),
+                ))
+            }
+            Kind::CharDevice => tar::EntryType::Char,
+            Kind::BlockDevice => tar::EntryType::Block,
+            Kind::Fifo => tar::EntryType::Fifo,
         };
         let rdev = meta.rdev();
         self.entry(
             rel,
-            meta,
+            &meta,
             xattrs,
             Body::Device { kind, major: libc::major(rdev), minor: libc::minor(rdev) },
         )?;
         self.stats.devices += 1;
+        Ok(())
+    }
+
+    /// A regular file, its data read from the pinned inode (or, for a metadata-only copy-up, from the
+    /// lowers); a hard link when its inode was written already.
+    fn file(&mut self, e: &Entry, rel: &[u8], xattrs: &Xattrs, lower_rel: &[u8]) -> Result<(), LayerError> {
+        let meta = *e.meta();
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key) {
+                let target = first.clone();
+                self.entry(rel, &meta, &[], Body::HardLink(target))?;
+                self.stats.hardlinks += 1;
+                return Ok(());
+            }
+            self.links.insert(key, rel.to_vec());
+        }
+        let mut f = if has_any_xattr(xattrs, &METACOPY) {
+            self.stats.metacopies += 1;
+            let source = self.metacopy_source(e.path(), lower_rel, xattrs)?;
+            // The lowers are store layers, never changed once written: a path is safe there.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&source)
+                .map_err(|err| LayerError::io_path(&source, "open", err))?
+        } else {
+            e.open_file()?
+        };
+        let size = meta.size();
+        self.entry(rel, &meta, xattrs, Body::File { data: &mut f, size })?;
+        self.stats.files += 1;
+        self.stats.bytes += size;
         Ok(())
     }
 
@@ -484,7 +482,7 @@ impl<W: Write> Writer<'_, W> {
         }
     }
 
-    fn whiteout(&mut self, rel: &[u8], meta: &std::fs::Metadata) -> Result<(), LayerError> {
+    fn whiteout(&mut self, rel: &[u8], meta: &Meta) -> Result<(), LayerError> {
         let (parent, name) = super::path::split(rel);
         let mut m = parent.to_vec();
         if !m.is_empty() {
@@ -498,7 +496,7 @@ impl<W: Write> Writer<'_, W> {
     }
 
     /// An empty marker file (whiteout, opaque): mode 0, root-owned, the mtime of what it stands for.
-    fn marker(&mut self, name: &[u8], meta: &std::fs::Metadata) -> Result<(), LayerError> {
+    fn marker(&mut self, name: &[u8], meta: &Meta) -> Result<(), LayerError> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0);
@@ -512,7 +510,7 @@ impl<W: Write> Writer<'_, W> {
     fn entry(
         &mut self,
         name: &[u8],
-        meta: &std::fs::Metadata,
+        meta: &Meta,
         xattrs: &[(Vec<u8>, Vec<u8>)],
         body: Body<'_>,
     ) -> Result<(), LayerError> {

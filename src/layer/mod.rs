@@ -8,6 +8,8 @@
 //! - [`compression`] detects and decodes gzip/zstd layer blobs.
 //! - [`tree`] snapshots a directory tree and compares two snapshots, the oracle check tests use against
 //!   `umoci unpack` and kernel overlayfs.
+//! - [`walk`] is the one way rimg reads a tree someone else may be changing (a running container's upper,
+//!   a build context, a stage's rootfs): from directory descriptors, each entry pinned before use.
 
 pub mod apply;
 pub mod compression;
@@ -18,6 +20,7 @@ pub mod pargz;
 pub mod path;
 mod sys;
 pub mod tree;
+pub mod walk;
 
 pub use apply::{apply, ApplyOptions, ApplyStats};
 pub use compression::{decompress, decompress_auto, Compression};
@@ -83,6 +86,12 @@ pub enum LayerError {
     /// Writing the output tar failed.
     #[error("writing layer tar: {0}")]
     Write(#[source] io::Error),
+}
+
+impl From<walk::WalkError> for LayerError {
+    fn from(e: walk::WalkError) -> LayerError {
+        LayerError::Io { path: e.path.display().to_string(), op: e.op, source: e.source }
+    }
 }
 
 impl LayerError {

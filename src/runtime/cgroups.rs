@@ -436,6 +436,65 @@ impl Cgroup {
             remove_dir_killing(d);
         }
     }
+
+    /// Can the container be frozen (cgroup v2, or v1 with a freezer hierarchy)?
+    pub fn can_freeze(&self) -> bool {
+        self.file(if self.v2 { "cgroup.freeze" } else { "freezer.state" }).is_some()
+    }
+
+    /// Freeze every process of the container (docker's pause): v2 `cgroup.freeze` = 1, v1
+    /// `freezer.state` = FROZEN. The kernel stops them asynchronously: [`Cgroup::wait_frozen`] waits for
+    /// it. On v1 the monitor is outside the freezer hierarchy ([`Cgroup::add_process_for_resources`]);
+    /// on v2 it is inside and the caller must move it out first, or a container process waiting for
+    /// its FUSE server would never stop.
+    pub fn freeze(&self) -> Result<(), RuntimeError> {
+        if self.v2 {
+            self.must_write("cgroup.freeze", "1", "pause")
+        } else {
+            self.must_write("freezer.state", "FROZEN", "pause")
+        }
+    }
+
+    /// Let the container's processes run again.
+    pub fn thaw(&self) -> Result<(), RuntimeError> {
+        if self.v2 {
+            self.must_write("cgroup.freeze", "0", "unpause")
+        } else {
+            self.must_write("freezer.state", "THAWED", "unpause")
+        }
+    }
+
+    /// Has the kernel stopped every process of the container (v2 `cgroup.events` says `frozen 1`; v1
+    /// `freezer.state` says FROZEN rather than FREEZING)?
+    pub fn is_frozen(&self) -> Result<bool, RuntimeError> {
+        let (file, done): (&str, fn(&str) -> bool) = if self.v2 {
+            ("cgroup.events", |t| t.lines().any(|l| l.trim() == "frozen 1"))
+        } else {
+            ("freezer.state", |t| t.trim() == "FROZEN")
+        };
+        let path = self
+            .file(file)
+            .ok_or_else(|| RuntimeError::Cgroup(format!("pause: this kernel has no {file}")))?;
+        fs::read_to_string(&path).map(|t| done(&t)).map_err(|e| cg_err("read", &path, e))
+    }
+
+    /// Wait until [`Cgroup::is_frozen`], for at most `limit` (runc gives a freeze 10 s too): a process
+    /// in an uninterruptible wait stops only once it returns to user space.
+    pub fn wait_frozen(&self, limit: Duration) -> Result<(), RuntimeError> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut pause = Duration::from_millis(1);
+        while !self.is_frozen()? {
+            if std::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Cgroup(format!(
+                    "pause: the container's processes did not stop within {} s",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        Ok(())
+    }
 }
 
 /// Remove a cgroup directory, SIGKILLing any process still in it first; retries briefly while the kernel

@@ -23,10 +23,8 @@ struct PasswdEntry {
     home: String,
 }
 
-fn passwd(root: &Path) -> Vec<PasswdEntry> {
-    std::fs::read_to_string(root.join("etc/passwd"))
-        .unwrap_or_default()
-        .lines()
+fn passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 6 {
@@ -43,10 +41,8 @@ fn passwd(root: &Path) -> Vec<PasswdEntry> {
 }
 
 /// (name, gid, members)
-fn groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
-    std::fs::read_to_string(root.join("etc/group"))
-        .unwrap_or_default()
-        .lines()
+fn groups(text: &str) -> Vec<(String, u32, Vec<String>)> {
+    text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 3 {
@@ -62,12 +58,19 @@ fn groups(root: &Path) -> Vec<(String, u32, Vec<String>)> {
 /// Resolve `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`, …) inside the rootfs at `root`.
 /// A numeric uid need not exist in /etc/passwd (docker allows that); a name must.
 pub fn resolve(root: &Path, spec: &str) -> Result<Identity, RuntimeError> {
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap_or_default();
+    resolve_with(&read("etc/passwd"), &read("etc/group"), spec)
+}
+
+/// [`resolve`] against the text of a passwd and a group file (for callers that read them themselves,
+/// like the builder, which must read a stage's files inside the stage's rootfs).
+pub fn resolve_with(passwd_text: &str, group_text: &str, spec: &str) -> Result<Identity, RuntimeError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let user = if user.is_empty() { "0" } else { user };
-    let pw = passwd(root);
+    let pw = passwd(passwd_text);
     let entry = match user.parse::<u32>() {
         Ok(uid) => pw.iter().find(|e| e.uid == uid),
         Err(_) => Some(pw.iter().find(|e| e.name == user).ok_or_else(|| {
@@ -78,7 +81,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<Identity, RuntimeError> {
         Some(e) => e.uid,
         None => user.parse().map_err(|_| RuntimeError::Invalid(format!("bad user {user}")))?,
     };
-    let grp = groups(root);
+    let grp = groups(group_text);
     let gid = match group {
         Some(g) if !g.is_empty() => match g.parse::<u32>() {
             Ok(n) => n,
