@@ -382,20 +382,31 @@ struct ImageDefaults {
     stop_signal: Option<String>,
 }
 
-/// (image as shown, image id, lowers top first, config defaults, containers dir)
-type ResolvedImage = (String, Option<String>, Vec<PathBuf>, ImageDefaults, PathBuf);
+/// The image a container is made from, found (and pulled when the policy says so).
+struct ResolvedImage {
+    /// The reference as the user gave it (shown by `ps`), or the rootfs directory for `--rootfs`.
+    shown: String,
+    /// Image id (config digest) when the image is in the store.
+    id: Option<String>,
+    /// Layer directories, top first.
+    lowers: Vec<PathBuf>,
+    /// What its config contributes to the spec.
+    defaults: ImageDefaults,
+    /// Where containers live.
+    containers_dir: PathBuf,
+}
 
 fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
     if a.rootfs {
         let dir = std::fs::canonicalize(&a.image).with_context(|| format!("rootfs {}", a.image))?;
         let containers = g.root.join("containers");
-        return Ok((
-            dir.to_string_lossy().into_owned(),
-            None,
-            vec![dir],
-            ImageDefaults::default(),
-            containers,
-        ));
+        return Ok(ResolvedImage {
+            shown: dir.to_string_lossy().into_owned(),
+            id: None,
+            lowers: vec![dir],
+            defaults: ImageDefaults::default(),
+            containers_dir: containers,
+        });
     }
     let store = super::pull::open_store(g)?;
     let lookup = |store: &crate::store::Store| store.image(&a.image);
@@ -425,16 +436,17 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
         d.user = c.user().clone().unwrap_or_default();
         d.stop_signal = c.stop_signal().clone();
     }
-    Ok((a.image.clone(), Some(record.id.to_string()), record.layer_dirs(&store), d, store.containers_dir()))
+    Ok(ResolvedImage {
+        shown: a.image.clone(),
+        id: Some(record.id.to_string()),
+        lowers: record.layer_dirs(&store),
+        defaults: d,
+        containers_dir: store.containers_dir(),
+    })
 }
 
-fn build_spec(
-    a: &Args,
-    image: String,
-    image_id: Option<String>,
-    lowers: Vec<PathBuf>,
-    d: ImageDefaults,
-) -> anyhow::Result<ContainerSpec> {
+fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
+    let ResolvedImage { shown: image, id: image_id, lowers, defaults: d, .. } = image;
     let (entrypoint, cmd) = match &a.entrypoint {
         Some(ep) => {
             let ep = if ep.is_empty() { Vec::new() } else { vec![ep.clone()] };
@@ -561,8 +573,9 @@ fn resources_of(a: &Args) -> anyhow::Result<Resources> {
 pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
     // First, before rimg opens a descriptor of its own that could land among them.
     crate::runtime::process::check_preserved_fds(a.preserve_fds).map_err(anyhow::Error::msg)?;
-    let (image, image_id, lowers, defaults, containers_dir) = resolve_image(&a, g)?;
-    let spec = build_spec(&a, image, image_id, lowers, defaults)?;
+    let image = resolve_image(&a, g)?;
+    let containers_dir = image.containers_dir.clone();
+    let spec = build_spec(&a, image)?;
     let containers = Containers::open(&containers_dir)?;
     let (state, lock) = containers.create(spec)?;
     let result = if a.detach {
