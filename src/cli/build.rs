@@ -29,8 +29,8 @@ pub struct BuildArgs {
     #[arg(long = "no-cache")]
     no_cache: bool,
     /// Network for RUN steps: none (default) or host.
-    #[arg(long, default_value = "none")]
-    network: String,
+    #[arg(long, value_enum, default_value_t = super::run::NetworkArg::None)]
+    network: super::run::NetworkArg,
     /// Print only the image ID.
     #[arg(short, long)]
     quiet: bool,
@@ -76,11 +76,7 @@ pub fn build(a: BuildArgs, g: &Globals) -> anyhow::Result<i32> {
     }
     let tags =
         a.tags.iter().map(|t| Reference::parse(t).map(|r| r.to_string())).collect::<Result<Vec<_>, _>>()?;
-    let network = match a.network.as_str() {
-        "none" | "default" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        other => anyhow::bail!("--network {other:?}: use none or host"),
-    };
+    let network = NetworkMode::from(a.network);
     builder::enter_private_mount_namespace().map_err(anyhow::Error::msg)?;
     let opts = BuildOptions {
         context: a.context.clone(),

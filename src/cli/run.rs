@@ -183,6 +183,7 @@ fn cap_names(names: &[String]) -> anyhow::Result<Vec<CapName>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NetworkArg {
     /// A network namespace of its own with only the loopback interface.
+    #[value(alias = "default")]
     None,
     /// The host's network namespace.
     Host,
