@@ -63,7 +63,7 @@ impl Layout {
             return Ok(Layout::V2(PathBuf::from(root)));
         }
         let info = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| RuntimeError::Cgroup(format!("read /proc/self/mountinfo: {e}")))?;
+            .map_err(|e| RuntimeError::Cgroup { context: "read /proc/self/mountinfo".into(), source: e })?;
         Layout::from_mountinfo(&info)
     }
 
@@ -99,7 +99,8 @@ impl Layout {
         if !v1.is_empty() {
             return Ok(Layout::V1 { hierarchies: v1, unified: v2 });
         }
-        v2.map(Layout::V2).ok_or_else(|| RuntimeError::Cgroup("no cgroup filesystem mounted".into()))
+        v2.map(Layout::V2)
+            .ok_or_else(|| RuntimeError::CgroupUnsupported("no cgroup filesystem mounted".into()))
     }
 }
 
@@ -159,12 +160,14 @@ fn create_cpuset_dirs(mnt: &Path, rel: &Path) -> Result<(), RuntimeError> {
 }
 
 fn write_file(path: &Path, value: &str) -> Result<(), RuntimeError> {
-    fs::write(path, value)
-        .map_err(|e| RuntimeError::Cgroup(format!("write {value:?} to {}: {e}", path.display())))
+    fs::write(path, value).map_err(|e| RuntimeError::Cgroup {
+        context: format!("write {value:?} to {}", path.display()),
+        source: e,
+    })
 }
 
 fn cg_err(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
-    RuntimeError::Cgroup(format!("{what} {}: {e}", path.display()))
+    RuntimeError::Cgroup { context: format!("{what} {}", path.display()), source: e }
 }
 
 impl Cgroup {
@@ -270,7 +273,7 @@ impl Cgroup {
     fn must_write(&self, file: &str, value: &str, flag: &str) -> Result<(), RuntimeError> {
         match self.file(file) {
             Some(p) => write_file(&p, value),
-            None => Err(RuntimeError::Cgroup(format!(
+            None => Err(RuntimeError::CgroupUnsupported(format!(
                 "{flag}: this kernel has no {file} (controller not available)"
             ))),
         }
@@ -474,7 +477,7 @@ impl Cgroup {
         };
         let path = self
             .file(file)
-            .ok_or_else(|| RuntimeError::Cgroup(format!("pause: this kernel has no {file}")))?;
+            .ok_or_else(|| RuntimeError::CgroupUnsupported(format!("pause: this kernel has no {file}")))?;
         fs::read_to_string(&path).map(|t| done(&t)).map_err(|e| cg_err("read", &path, e))
     }
 
@@ -485,7 +488,7 @@ impl Cgroup {
         let mut pause = Duration::from_millis(1);
         while !self.is_frozen()? {
             if std::time::Instant::now() >= deadline {
-                return Err(RuntimeError::Cgroup(format!(
+                return Err(RuntimeError::CgroupUnsupported(format!(
                     "pause: the container's processes did not stop within {} s",
                     limit.as_secs()
                 )));

@@ -179,7 +179,8 @@ enum Check {
 fn imm_of(n: u32, what: &str, rule: &DeviceRule) -> Result<i32, RuntimeError> {
     // Registers hold the zero-extended u32 while a jump immediate is sign-extended: only values below
     // 2^31 compare correctly (the kernel's majors and minors are 12 and 20 bits).
-    i32::try_from(n).map_err(|_| RuntimeError::Cgroup(format!("device rule {rule}: {what} {n} out of range")))
+    i32::try_from(n)
+        .map_err(|_| RuntimeError::CgroupUnsupported(format!("device rule {rule}: {what} {n} out of range")))
 }
 
 /// Translate allow rules into a program that returns 1 when any rule allows the request and 0 otherwise.
@@ -259,9 +260,12 @@ fn load_err(e: std::io::Error, log: &str) -> RuntimeError {
         log.to_string()
     };
     if tail.is_empty() {
-        RuntimeError::Cgroup(format!("load eBPF device filter: {e}{hint}"))
+        RuntimeError::Cgroup { context: format!("load eBPF device filter{hint}"), source: e }
     } else {
-        RuntimeError::Cgroup(format!("load eBPF device filter: {e}{hint}; verifier says: {tail}"))
+        RuntimeError::Cgroup {
+            context: format!("load eBPF device filter{hint} (verifier says: {tail})"),
+            source: e,
+        }
     }
 }
 
@@ -288,7 +292,7 @@ fn open_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)
-        .map_err(|e| RuntimeError::Cgroup(format!("open {}: {e}", dir.display())))
+        .map_err(|e| RuntimeError::Cgroup { context: format!("open {}", dir.display()), source: e })
 }
 
 /// Build, load and attach the filter for `rules` to the cgroup2 directory `dir`, with `BPF_F_ALLOW_MULTI`
@@ -298,8 +302,10 @@ fn open_dir(dir: &Path) -> Result<std::fs::File, RuntimeError> {
 pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<(), RuntimeError> {
     let prog = load(&encode(rules)?)?;
     let cg = open_dir(dir)?;
-    crate::sys::bpf::attach_device_program(&cg, &prog)
-        .map_err(|e| RuntimeError::Cgroup(format!("attach eBPF device filter to {}: {e}", dir.display())))?;
+    crate::sys::bpf::attach_device_program(&cg, &prog).map_err(|e| RuntimeError::Cgroup {
+        context: format!("attach eBPF device filter to {}", dir.display()),
+        source: e,
+    })?;
     Ok(())
 }
 
@@ -307,8 +313,10 @@ pub fn attach(dir: &Path, rules: &[DeviceRule]) -> Result<(), RuntimeError> {
 /// later `rimg` (exec) can tell whether a container's cgroup filters devices.
 pub fn attached(dir: &Path) -> Result<u32, RuntimeError> {
     let cg = open_dir(dir)?;
-    crate::sys::bpf::device_programs_attached(&cg)
-        .map_err(|e| RuntimeError::Cgroup(format!("query device filters of {}: {e}", dir.display())))
+    crate::sys::bpf::device_programs_attached(&cg).map_err(|e| RuntimeError::Cgroup {
+        context: format!("query device filters of {}", dir.display()),
+        source: e,
+    })
 }
 
 #[cfg(test)]

@@ -74,9 +74,18 @@ pub enum RuntimeError {
     /// `--name` collides with an existing container.
     #[error("the container name {0:?} is already in use; remove that container or choose another name")]
     NameInUse(String),
-    /// cgroup creation, limit or cleanup failure.
+    /// A cgroup file or directory could not be read, written or made.
+    #[error("cgroup: {context}: {source}")]
+    Cgroup {
+        /// What rimg was doing, on which file.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The host's cgroups cannot do what was asked (no such controller, a pause that does not finish).
     #[error("cgroup: {0}")]
-    Cgroup(String),
+    CgroupUnsupported(String),
     /// A system call failed; what rimg was doing, and the OS error.
     #[error("{context}: {source}")]
     Os {
