@@ -35,7 +35,7 @@ impl MergedView {
         ));
         std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut view = MergedView { path: path.clone(), extra: Vec::new() };
-        let mut dirs = dirs.to_vec();
+        let mut dirs = mounts::distinct_lowers(dirs);
         if dirs.is_empty() {
             dirs.push(view.make_dir("empty")?);
         }

@@ -95,6 +95,8 @@ pub fn mount_kernel_overlay(
 /// when the new API is missing, never after the kernel refused the layers themselves (a fallback would
 /// then only hide the real error behind another one).
 pub fn mount_overlay(ovl: &Overlay<'_>, target: &Path) -> Result<(), OverlayError> {
+    let lowers = distinct_lowers(ovl.lowers);
+    let ovl = &Overlay { lowers: &lowers, ..*ovl };
     if ovl.lowers.len() > OVERLAY_MAX_LOWERS {
         return Err(OverlayError::TooManyLayers(ovl.lowers.len()));
     }
@@ -108,6 +110,15 @@ pub fn mount_overlay(ovl: &Overlay<'_>, target: &Path) -> Result<(), OverlayErro
             Err(OverlayError::Mount { target: target.to_path_buf(), what, source })
         }
     }
+}
+
+/// `lowers` (top first) with each directory only at its topmost place. An image may carry the same layer
+/// twice (two identical empty layers are common), and overlayfs refuses a directory that is already a
+/// layer (ELOOP); the lower copy changes nothing, as everything in it, whiteouts and opaque markers
+/// included, is in the upper copy too, which takes precedence.
+pub fn distinct_lowers(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowers.iter().filter(|l| seen.insert(l.as_path())).cloned().collect()
 }
 
 /// How [`overlay_fsconfig`] failed.
