@@ -230,7 +230,17 @@ fn load_refuses_what_is_no_archive_with_one_line() {
     let bz = work.path().join("junk.bz2");
     let st = Command::new("bzip2").arg("-c").arg(&junk).stdout(std::fs::File::create(&bz).unwrap()).status();
     assert!(st.unwrap().success());
-    for (file, says) in [(&junk, "not a tar archive"), (&bz, "bzip2-compressed archives are not supported")] {
+    // A docker-archive whose config is a symlink out of the archive (CVE-2014-6407's shape).
+    let mut b = tar::Builder::new(Vec::new());
+    add_symlink(&mut b, "cfg.json", "../../../../etc/hostname");
+    add_file(&mut b, "manifest.json", br#"[{"Config":"cfg.json","RepoTags":["x:1"],"Layers":[]}]"#);
+    let escape = work.path().join("escape.tar");
+    std::fs::write(&escape, b.into_inner().unwrap()).unwrap();
+    for (file, says) in [
+        (&junk, "not a tar archive"),
+        (&bz, "bzip2-compressed archives are not supported"),
+        (&escape, "escapes the archive"),
+    ] {
         let out = root.rimg(&["load", "-i", file.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(125), "{err}");
