@@ -86,7 +86,7 @@ fn gnu_sparse_layers_apply_with_their_holes() {
         );
         if format == "posix" {
             // umoci refuses the old GNU format's type `S` entries ("unknown typeflag").
-            let reference = umoci_rootfs(&[layer.clone()], &work);
+            let reference = umoci_rootfs(std::slice::from_ref(&layer), &work);
             let diffs = diff_trees(&snap, &snapshot(&reference).unwrap(), &CompareOptions::default());
             assert!(diffs.is_empty(), "{what}: ours (first) vs umoci unpack:\n{}", diffs.join("\n"));
         }
