@@ -83,7 +83,7 @@ measure() {
     bash -c "$prep" >/dev/null 2>&1 || true
     t0=$(date +%s%N)
     if ! bash -c "$cmd" >/dev/null 2>"$work/err.log"; then
-      echo "fails: $(grep -v '^\s*$' "$work/err.log" | tail -n1 | cut -c1-110 | tr '|' '/')"
+      echo "fails: $(grep -v '^\s*$' "$work/err.log" | tail -n1 | sed 's/[0-9a-f]\{64\}/ID/g' | cut -c1-90 | tr '|' '/')"
       return
     fi
     t1=$(date +%s%N)
@@ -121,7 +121,8 @@ for n in $layer_counts; do
     ln -s "$rroot/layers/sha256/${d#sha256:}" "$work/l/$i"
   done
   lower=$(seq -s: "$i" -1 1)
-  kmount="cd $work/l && mount -t overlay overlay -o ro,lowerdir=$lower $kmnt && stat -c %s $kmnt/top"
+  # (a refused mount reports the kernel's reason, from its log, as its last line)
+  kmount="cd $work/l && { mount -t overlay overlay -o ro,lowerdir=$lower $kmnt || { dmesg | grep overlayfs: | tail -n1 | sed 's/^[^]]*] //' >&2; exit 1; }; } && stat -c %s $kmnt/top"
   k_mount=$(measure "umount $kmnt" "$kmount")
   p_mount=$(measure "$P image umount -a" "m=\$($P image mount $ref) && stat -c %s \$m/top")
 
@@ -140,7 +141,7 @@ for n in $layer_counts; do
       dir=""
     fi
     if [[ -z $dir ]]; then
-      f="fails: $(tail -n1 "$work/err.log" | cut -c1-110 | tr '|' '/')"
+      f="fails: $(grep -v '^\s*$' "$work/err.log" | tail -n1 | sed 's/[0-9a-f]\{64\}/ID/g' | cut -c1-90 | tr '|' '/')"
       cells_cold+=("$f") cells_warm+=("$f")
     else
       cells_cold+=("$(measure "$drop" "find $dir | wc -l")")
