@@ -5,13 +5,13 @@ set -euo pipefail
 
 pkgs=(
   # registry + image tooling used as real peers and independent oracles
-  docker-registry skopeo umoci runc fuse-overlayfs buildah
+  docker-registry skopeo umoci runc fuse-overlayfs buildah podman
   # filesystem + runtime
   fuse3 attr iproute2 procps util-linux kmod
   # fixture sources
   busybox-static debootstrap
   # tests and benchmarks
-  curl jq hyperfine apache2-utils python3 gcc pkg-config time openssl zstd
+  curl jq hyperfine apache2-utils python3 gcc pkg-config time openssl zstd xz-utils bzip2 liblzma-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

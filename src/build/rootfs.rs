@@ -4,9 +4,13 @@
 //!
 //! The view is the kernel's overlayfs, read-only: the reference implementation of the layer semantics,
 //! mounted in a private mount namespace (see [`super::builder::enter_private_mount_namespace`]) so it can
-//! never outlive the process that needs it.
+//! never outlive the process that needs it. Each layer is its own `lowerdir+` (not one mount(2) string,
+//! which holds only ~45 store paths); an image deeper than the kernel's 500 lowers is merged in two
+//! levels: its bottom layers, 500 at a time, as read-only overlays that serve as lowers of the top one
+//! (overlayfs stacks on overlayfs once).
 
 use crate::layer::{self, ApplyOptions, DiffOptions};
+use crate::runtime::mounts::{self, Overlay, OVERLAY_MAX_LOWERS};
 use crate::store::Store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct MergedView {
     /// Where the merged tree is visible.
     pub path: PathBuf,
-    empty: Option<PathBuf>,
+    /// Directories the view made besides `path`: an empty lower, mount points of nested overlays.
+    extra: Vec<PathBuf>,
 }
 
 impl MergedView {
@@ -29,60 +34,80 @@ impl MergedView {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut view = MergedView { path: path.clone(), empty: None };
-        let mut dirs = dirs.to_vec();
+        let mut view = MergedView { path: path.clone(), extra: Vec::new() };
+        let mut dirs = mounts::distinct_lowers(dirs);
         if dirs.is_empty() {
-            let empty = path.with_extension("empty");
-            std::fs::create_dir_all(&empty).map_err(|e| format!("{}: {e}", empty.display()))?;
-            view.empty = Some(empty.clone());
-            dirs.push(empty);
+            dirs.push(view.make_dir("empty")?);
         }
-        let res = if dirs.len() == 1 {
-            nix::mount::mount(Some(&dirs[0]), &path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-                .and_then(|_| {
-                    nix::mount::mount(
-                        None::<&str>,
-                        &path,
-                        None::<&str>,
-                        nix::mount::MsFlags::MS_BIND
-                            | nix::mount::MsFlags::MS_REMOUNT
-                            | nix::mount::MsFlags::MS_RDONLY,
-                        None::<&str>,
-                    )
-                })
+        if dirs.len() == 1 {
+            bind_read_only(&dirs[0], &path).map_err(|e| format!("mounting the layer read-only: {e}"))?;
         } else {
-            let lower = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
-            // Uppers written by rimg's FUSE overlay may carry metacopy/redirect xattrs: let the kernel
-            // follow them when it can, else mount plainly.
-            let ro = nix::mount::MsFlags::MS_RDONLY;
-            nix::mount::mount(
-                Some("overlay"),
-                &path,
-                Some("overlay"),
-                ro,
-                Some(format!("lowerdir={lower},metacopy=on,redirect_dir=follow").as_str()),
-            )
-            .or_else(|_| {
-                nix::mount::mount(
-                    Some("overlay"),
-                    &path,
-                    Some("overlay"),
-                    ro,
-                    Some(format!("lowerdir={lower}").as_str()),
-                )
-            })
-        };
-        res.map_err(|e| format!("mounting the layers read-only: {e}"))?;
+            let lowers = view.nest(&dirs)?;
+            mount_read_only(&lowers, &path)?;
+        }
         Ok(view)
     }
+
+    /// A new directory next to the view's, removed with it.
+    fn make_dir(&mut self, suffix: &str) -> Result<PathBuf, String> {
+        let dir = self.path.with_extension(suffix);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        self.extra.push(dir.clone());
+        Ok(dir)
+    }
+
+    /// The lowers of the top overlay for `dirs` (top first): the top layers themselves, then, when there are
+    /// more than the kernel stacks, read-only overlays of the bottom ones, up to 500 layers each.
+    fn nest(&mut self, dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+        let mut rest = dirs;
+        let mut nested: Vec<PathBuf> = Vec::new(); // bottom first
+        while !rest.is_empty() && rest.len() + nested.len() > OVERLAY_MAX_LOWERS {
+            let (top, bottom) = rest.split_at(rest.len() - OVERLAY_MAX_LOWERS.min(rest.len()));
+            let dir = self.make_dir(&format!("lower{}", nested.len()))?;
+            mount_read_only(bottom, &dir)?;
+            nested.push(dir);
+            rest = top;
+        }
+        let mut lowers = rest.to_vec();
+        lowers.extend(nested.into_iter().rev());
+        Ok(lowers)
+    }
+}
+
+/// Bind `dir` read-only at `target`.
+fn bind_read_only(dir: &Path, target: &Path) -> nix::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    mount(Some(dir), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+}
+
+/// A read-only kernel overlay of `lowers` (top first, at most 500) at `target`.
+fn mount_read_only(lowers: &[PathBuf], target: &Path) -> Result<(), String> {
+    // Uppers written by rimg's FUSE overlay may carry metacopy/redirect xattrs: let the kernel follow them
+    // when it can, else mount plainly.
+    let follow = [("metacopy", "on"), ("redirect_dir", "follow")];
+    let ovl = Overlay { lowers, upper: None, options: &follow };
+    mounts::mount_overlay(&ovl, target)
+        .or_else(|e| {
+            log::debug!("read-only overlay with metacopy: {e}; mounting without");
+            mounts::mount_overlay(&Overlay { options: &[], ..ovl }, target)
+        })
+        .map_err(|e| format!("mounting the layers read-only: {e}"))
 }
 
 impl Drop for MergedView {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir(&self.path);
-        if let Some(e) = &self.empty {
-            let _ = std::fs::remove_dir(e);
+        for dir in self.extra.iter().rev() {
+            let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -485,6 +485,11 @@ fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
             "a user namespace needs the fuse storage driver (kernel overlayfs cannot shift the image's ids)"
         );
     }
+    let layers = runtime::mounts::distinct_lowers(&lowers).len();
+    if driver == RootfsDriver::Kernel && layers > runtime::mounts::OVERLAY_MAX_LOWERS {
+        // Refused before a container is made; the monitor's mount would refuse it the same way.
+        bail!("{}", runtime::mounts::OverlayError::TooManyLayers(layers));
+    }
     let stop_signal = match a.stop_signal.as_deref().or(d.stop_signal.as_deref()) {
         Some(s) => runtime::process::parse_signal(s).with_context(|| format!("invalid stop signal {s:?}"))?,
         None => libc::SIGTERM,

@@ -14,6 +14,7 @@
 use super::guard::Guard;
 use super::lower::{self, OPAQUE_XATTR};
 use super::path::{self, BadPath};
+use super::sparse::{self, PaxSparse, SparseError};
 use super::sys;
 use super::LayerError;
 use std::collections::HashMap;
@@ -212,6 +213,7 @@ fn apply_buffered<B: BufRead>(
         cbuf: Vec::with_capacity(256),
         cbuf2: Vec::with_capacity(256),
         xattrs: Vec::new(),
+        sparse: None,
         dir_times: HashMap::new(),
         buf: vec![0u8; COPY_BUF],
         // SAFETY: geteuid/getegid cannot fail.
@@ -260,6 +262,8 @@ struct Ctx<'o> {
     cbuf2: Vec<u8>,
     /// SCHILY xattrs of the current entry (after filtering).
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The current entry's GNU PAX sparse map, if it is a sparse file in one of the PAX formats.
+    sparse: Option<PaxSparse>,
     /// Directory times to set after everything is written (writing into a directory changes its mtime).
     dir_times: HashMap<Vec<u8>, [libc::timespec; 2]>,
     buf: Vec<u8>,
@@ -403,9 +407,14 @@ impl Ctx<'_> {
             self.stats.ignored += 1;
             return Ok(());
         }
+        self.sparse = self.pax_sparse(entry)?;
         let trailing_slash;
         {
-            let raw = entry.path_bytes();
+            // A PAX sparse file's entry name is GNU tar's `GNUSparseFile.NNN/NAME`; the real one is in its map.
+            let raw = match self.sparse.as_mut().and_then(|s| s.name.take()) {
+                Some(name) => std::borrow::Cow::Owned(name),
+                None => entry.path_bytes(),
+            };
             if raw.len() > self.opts.max_path_len {
                 return Err(LayerError::Limit {
                     path: format!("{}…", lossy(&raw[..64.min(raw.len())])),
@@ -493,6 +502,23 @@ impl Ctx<'_> {
         })();
         self.cbuf = cname_buf;
         res
+    }
+
+    /// The entry's GNU PAX sparse records, parsed (see [`super::sparse`]).
+    fn pax_sparse<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<Option<PaxSparse>, LayerError> {
+        let Some(exts) = entry.pax_extensions().map_err(LayerError::Read)? else { return Ok(None) };
+        let mut records = Vec::new();
+        for ext in exts {
+            let ext = ext.map_err(LayerError::Read)?;
+            if ext.key_bytes().starts_with(b"GNU.sparse.") {
+                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+        PaxSparse::from_records(records.iter().map(|(k, v)| (&k[..], &v[..])))
+            .map_err(|e| LayerError::Invalid { path: lossy(&entry.path_bytes()), reason: e.to_string() })
     }
 
     /// Run an error constructor with `self.path` temporarily set to `path`.
@@ -679,7 +705,40 @@ impl Ctx<'_> {
             Err(e) => return Err(self.with_path(path, |s| s.err_io("create", e))),
         };
         let mut file = File::from(fd);
+        let written = self.write_data(&mut file, path, entry)?;
+        self.stats.bytes += written;
+        let saved = std::mem::replace(&mut self.path, path.to_vec());
+        let r = self
+            .set_fd_meta(file.as_fd(), m)
+            .and_then(|()| sys::futimens(file.as_fd(), &m.times).map_err(|e| self.err_io("set times", e)));
+        self.path = saved;
+        r?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// Write the entry's data into the new `file`: sparse files with their holes, others as they are.
+    fn write_data<R: Read>(
+        &mut self,
+        file: &mut File,
+        path: &[u8],
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<u64, LayerError> {
         let want = entry.size();
+        let sparse = match self.sparse.take() {
+            Some(mut sp) => Some(sp.write_to(entry, want, file, &mut self.buf, self.opts.max_header_size)),
+            None if entry.header().entry_type() == EntryType::GNUSparse => {
+                Some(sparse::write_skipping_zeros(entry, file, &mut self.buf))
+            }
+            None => None,
+        };
+        match sparse {
+            Some(Ok(n)) => return Ok(n),
+            Some(Err(SparseError::Read(e))) => return Err(LayerError::Read(e)),
+            Some(Err(SparseError::Write(e))) => return Err(self.with_path(path, |s| s.err_io("write", e))),
+            Some(Err(e)) => return Err(self.with_path(path, |s| s.invalid(e.to_string()))),
+            None => {}
+        }
         let mut written = 0u64;
         loop {
             let n = match entry.read(&mut self.buf) {
@@ -691,21 +750,13 @@ impl Ctx<'_> {
             file.write_all(&self.buf[..n]).map_err(|e| self.with_path(path, |s| s.err_io("write", e)))?;
             written += n as u64;
         }
-        if written < want && !matches!(entry.header().entry_type(), EntryType::GNUSparse) {
+        if written < want {
             return Err(LayerError::Read(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("layer tar truncated inside {:?}", lossy(path)),
             )));
         }
-        self.stats.bytes += written;
-        let saved = std::mem::replace(&mut self.path, path.to_vec());
-        let r = self
-            .set_fd_meta(file.as_fd(), m)
-            .and_then(|()| sys::futimens(file.as_fd(), &m.times).map_err(|e| self.err_io("set times", e)));
-        self.path = saved;
-        r?;
-        self.stats.files += 1;
-        Ok(())
+        Ok(written)
     }
 
     /// Create a non-directory node with `create`, replacing an existing entry if needed.

@@ -18,6 +18,7 @@ mod guard;
 pub mod lower;
 pub mod pargz;
 pub mod path;
+pub mod sparse;
 mod sys;
 pub mod tree;
 pub mod walk;

@@ -95,6 +95,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The kernel overlayfs rootfs could not be mounted.
+    #[error(transparent)]
+    Overlay(#[from] mounts::OverlayError),
     /// The FUSE rootfs could not be mounted or served.
     #[error("mount rootfs: {source}")]
     Rootfs {

@@ -28,40 +28,151 @@ pub fn rebind_own(path: &Path) -> Result<(), RuntimeError> {
         .map_err(|e| setup_err(format!("bind {} onto itself", path.display()), e))
 }
 
-/// Mount kernel overlayfs at `target`. Layers are added one by one (`lowerdir+`, Linux 6.8+), so deep images
-/// are not limited by the one-page mount data; older kernels fall back to a single `lowerdir=` string.
+/// Kernel overlayfs's limit on the lower layers of one mount (`OVL_MAX_STACK`).
+pub const OVERLAY_MAX_LOWERS: usize = 500;
+
+/// The most mount(2) takes as its data argument: one page, including the terminating NUL.
+const MOUNT_DATA_MAX: usize = 4095;
+
+/// Why a kernel overlayfs mount could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    /// More lower layers than the kernel stacks in one overlay.
+    #[error("too many layers for kernel overlayfs ({0} > {OVERLAY_MAX_LOWERS}); use the fuse driver")]
+    TooManyLayers(usize),
+    /// The kernel predates `lowerdir+` and the layers do not fit in one mount(2) option string.
+    #[error(
+        "the layers' overlay options are {0} bytes, more than mount(2) takes (one page), and this kernel \
+         lacks overlayfs' per-layer `lowerdir+` (Linux 6.8+)"
+    )]
+    OptionsTooLong(usize),
+    /// The kernel refused a step of the mount.
+    #[error("mount overlay at {}: {what}: {source}", target.display())]
+    Mount {
+        /// The mount point.
+        target: PathBuf,
+        /// The step that failed (`fsconfig lowerdir+ /path`, `mount(2)`, ...).
+        what: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One kernel overlayfs mount: its layers and options.
+#[derive(Debug, Clone, Copy)]
+pub struct Overlay<'a> {
+    /// Lower layers, top first.
+    pub lowers: &'a [PathBuf],
+    /// `(upperdir, workdir)`; without them the overlay is read-only.
+    pub upper: Option<(&'a Path, &'a Path)>,
+    /// Further options (`metacopy=on`, ...).
+    pub options: &'a [(&'a str, &'a str)],
+}
+
+/// Mount kernel overlayfs at `target` as the container's rootfs. Layers are added one by one (`lowerdir+`,
+/// Linux 6.8+), so deep images are not limited by the one-page mount data; older kernels fall back to a
+/// single `lowerdir=` string.
 pub fn mount_kernel_overlay(
     lowers: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
 ) -> Result<(), RuntimeError> {
-    match overlay_fsconfig(lowers, upper, work, target) {
+    let ovl = Overlay { lowers, upper: Some((upper, work)), options: &[] };
+    mount_overlay(&ovl, target).map_err(RuntimeError::from)
+}
+
+/// Mount `ovl` at `target`: through the new mount API with one `lowerdir+` per layer, or, where the kernel
+/// has no `lowerdir+`, through mount(2) with every layer in one option string. The fallback is taken only
+/// when the new API is missing, never after the kernel refused the layers themselves (a fallback would
+/// then only hide the real error behind another one).
+pub fn mount_overlay(ovl: &Overlay<'_>, target: &Path) -> Result<(), OverlayError> {
+    let lowers = distinct_lowers(ovl.lowers);
+    let ovl = &Overlay { lowers: &lowers, ..*ovl };
+    if ovl.lowers.len() > OVERLAY_MAX_LOWERS {
+        return Err(OverlayError::TooManyLayers(ovl.lowers.len()));
+    }
+    match overlay_fsconfig(ovl, target) {
         Ok(()) => Ok(()),
-        Err(e) => {
-            log::debug!("overlay via fsopen failed ({e}); trying mount(2)");
-            let lower =
-                lowers.iter().map(|p| p.to_string_lossy().replace(':', "\\:")).collect::<Vec<_>>().join(":");
-            let data = format!("lowerdir={lower},upperdir={},workdir={}", upper.display(), work.display());
-            mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-                .map_err(|e| setup_err(format!("mount overlay at {}", target.display()), e))
+        Err(Fsconfig::Unsupported(e)) => {
+            log::debug!("overlay through fsopen/lowerdir+ unavailable ({e}); using mount(2)");
+            overlay_mount_data(ovl, target)
+        }
+        Err(Fsconfig::Failed(what, source)) => {
+            Err(OverlayError::Mount { target: target.to_path_buf(), what, source })
         }
     }
 }
 
-fn overlay_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> std::io::Result<()> {
-    use rustix::mount::{fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount};
-    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
-    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for l in lowers {
-        fsconfig_set_string(&fs, "lowerdir+", l)?;
+/// `lowers` (top first) with each directory only at its topmost place. An image may carry the same layer
+/// twice (two identical empty layers are common), and overlayfs refuses a directory that is already a
+/// layer (ELOOP); the lower copy changes nothing, as everything in it, whiteouts and opaque markers
+/// included, is in the upper copy too, which takes precedence.
+pub fn distinct_lowers(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowers.iter().filter(|l| seen.insert(l.as_path())).cloned().collect()
+}
+
+/// How [`overlay_fsconfig`] failed.
+enum Fsconfig {
+    /// No new mount API or no `lowerdir+` (Linux < 6.8): mount(2) may still do.
+    Unsupported(std::io::Error),
+    /// The kernel refused this step.
+    Failed(String, std::io::Error),
+}
+
+fn overlay_fsconfig(ovl: &Overlay<'_>, target: &Path) -> Result<(), Fsconfig> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, FsMountFlags, FsOpenFlags,
+        MountAttrFlags, MoveMountFlags,
+    };
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| Fsconfig::Unsupported(e.into()))?;
+    for (i, l) in ovl.lowers.iter().enumerate() {
+        match fsconfig_set_string(&fs, "lowerdir+", l.as_path()) {
+            Ok(()) => {}
+            // An unknown key is EINVAL: on the first layer that means a kernel without `lowerdir+`.
+            Err(e) if i == 0 && e == rustix::io::Errno::INVAL => return Err(Fsconfig::Unsupported(e.into())),
+            Err(e) => return Err(Fsconfig::Failed(format!("lowerdir+ {}", l.display()), e.into())),
+        }
     }
-    fsconfig_set_string(&fs, "upperdir", upper)?;
-    fsconfig_set_string(&fs, "workdir", work)?;
-    fsconfig_create(&fs)?;
-    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    move_mount(&m, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)?;
-    Ok(())
+    let set = |key: &str, val: &std::ffi::OsStr| {
+        fsconfig_set_string(&fs, key, val)
+            .map_err(|e| Fsconfig::Failed(format!("{key}={}", val.to_string_lossy()), e.into()))
+    };
+    if let Some((upper, work)) = ovl.upper {
+        set("upperdir", upper.as_os_str())?;
+        set("workdir", work.as_os_str())?;
+    }
+    for (k, v) in ovl.options {
+        set(k, std::ffi::OsStr::new(v))?;
+    }
+    fsconfig_create(&fs).map_err(|e| Fsconfig::Failed("create".into(), e.into()))?;
+    let attrs = if ovl.upper.is_some() { MountAttrFlags::empty() } else { MountAttrFlags::MOUNT_ATTR_RDONLY };
+    let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| Fsconfig::Failed("fsmount".into(), e.into()))?;
+    move_mount(&m, "", rustix::fs::CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| Fsconfig::Failed("move_mount".into(), e.into()))
+}
+
+/// mount(2) with every layer in one `lowerdir=` string (kernels without `lowerdir+`).
+fn overlay_mount_data(ovl: &Overlay<'_>, target: &Path) -> Result<(), OverlayError> {
+    let lower =
+        ovl.lowers.iter().map(|p| p.to_string_lossy().replace(':', "\\:")).collect::<Vec<_>>().join(":");
+    let mut data = format!("lowerdir={lower}");
+    if let Some((upper, work)) = ovl.upper {
+        data.push_str(&format!(",upperdir={},workdir={}", upper.display(), work.display()));
+    }
+    for (k, v) in ovl.options {
+        data.push_str(&format!(",{k}={v}"));
+    }
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(OverlayError::OptionsTooLong(data.len()));
+    }
+    let flags = if ovl.upper.is_some() { MsFlags::empty() } else { MsFlags::MS_RDONLY };
+    mount(Some("overlay"), target, Some("overlay"), flags, Some(data.as_str())).map_err(|e| {
+        OverlayError::Mount { target: target.to_path_buf(), what: "mount(2)".into(), source: e.into() }
+    })
 }
 
 /// A directory handle on the rootfs through which container paths are resolved safely.

@@ -4,14 +4,22 @@
 //! legacy `manifest.json`, so both docker-archive readers (`docker load`, `skopeo copy docker-archive:`) and
 //! OCI readers (`skopeo copy oci-archive:`, umoci after untar) accept it. `load` takes either form.
 //!
-//! Loading extracts the archive into a private directory first (regular files and directories only, plain
+//! `load` also takes the classic `docker save` layout (`<id>/layer.tar`, `<id>/json`, `repositories`,
+//! `manifest.json`, no `index.json`), podman's docker-archive (a layer that occurs twice is a symlink to the
+//! first), and any of them compressed with gzip, zstd or xz (`docker save | gzip`), told apart by their
+//! magic bytes as `docker load` does.
+//!
+//! Loading extracts the archive into a private directory first (regular files and directories, plain
 //! relative names only): a tar is a stream, and resolving manifest → config → layers needs random access.
+//! Symlinks and hard links are never created on disk: they are kept as a table and resolved lexically,
+//! inside the archive, when a path from a manifest is looked up, so no link can make a later entry or a
+//! lookup leave the directory.
 
 use super::images::{ImageEntry, ANN_REF_NAME, MAX_METADATA};
 use super::{IoContext, Result, Store, StoreError};
 use crate::digest::{Digest, HashingReader};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -156,17 +164,18 @@ pub struct Loaded {
     pub id: Digest,
 }
 
-/// Load every image of a docker-archive or OCI-layout tar. `unpack(store, blob, diff_id, below)`
-/// materialises one layer blob (already in the store) into its layer directory and checks its diff_id;
-/// the pull module provides it.
+/// Load every image of a docker-archive or OCI-layout tar, plain or compressed (gzip, zstd, xz).
+/// `unpack(store, blob, diff_id, below)` materialises one layer blob (already in the store) into its layer
+/// directory and checks its diff_id; the pull module provides it.
 pub fn load(store: &Store, input: impl Read, unpack: &UnpackLayer<'_>) -> Result<Vec<Loaded>> {
     let _gc = store.lock_shared("gc")?;
     let dir = store.ingest_dir().join(format!("load-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(dir.clone());
-    extract_plain(input, &dir)?;
+    let links = extract_plain(decompressed(input)?, &dir)?;
+    let mut ar = Extracted { dir, links, imported: HashMap::new() };
     let mut loaded = Vec::new();
-    if dir.join("index.json").is_file() {
-        let idx: IndexDoc = read_json(&dir.join("index.json"))?;
+    if ar.dir.join("index.json").is_file() {
+        let idx: IndexDoc = read_json(&ar.dir.join("index.json"))?;
         for desc in idx.manifests {
             let name = desc
                 .annotations
@@ -174,12 +183,12 @@ pub fn load(store: &Store, input: impl Read, unpack: &UnpackLayer<'_>) -> Result
                 .or_else(|| desc.annotations.get(ANN_REF_NAME).filter(|n| n.contains('/') || n.contains(':')))
                 .and_then(|n| crate::reference::Reference::parse(n).ok())
                 .map(|r| r.to_string());
-            loaded.push(load_oci_manifest(store, &dir, desc, name, unpack)?);
+            loaded.push(load_oci_manifest(store, &mut ar, desc, name, unpack)?);
         }
-    } else if dir.join("manifest.json").is_file() {
-        let items: Vec<LegacyItem> = read_json(&dir.join("manifest.json"))?;
+    } else if ar.dir.join("manifest.json").is_file() {
+        let items: Vec<LegacyItem> = read_json(&ar.dir.join("manifest.json"))?;
         for item in items {
-            loaded.extend(load_legacy(store, &dir, item, unpack)?);
+            loaded.extend(load_legacy(store, &mut ar, item, unpack)?);
         }
     } else {
         return Err(StoreError::Corrupt {
@@ -191,16 +200,155 @@ pub fn load(store: &Store, input: impl Read, unpack: &UnpackLayer<'_>) -> Result
     Ok(loaded)
 }
 
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The tar stream inside `input`: decompressed when its first bytes are a gzip, zstd or xz magic (docker
+/// and podman load all three), as is otherwise.
+fn decompressed<'a>(mut input: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let archive = Path::new("archive");
+    let mut prefix = [0u8; 6];
+    let mut n = 0;
+    while n < prefix.len() {
+        match input.read(&mut prefix[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).ctx("read", archive),
+        }
+    }
+    let head = &prefix[..n];
+    let chained = io::Cursor::new(prefix).take(n as u64).chain(input);
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::read::MultiGzDecoder::new(chained))
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        let mut d = zstd::stream::read::Decoder::new(chained).ctx("read zstd", archive)?;
+        d.window_log_max(31).ctx("read zstd", archive)?;
+        Box::new(d)
+    } else if head.starts_with(&XZ_MAGIC) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(chained))
+    } else if head.starts_with(b"BZh") {
+        return Err(StoreError::Corrupt {
+            what: "archive",
+            digest: "input".into(),
+            reason: "bzip2-compressed archives are not supported; decompress it first (bunzip2)".into(),
+        });
+    } else {
+        Box::new(chained)
+    })
+}
+
+/// The extracted archive: its directory, its links, and which of its files are already in the store.
+struct Extracted {
+    dir: PathBuf,
+    links: Links,
+    /// Files moved into the blob store, by resolved path: the same file can be named twice (a layer shared
+    /// by two images, or reached through a link), and after the first move only the digest is left.
+    imported: HashMap<PathBuf, (Digest, u64)>,
+}
+
+impl Extracted {
+    /// The file `rel` (a path from a manifest) names on disk, links resolved.
+    fn path(&self, rel: &str) -> Result<PathBuf> {
+        safe_join(&self.dir, rel)?;
+        Ok(self.dir.join(self.links.resolve(Path::new(rel))?))
+    }
+
+    /// Move the file `rel` into the blob store (once) and return its digest and size.
+    fn import(&mut self, store: &Store, rel: &str) -> Result<(Digest, u64)> {
+        let path = self.path(rel)?;
+        if let Some(done) = self.imported.get(&path) {
+            return Ok(done.clone());
+        }
+        let done = import_file(store, &path)?;
+        self.imported.insert(path, done.clone());
+        Ok(done)
+    }
+}
+
+/// The symlinks and hard links of an archive, as relative link path → relative target path (both without
+/// `.` or `..`), resolved by [`Links::resolve`] without touching the disk.
+#[derive(Debug, Default)]
+struct Links(HashMap<PathBuf, PathBuf>);
+
+/// How many links one lookup may follow (the kernel's own limit).
+const MAX_LINK_HOPS: usize = 40;
+
+impl Links {
+    /// Record the link `rel` to `target`: a symlink's target is relative to the link's directory, a hard
+    /// link's to the archive root. Absolute targets and targets above the root are refused.
+    fn add(&mut self, rel: &Path, target: &Path, symlink: bool) -> Result<()> {
+        let base = if symlink { rel.parent().unwrap_or(Path::new("")) } else { Path::new("") };
+        let escapes = || StoreError::Corrupt {
+            what: "archive",
+            digest: rel.display().to_string(),
+            reason: format!("link target {} escapes the archive", target.display()),
+        };
+        let mut out = normalize(base).ok_or_else(escapes)?;
+        for c in target.components() {
+            match c {
+                Component::Normal(n) => out.push(n),
+                Component::CurDir => {}
+                Component::ParentDir if out.pop() => {}
+                _ => return Err(escapes()),
+            }
+        }
+        self.0.insert(normalize(rel).ok_or_else(escapes)?, out);
+        Ok(())
+    }
+
+    /// Forget a link that a later entry of the same name replaced.
+    fn remove(&mut self, rel: &Path) {
+        if let Some(n) = normalize(rel) {
+            self.0.remove(&n);
+        }
+    }
+
+    /// `rel` with every link along it (in any component) replaced by its target.
+    fn resolve(&self, rel: &Path) -> Result<PathBuf> {
+        let mut path: Vec<std::ffi::OsString> =
+            rel.components().filter(|c| *c != Component::CurDir).map(|c| c.as_os_str().to_owned()).collect();
+        for _ in 0..=MAX_LINK_HOPS {
+            let hit = (1..=path.len()).find_map(|i| {
+                let prefix: PathBuf = path[..i].iter().collect();
+                self.0.get(&prefix).map(|t| (i, t))
+            });
+            let Some((i, target)) = hit else { return Ok(path.iter().collect()) };
+            let rest = path.split_off(i);
+            path = target.components().map(|c| c.as_os_str().to_owned()).chain(rest).collect();
+        }
+        Err(StoreError::Corrupt {
+            what: "archive",
+            digest: rel.display().to_string(),
+            reason: format!("more than {MAX_LINK_HOPS} links on the way (a link loop)"),
+        })
+    }
+}
+
+/// `p` without `.` components; None if it has anything but plain names and `.`.
+fn normalize(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 fn load_oci_manifest(
     store: &Store,
-    dir: &Path,
+    ar: &mut Extracted,
     desc: Desc,
     name: Option<String>,
     unpack: &UnpackLayer<'_>,
 ) -> Result<Loaded> {
     let media = desc.media_type.clone().unwrap_or_default();
     if media == MEDIA_OCI_INDEX || media == MEDIA_DOCKER_LIST {
-        let idx: IndexDoc = serde_json::from_slice(&import_small(store, dir, &desc.digest)?)
+        let idx: IndexDoc = serde_json::from_slice(&import_small(store, ar, &desc.digest)?)
             .map_err(|e| corrupt("index", &desc.digest, e))?;
         let host = crate::registry::Platform::host();
         let pick = idx
@@ -217,13 +365,13 @@ fn load_oci_manifest(
                 digest: desc.digest.to_string(),
                 reason: "no manifest for this platform".into(),
             })?;
-        return load_oci_manifest(store, dir, pick, name, unpack);
+        return load_oci_manifest(store, ar, pick, name, unpack);
     }
-    let raw = import_small(store, dir, &desc.digest)?;
+    let raw = import_small(store, ar, &desc.digest)?;
     let manifest = oci_spec::image::ImageManifest::from_reader(raw.as_slice())
         .map_err(|e| corrupt("manifest", &desc.digest, e))?;
     let id: Digest = manifest.config().digest().to_string().parse()?;
-    let cfg_raw = import_small(store, dir, &id)?;
+    let cfg_raw = import_small(store, ar, &id)?;
     let config = oci_spec::image::ImageConfiguration::from_reader(cfg_raw.as_slice())
         .map_err(|e| corrupt("config", &id, e))?;
     let diff_ids: Vec<Digest> =
@@ -233,7 +381,7 @@ fn load_oci_manifest(
     }
     for (i, (l, diff)) in manifest.layers().iter().zip(&diff_ids).enumerate() {
         let d: Digest = l.digest().to_string().parse()?;
-        import_blob(store, dir, &d)?;
+        import_blob(store, ar, &d)?;
         if !store.has_layer(diff) {
             unpack(store, &d, diff, &diff_ids[..i]).map_err(|e| corrupt("layer", &d, e))?;
         }
@@ -249,8 +397,13 @@ fn load_oci_manifest(
     Ok(Loaded { name, manifest: desc.digest, id })
 }
 
-fn load_legacy(store: &Store, dir: &Path, item: LegacyItem, unpack: &UnpackLayer<'_>) -> Result<Vec<Loaded>> {
-    let cfg_path = safe_join(dir, &item.config)?;
+fn load_legacy(
+    store: &Store,
+    ar: &mut Extracted,
+    item: LegacyItem,
+    unpack: &UnpackLayer<'_>,
+) -> Result<Vec<Loaded>> {
+    let cfg_path = ar.path(&item.config)?;
     let cfg_raw = fs::read(&cfg_path).ctx("read", &cfg_path)?;
     let id = Digest::of_bytes(&cfg_raw);
     store.put_blob(&id, &cfg_raw)?;
@@ -263,15 +416,8 @@ fn load_legacy(store: &Store, dir: &Path, item: LegacyItem, unpack: &UnpackLayer
     }
     let mut layers = Vec::new();
     for (i, (path, diff)) in item.layers.iter().zip(&diff_ids).enumerate() {
-        let p = safe_join(dir, path)?;
-        let (d, size) = import_file(store, &p)?;
-        let mut magic = [0u8; 4];
-        let n = File::open(&p).and_then(|mut f| f.read(&mut magic)).ctx("read", &p)?;
-        let media = match &magic[..n.min(4)] {
-            [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
-            [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
-            _ => "application/vnd.oci.image.layer.v1.tar",
-        };
+        let (d, size) = ar.import(store, path)?;
+        let media = layer_media_type(&store.blob_path(&d))?;
         if !store.has_layer(diff) {
             unpack(store, &d, diff, &diff_ids[..i]).map_err(|e| corrupt("layer", &d, e))?;
         }
@@ -323,17 +469,28 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// The OCI media type of a layer blob of a docker-archive, by its magic bytes (the archive does not say).
+fn layer_media_type(blob: &Path) -> Result<&'static str> {
+    let mut magic = [0u8; 4];
+    let n = File::open(blob).and_then(|mut f| f.read(&mut magic)).ctx("read", blob)?;
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
+        [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
+        _ => "application/vnd.oci.image.layer.v1.tar",
+    })
+}
+
 /// Copy a small blob (manifest, config) from the extracted layout into the store, verified.
-fn import_small(store: &Store, dir: &Path, d: &Digest) -> Result<Vec<u8>> {
-    import_blob(store, dir, d)?;
+fn import_small(store: &Store, ar: &mut Extracted, d: &Digest) -> Result<Vec<u8>> {
+    import_blob(store, ar, d)?;
     store.read_blob(d, MAX_METADATA)
 }
 
-fn import_blob(store: &Store, dir: &Path, d: &Digest) -> Result<()> {
+fn import_blob(store: &Store, ar: &mut Extracted, d: &Digest) -> Result<()> {
     if store.has_blob(d) {
         return Ok(());
     }
-    let (actual, _) = import_file(store, &dir.join("blobs/sha256").join(d.hex()))?;
+    let (actual, _) = ar.import(store, &format!("blobs/sha256/{}", d.hex()))?;
     if &actual != d {
         return Err(StoreError::DigestMismatch { expected: d.clone(), actual });
     }
@@ -366,24 +523,46 @@ fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf> {
     }
 }
 
-/// Extract only regular files and directories with plain relative names; anything else is refused.
-fn extract_plain(input: impl Read, dir: &Path) -> Result<()> {
+/// Extract the regular files and directories (plain relative names only) of `input` into `dir`, and
+/// return its symlinks and hard links as a table; any other entry type is refused.
+fn extract_plain(input: impl Read, dir: &Path) -> Result<Links> {
+    let archive = Path::new("archive");
     fs::create_dir_all(dir).ctx("create", dir)?;
+    let mut links = Links::default();
     let mut ar = tar::Archive::new(input);
-    let entries = ar.entries().ctx("read", Path::new("archive"))?;
-    for entry in entries {
-        let mut entry = entry.ctx("read", Path::new("archive"))?;
-        let rel = entry.path().ctx("read", Path::new("archive"))?.into_owned();
+    let entries = ar.entries().ctx("read", archive)?;
+    for (i, entry) in entries.enumerate() {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) if i == 0 => {
+                return Err(StoreError::Corrupt {
+                    what: "archive",
+                    digest: "input".into(),
+                    reason: format!("not a tar archive (nor a gzip, zstd or xz-compressed one): {e}"),
+                })
+            }
+            Err(e) => return Err(e).ctx("read", archive),
+        };
+        let rel = entry.path().ctx("read", archive)?.into_owned();
         let rel_s = rel.to_string_lossy().into_owned();
         let dest = safe_join(dir, &rel_s)?;
-        match entry.header().entry_type() {
-            tar::EntryType::Directory => fs::create_dir_all(&dest).ctx("create", &dest)?,
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::Directory => {
+                links.remove(&rel);
+                fs::create_dir_all(&dest).ctx("create", &dest)?
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                links.remove(&rel);
                 if let Some(parent) = dest.parent() {
                     fs::create_dir_all(parent).ctx("create", parent)?;
                 }
                 let mut f = File::create(&dest).ctx("create", &dest)?;
                 io::copy(&mut entry, &mut f).ctx("write", &dest)?;
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry.link_name().ctx("read", archive)?.unwrap_or_default().into_owned();
+                links.add(&rel, &target, kind == tar::EntryType::Symlink)?;
             }
             other => {
                 return Err(StoreError::Corrupt {
@@ -394,7 +573,7 @@ fn extract_plain(input: impl Read, dir: &Path) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(links)
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -402,5 +581,48 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links(entries: &[(&str, &str, bool)]) -> Result<Links> {
+        let mut l = Links::default();
+        for (rel, target, symlink) in entries {
+            l.add(Path::new(rel), Path::new(target), *symlink)?;
+        }
+        Ok(l)
+    }
+
+    #[test]
+    fn links_resolve_inside_the_archive() {
+        let l = links(&[
+            ("b/layer.tar", "../a/layer.tar", true), // docker: a repeated layer
+            ("c.tar", "b/layer.tar", false),         // a hard link to a symlink
+            ("dir", "sub/real", true),               // a symlinked directory on the way
+            ("./x/./y", "./z", true),
+        ])
+        .unwrap();
+        let r = |p: &str| l.resolve(Path::new(p)).unwrap();
+        assert_eq!(r("b/layer.tar"), Path::new("a/layer.tar"));
+        assert_eq!(r("./c.tar"), Path::new("a/layer.tar"));
+        assert_eq!(r("dir/f.json"), Path::new("sub/real/f.json"));
+        assert_eq!(r("x/y"), Path::new("x/z"));
+        assert_eq!(r("plain/file"), Path::new("plain/file"));
+    }
+
+    #[test]
+    fn links_out_of_the_archive_and_loops_are_refused() {
+        for (rel, target, symlink) in
+            [("a", "/etc/passwd", true), ("d/a", "../../etc/passwd", true), ("a", "../x", false)]
+        {
+            let e = links(&[(rel, target, symlink)]).unwrap_err().to_string();
+            assert!(e.contains("escapes the archive"), "{rel} -> {target}: {e}");
+        }
+        let l = links(&[("a", "b", true), ("b", "a", true)]).unwrap();
+        let e = l.resolve(Path::new("a/file")).unwrap_err().to_string();
+        assert!(e.contains("link loop"), "{e}");
     }
 }
