@@ -737,7 +737,8 @@ impl Overlay {
         Ok(())
     }
 
-    /// rename(2) within the merged tree.
+    /// rename(2) within the merged tree. Returns the moved object's inode number and d_type, or None
+    /// when both names were the same object's and nothing changed.
     pub fn rename(
         &self,
         parent: u64,
@@ -745,7 +746,7 @@ impl Overlay {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-    ) -> SysResult<()> {
+    ) -> SysResult<Option<(u64, u8)>> {
         self.writable()?;
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(libc::EINVAL);
@@ -762,7 +763,7 @@ impl Overlay {
                 return Err(libc::EEXIST);
             }
             if d.key == src.key {
-                return Ok(());
+                return Ok(None);
             }
             match (src_is_dir, d.dir.is_some()) {
                 (true, false) => return Err(libc::ENOTDIR),
@@ -851,7 +852,7 @@ impl Overlay {
                 }
             }
         }
-        Ok(())
+        Ok(Some((src_ino, super::tree::dtype_of(src.st.st_mode))))
     }
 }
 
