@@ -459,6 +459,11 @@ impl Overlay {
         what: NewEntry<'_>,
     ) -> SysResult<(u64, FileAttr, Option<OwnedFd>)> {
         self.writable()?;
+        if matches!(what, NewEntry::Node(mode, 0) if mode & libc::S_IFMT == libc::S_IFCHR) {
+            // a 0/0 character device is a whiteout in the upper layer: the name would vanish now and
+            // commit as a deletion. Kernel overlayfs refuses it (ovl_mknod) before anything else.
+            return Err(libc::EPERM);
+        }
         let (uid, gid) = self.opts.ids.creator(uid, gid);
         let _g = lock(&self.mutate);
         let dir = self.dir_of(parent)?;
