@@ -200,6 +200,76 @@ fn unlink_rmdir_leave_whiteouts_and_mkdir_makes_opaque() {
     assert!(get_xattr(&m.join("opaque_dir"), "trusted.overlay.opaque").is_none(), "private xattrs hidden");
 }
 
+#[test]
+fn whiteouts_are_links_to_one_shared_inode_like_the_kernel() {
+    // kernel overlayfs hard-links every whiteout to one inode in its work directory, so deleting a
+    // lower file allocates none; rimg does the same (an inode per whiteout made each deletion scan
+    // ext4's recently freed inodes)
+    let mut seen = Vec::new();
+    for which in ["kernel", "rimg"] {
+        let f = fixture();
+        let _k;
+        let _r;
+        if which == "kernel" {
+            _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, "").expect("kernel overlayfs");
+        } else {
+            _r = mount(&f, &MountOptions::default());
+        }
+        let m = &f.m;
+        std::fs::remove_file(m.join("file1")).unwrap();
+        std::fs::remove_file(m.join("dir1/f2")).unwrap();
+        std::fs::remove_dir_all(m.join("dir2")).unwrap();
+        std::fs::write(m.join("dir1/f4"), "copied up").unwrap();
+        std::fs::remove_file(m.join("dir1/f4")).unwrap();
+        let mut inodes = Vec::new();
+        for n in ["file1", "dir1/f2", "dir2", "dir1/f4"] {
+            let st = std::fs::symlink_metadata(f.u.join(n)).unwrap();
+            assert_eq!((st.mode() & libc::S_IFMT, st.rdev()), (libc::S_IFCHR, 0), "{which}: {n} whiteout");
+            inodes.push(st.ino());
+        }
+        for n in ["file1", "dir1/f2", "dir2", "dir1/f4"] {
+            assert!(!m.join(n).exists(), "{which}: {n} deleted");
+        }
+        inodes.dedup();
+        seen.push((inodes.len(), std::fs::symlink_metadata(f.u.join("file1")).unwrap().nlink() >= 4));
+    }
+    assert_eq!(seen, vec![(1, true), (1, true)], "one shared whiteout inode (kernel, rimg)");
+}
+
+#[test]
+fn a_shared_whiteout_at_the_link_limit_is_replaced_by_a_new_one() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    std::fs::remove_file(f.m.join("file1")).unwrap();
+    // fill the shared whiteout (the one entry of the work directory) up to the filesystem's limit
+    let work = f.w.join("work");
+    let shared = std::fs::read_dir(&work).unwrap().next().expect("shared whiteout").unwrap().path();
+    let mut links = 0;
+    let full = loop {
+        match std::fs::hard_link(&shared, work.join(format!("fill{links}"))) {
+            Ok(()) => links += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break true,
+            Err(e) => panic!("link: {e}"),
+        }
+        if links > 70_000 {
+            break false;
+        }
+    };
+    if !full {
+        eprintln!("the upper filesystem has no link limit: nothing to test");
+        return;
+    }
+    std::fs::remove_file(f.m.join("dir1/f2")).unwrap();
+    std::fs::remove_file(f.m.join("dir1/f4")).unwrap();
+    assert!(!f.m.join("dir1/f2").exists() && !f.m.join("dir1/f4").exists());
+    let st = |n: &str| std::fs::symlink_metadata(f.u.join(n)).unwrap();
+    for n in ["file1", "dir1/f2", "dir1/f4"] {
+        assert_eq!((st(n).mode() & libc::S_IFMT, st(n).rdev()), (libc::S_IFCHR, 0), "{n} whiteout");
+    }
+    assert_ne!(st("file1").ino(), st("dir1/f2").ino(), "a new shared whiteout once the first is full");
+    assert_eq!(st("dir1/f2").ino(), st("dir1/f4").ino(), "which the next whiteouts share");
+}
+
 /// mknod(`p`, S_IFCHR | 0644, 0/0) as the caller: 0 or the errno.
 fn mknod_whiteout_as_caller(p: &Path) -> i32 {
     let c = cpath(p);

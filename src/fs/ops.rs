@@ -496,6 +496,7 @@ impl Filesystem for Overlay {
     }
 
     fn destroy(&mut self) {
+        self.forget_shared_whiteout();
         let s = self.stack.counters.snapshot();
         log::debug!(
             "overlay server done: {} merged listings built, {} directory entries scanned",
