@@ -73,6 +73,8 @@ enum Op {
     Rmdir(&'static str),
     Mkfifo(&'static str),
     MknodNull(&'static str),
+    /// mknod of a 0/0 character device: a whiteout in overlay format, which the kernel refuses.
+    MknodWhiteout(&'static str),
     SetXattr(&'static str, bool, u8),
     GetXattr(&'static str, bool),
     RemoveXattr(&'static str, bool),
@@ -117,6 +119,7 @@ fn op() -> impl Strategy<Value = Op> {
         path().prop_map(Op::Rmdir),
         path().prop_map(Op::Mkfifo),
         path().prop_map(Op::MknodNull),
+        path().prop_map(Op::MknodWhiteout),
         (path(), any::<bool>(), any::<u8>()).prop_map(|(p, t, v)| Op::SetXattr(p, t, v)),
         (path(), any::<bool>()).prop_map(|(p, t)| Op::GetXattr(p, t)),
         (path(), any::<bool>()).prop_map(|(p, t)| Op::RemoveXattr(p, t)),
@@ -227,6 +230,7 @@ fn run(root: &Path, op: &Op) -> String {
             Op::MknodNull(p) => {
                 libc::mknod(c(root, p).as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) as i64
             }
+            Op::MknodWhiteout(p) => libc::mknod(c(root, p).as_ptr(), libc::S_IFCHR | 0o644, 0) as i64,
             Op::SetXattr(p, t, v) => {
                 let val = format!("v{v}");
                 libc::lsetxattr(c(root, p).as_ptr(), xname(*t).as_ptr(), val.as_ptr().cast(), val.len(), 0)
@@ -517,6 +521,14 @@ fn fixed_sequences_agree() {
             (MknodNull("n1"), false),
             (Write("n1", 0, 4), true),
             (Symlink("x/y", "dir1/n3"), true),
+        ],
+        vec![
+            (MknodWhiteout("n1"), false),
+            (MknodWhiteout("dir1/n3"), false),
+            (MknodWhiteout("userdir/n5"), true),
+            (MknodWhiteout("file1"), false),
+            (Readdir("dir1"), false),
+            (Stat("n1"), false),
         ],
     ];
     for s in seqs {

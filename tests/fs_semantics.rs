@@ -201,6 +201,121 @@ fn unlink_rmdir_leave_whiteouts_and_mkdir_makes_opaque() {
 }
 
 #[test]
+fn whiteouts_are_links_to_one_shared_inode_like_the_kernel() {
+    // kernel overlayfs hard-links every whiteout to one inode in its work directory, so deleting a
+    // lower file allocates none; rimg does the same (an inode per whiteout made each deletion scan
+    // ext4's recently freed inodes)
+    let mut seen = Vec::new();
+    for which in ["kernel", "rimg"] {
+        let f = fixture();
+        let _k;
+        let _r;
+        if which == "kernel" {
+            _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, "").expect("kernel overlayfs");
+        } else {
+            _r = mount(&f, &MountOptions::default());
+        }
+        let m = &f.m;
+        std::fs::remove_file(m.join("file1")).unwrap();
+        std::fs::remove_file(m.join("dir1/f2")).unwrap();
+        std::fs::remove_dir_all(m.join("dir2")).unwrap();
+        std::fs::write(m.join("dir1/f4"), "copied up").unwrap();
+        std::fs::remove_file(m.join("dir1/f4")).unwrap();
+        let mut inodes = Vec::new();
+        for n in ["file1", "dir1/f2", "dir2", "dir1/f4"] {
+            let st = std::fs::symlink_metadata(f.u.join(n)).unwrap();
+            assert_eq!((st.mode() & libc::S_IFMT, st.rdev()), (libc::S_IFCHR, 0), "{which}: {n} whiteout");
+            inodes.push(st.ino());
+        }
+        for n in ["file1", "dir1/f2", "dir2", "dir1/f4"] {
+            assert!(!m.join(n).exists(), "{which}: {n} deleted");
+        }
+        inodes.dedup();
+        seen.push((inodes.len(), std::fs::symlink_metadata(f.u.join("file1")).unwrap().nlink() >= 4));
+    }
+    assert_eq!(seen, vec![(1, true), (1, true)], "one shared whiteout inode (kernel, rimg)");
+}
+
+#[test]
+fn a_shared_whiteout_at_the_link_limit_is_replaced_by_a_new_one() {
+    let f = fixture();
+    let _m = mount(&f, &MountOptions::default());
+    std::fs::remove_file(f.m.join("file1")).unwrap();
+    // fill the shared whiteout (the one entry of the work directory) up to the filesystem's limit
+    let work = f.w.join("work");
+    let shared = std::fs::read_dir(&work).unwrap().next().expect("shared whiteout").unwrap().path();
+    let mut links = 0;
+    let full = loop {
+        match std::fs::hard_link(&shared, work.join(format!("fill{links}"))) {
+            Ok(()) => links += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break true,
+            Err(e) => panic!("link: {e}"),
+        }
+        if links > 70_000 {
+            break false;
+        }
+    };
+    if !full {
+        eprintln!("the upper filesystem has no link limit: nothing to test");
+        return;
+    }
+    std::fs::remove_file(f.m.join("dir1/f2")).unwrap();
+    std::fs::remove_file(f.m.join("dir1/f4")).unwrap();
+    assert!(!f.m.join("dir1/f2").exists() && !f.m.join("dir1/f4").exists());
+    let st = |n: &str| std::fs::symlink_metadata(f.u.join(n)).unwrap();
+    for n in ["file1", "dir1/f2", "dir1/f4"] {
+        assert_eq!((st(n).mode() & libc::S_IFMT, st(n).rdev()), (libc::S_IFCHR, 0), "{n} whiteout");
+    }
+    assert_ne!(st("file1").ino(), st("dir1/f2").ino(), "a new shared whiteout once the first is full");
+    assert_eq!(st("dir1/f2").ino(), st("dir1/f4").ino(), "which the next whiteouts share");
+}
+
+/// mknod(`p`, S_IFCHR | 0644, 0/0) as the caller: 0 or the errno.
+fn mknod_whiteout_as_caller(p: &Path) -> i32 {
+    let c = cpath(p);
+    // SAFETY: a plain system call on a NUL-terminated path.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, 0) } == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    }
+}
+
+#[test]
+fn mknod_of_a_whiteout_device_is_refused_like_the_kernel() {
+    // a 0/0 character device is a whiteout in the upper layer: made through the mount, the new name
+    // would vanish at once and commit as a deletion. Kernel overlayfs refuses it with EPERM, for root
+    // and for an unprivileged caller alike (the VFS lets anyone make a whiteout device).
+    for which in ["kernel", "rimg"] {
+        let f = fixture();
+        let _k;
+        let _r;
+        if which == "kernel" {
+            _k = kernel_mount(&f.lowers, Some((&f.u, &f.w)), &f.m, "").expect("kernel overlayfs");
+        } else {
+            _r = mount(&f, &MountOptions::default());
+        }
+        let m = &f.m;
+        assert_eq!(mknod_whiteout_as_caller(&m.join("wh")), libc::EPERM, "{which}: new name");
+        assert_eq!(mknod_whiteout_as_caller(&m.join("dir1/wh")), libc::EPERM, "{which}: in a lower dir");
+        let user = as_user(USER.0, USER.1, || mknod_whiteout_as_caller(&m.join("userdir/wh")));
+        assert_eq!(user, libc::EPERM, "{which}: unprivileged caller");
+        assert_eq!(mknod_whiteout_as_caller(&m.join("file1")), libc::EEXIST, "{which}: existing name");
+        // other devices are still made
+        let null = cpath(&m.join("null"));
+        // SAFETY: a plain system call on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mknod(null.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+        for n in ["wh", "dir1/wh", "userdir/wh"] {
+            assert!(
+                std::fs::symlink_metadata(f.u.join(n)).is_err(),
+                "{which}: nothing of {n} in the upper layer"
+            );
+        }
+        assert!(names(m).contains(&"null".to_string()), "{which}");
+    }
+}
+
+#[test]
 fn rename_of_lower_directory_uses_redirect_and_kernel_reads_it() {
     let f = fixture();
     {
@@ -413,29 +528,41 @@ fn a_lower_file_open_for_reading_and_then_for_writing() {
     drop(reader);
 }
 
-/// Read up to `n` names (all if `n` is None) from a directory stream, skipping "." and "..".
-///
-/// # Safety
-/// `d` must be a valid open directory stream.
-unsafe fn read_names(d: *mut libc::DIR, n: Option<usize>) -> Vec<String> {
-    let mut out = Vec::new();
-    while n.is_none_or(|n| out.len() < n) {
-        let e = libc::readdir(d);
-        if e.is_null() {
-            break;
-        }
-        let name = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy().into_owned();
-        if name != "." && name != ".." {
-            out.push(name);
-        }
+/// One getdents64 call on `fd` with a buffer of `size` bytes: the names it returned (without "." and
+/// ".."), None at the end. No user-space buffering: what comes back is what the server answered now.
+fn getdents(fd: &std::os::fd::OwnedFd, size: usize) -> Option<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; size];
+    // SAFETY: getdents64 into a buffer of the given length.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+    assert!(n >= 0, "getdents64: {}", std::io::Error::last_os_error());
+    if n == 0 {
+        return None;
     }
-    out
+    let (mut off, mut out) = (0usize, Vec::new());
+    while off < n as usize {
+        // linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name
+        let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+        let name = &buf[off + 19..off + reclen];
+        let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
+        if name != b"." && name != b".." {
+            out.push(String::from_utf8_lossy(name).into_owned());
+        }
+        off += reclen;
+    }
+    Some(out)
+}
+
+/// The names of a whole directory read through `fd` in calls of `size` bytes.
+fn getdents_all(fd: &std::os::fd::OwnedFd, size: usize) -> Vec<String> {
+    std::iter::from_fn(|| getdents(fd, size)).flatten().collect()
 }
 
 #[test]
 fn readdir_stays_consistent_while_the_directory_changes() {
     // a merged directory big enough to take several getdents calls, read by two streams while
-    // entries are removed and added through the mount: entries present all along appear exactly once
+    // entries are removed, added and renamed through the mount: entries present all along appear
+    // exactly once, and what a stream returns after a change is of the directory as it is now
     let f = fixture();
     let (low, up) = (f.lowers[1].join("big"), f.lowers[0].join("big"));
     std::fs::create_dir_all(&low).unwrap();
@@ -448,41 +575,45 @@ fn readdir_stays_consistent_while_the_directory_changes() {
     }
     let _m = mount(&f, &MountOptions::default());
     let big = f.m.join("big");
-    let c = cpath(&big);
-    // SAFETY: directory streams on a valid path, closed below.
-    unsafe {
-        let a = libc::opendir(c.as_ptr());
-        let b = libc::opendir(c.as_ptr());
-        assert!(!a.is_null() && !b.is_null());
-        let mut seen_a = read_names(a, Some(100));
-        let removed: Vec<String> =
-            (0..3000).step_by(10).map(|i| format!("lower-file-with-a-longish-name-{i}")).collect();
-        for r in &removed {
-            std::fs::remove_file(big.join(r)).unwrap();
-        }
-        for i in 0..200 {
-            write(&big.join(format!("new-{i}")), "");
-        }
-        seen_a.extend(read_names(a, None));
-        let seen_b = read_names(b, None);
-        libc::closedir(a);
-        libc::closedir(b);
-        let mut now = names(&big);
-        now.retain(|n| !n.is_empty());
-        let mut sorted_a = seen_a.clone();
-        sorted_a.sort();
-        sorted_a.dedup();
-        assert_eq!(sorted_a.len(), seen_a.len(), "no entry twice in a stream read across changes");
-        for n in &now {
-            if !n.starts_with("new-") {
-                assert!(seen_a.contains(n), "{n} present all along but missed");
-            }
-        }
-        let mut sorted_b = seen_b;
-        sorted_b.sort();
-        assert_eq!(sorted_b, now, "a stream started after the changes sees the new state");
-        assert_eq!(now.len(), 3000 - removed.len() + 50 + 200);
+    let open = || std::os::fd::OwnedFd::from(std::fs::File::open(&big).unwrap());
+    let (a, b) = (open(), open());
+    let mut seen_a = getdents(&a, 4096).unwrap();
+    let removed: Vec<String> =
+        (0..3000).step_by(10).map(|i| format!("lower-file-with-a-longish-name-{i}")).collect();
+    for r in &removed {
+        std::fs::remove_file(big.join(r)).unwrap();
     }
+    for i in 0..200 {
+        write(&big.join(format!("new-{i}")), "");
+    }
+    let renamed: Vec<(String, String)> = (5..3000)
+        .step_by(10)
+        .map(|i| (format!("lower-file-with-a-longish-name-{i}"), format!("moved-{i}")))
+        .collect();
+    for (from, to) in &renamed {
+        std::fs::rename(big.join(from), big.join(to)).unwrap();
+    }
+    let first = seen_a.len();
+    seen_a.extend(getdents_all(&a, 4096));
+    for gone in removed.iter().chain(renamed.iter().map(|(from, _)| from)) {
+        assert!(!seen_a[first..].contains(gone), "{gone} returned after it went away");
+    }
+    let seen_b = getdents_all(&b, 4096);
+    let mut now = names(&big);
+    now.retain(|n| !n.is_empty());
+    let mut sorted_a = seen_a.clone();
+    sorted_a.sort();
+    sorted_a.dedup();
+    assert_eq!(sorted_a.len(), seen_a.len(), "no entry twice in a stream read across changes");
+    for n in &now {
+        if !n.starts_with("new-") && !n.starts_with("moved-") {
+            assert!(seen_a.contains(n), "{n} present all along but missed");
+        }
+    }
+    let mut sorted_b = seen_b;
+    sorted_b.sort();
+    assert_eq!(sorted_b, now, "a stream started after the changes sees the new state");
+    assert_eq!(now.len(), 3000 - removed.len() + 50 + 200);
 }
 
 /// What a reader sees of a lower hard link (`a`, `b`, and `c` in a subdirectory) before and after one name

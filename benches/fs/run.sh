@@ -10,6 +10,13 @@
 #        URING=1 (default) turns the kernel's fuse.enable_uring on for the run (restored at exit), so rimg
 #                takes requests through FUSE over io_uring as it does wherever the kernel offers it;
 #                URING=0 measures the /dev/fuse transport
+#        FUSE_OVL_MAX_FILES=25000: the delete tests of more files than this skip fuse-overlayfs (its
+#                100k delete takes many minutes)
+# Delete tests (issue 20.1): rm_rf_N is GNU `rm -rf` (reads the whole directory, then unlinks),
+# bb_rm_rf_N busybox `rm -rf` (unlinks each name as readdir returns it, as in Alpine/busybox images) of
+# a directory of N empty files that lives in a lower layer (its own lower, $B/delN), so every unlink
+# leaves a whiteout. They are not in the default TESTS (minutes with fuse-overlayfs); run them with
+#   TESTS="rm_rf_10k bb_rm_rf_10k rm_rf_25k bb_rm_rf_25k rm_rf_100k bb_rm_rf_100k" benches/fs/run.sh 3
 # The individual samples of every test go to stderr.
 # Every figure is the median of REPS runs (default 3), each on a fresh upper/work and a fresh mount.
 # "cold" figures drop the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) first.
@@ -54,14 +61,28 @@ setup() {
     fi
 }
 
+# a lower layer $B/delN holding d/ with N empty files (the delete tests)
+setup_del() {
+    local n=$1
+    [ -f "$B/.del$n-ready" ] && return
+    rm -rf "$B/del$n"
+    mkdir -p "$B/del$n/d"
+    python3 -c 'import os,sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n): open(f"{d}/lower-file-{i:06d}", "w").close()' "$B/del$n/d" "$n"
+    touch "$B/.del$n-ready"
+}
+# N of a delete test name (rm_rf_25k -> 25000)
+del_files() { local k=${1##*_}; echo $(( ${k%k} * 1000 )); }
+
 now() { date +%s%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-# mount FS at $R/m over lowers data:rootfs with a fresh upper/work
+# mount FS at $R/m over lowers LOWERS (default data:rootfs) with a fresh upper/work
 do_mount() {
-    local fs=$1 R=$2
+    local fs=$1 R=$2 lowers=${3:-$B/data:$B/rootfs}
     rm -rf "$R"; mkdir -p "$R/u" "$R/w" "$R/m"
-    local opts="lowerdir=$B/data:$B/rootfs,upperdir=$R/u,workdir=$R/w"
+    local opts="lowerdir=$lowers,upperdir=$R/u,workdir=$R/w"
     case $fs in
         kernel) mount -t overlay overlay -o "$opts" "$R/m" ;;
         rimg) "$RIMG" overlayfs -o "$opts${RIMG_OPTS:+,$RIMG_OPTS}" "$R/m" ;;
@@ -122,9 +143,15 @@ run_test() {
         echo $(( (e - s) / 1000000 ))
         return
     fi
-    do_mount "$fs" "$R"
+    local lowers=""
+    case $t in
+        rm_rf_*|bb_rm_rf_*) lowers=$B/del$(del_files "$t") ;;
+    esac
+    do_mount "$fs" "$R" $lowers
     local m="$R/m"
     case $t in
+        rm_rf_*) s=$(now); rm -rf "$m/d"; e=$(now) ;;
+        bb_rm_rf_*) s=$(now); busybox rm -rf "$m/d"; e=$(now) ;;
         find_cold) drop; s=$(now); find "$m" >/dev/null; e=$(now) ;;
         find_warm) find "$m" >/dev/null; s=$(now); find "$m" >/dev/null; e=$(now) ;;
         read1g_cold) drop; s=$(now); dd if="$m/big" of=/dev/null bs=1M status=none; e=$(now) ;;
@@ -150,18 +177,26 @@ FSES=${FSES:-"kernel rimg fuse-overlayfs"}
 echo "# rimg FUSE overlay benchmark — $(date -u +%FT%TZ), kernel $(uname -r), $(nproc) cores, reps=$REPS"
 [ -n "${RIMG_OPTS:-}" ] && echo "# rimg extra options: $RIMG_OPTS"
 echo "# fuse.enable_uring=$(cat "$URING_PARAM" 2>/dev/null || echo absent) (rimg uses FUSE over io_uring when Y)"
-echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR"); upper/work on $(df --output=fstype "$B" | tail -1)"
+echo "# lowers: data (1 GiB file + 2000×4 KiB) over rootfs from $(basename "$ROOTFS_TAR") (delete tests: delN/d of N empty files); upper/work on $(df --output=fstype "$B" | tail -1)"
+echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%-16s %10s %10s %14s %12s %14s\n" test kernel_ms rimg_ms fuse-ovl_ms rimg/kernel fuse-ovl/rimg
 for t in $TESTS; do
     declare -A res=() all=()
+    fses=$FSES
+    case $t in
+        rm_rf_*|bb_rm_rf_*)
+            setup_del "$(del_files "$t")"
+            if [ "$(del_files "$t")" -gt "${FUSE_OVL_MAX_FILES:-25000}" ]; then fses=${fses/fuse-overlayfs/}; fi ;;
+    esac
     # interleave the filesystems so load drift on a shared machine hits all of them alike
     for _ in $(seq 1 "$REPS"); do
-        for fs in $FSES; do all[$fs]+="$(run_test "$fs" "$t") "; done
+        for fs in $fses; do all[$fs]+="$(run_test "$fs" "$t") "; done
     done
-    for fs in $FSES; do res[$fs]=$(echo ${all[$fs]} | tr ' ' '\n' | median); echo "# $t $fs: ${all[$fs]}" >&2; done
+    for fs in $fses; do res[$fs]=$(echo ${all[$fs]} | tr ' ' '\n' | median); echo "# $t $fs: ${all[$fs]}" >&2; done
     k=${res[kernel]:-0}; r=${res[rimg]:-0}; f=${res[fuse-overlayfs]:-0}
     rk=$(awk -v a="$r" -v b="$k" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
     fr=$(awk -v a="$f" -v b="$r" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }')
+    if [ -z "${res[fuse-overlayfs]:-}" ]; then f=-; fr=-; fi
     printf "%-16s %10s %10s %14s %12s %14s\n" "$t" "$k" "$r" "$f" "$rk" "$fr"
     unset res all
 done

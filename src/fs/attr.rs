@@ -31,6 +31,19 @@ pub fn kind_of_dtype(d: u8) -> FileType {
     }
 }
 
+/// `d_type` of a fuser file type.
+pub fn dtype_of_kind(k: FileType) -> u8 {
+    match k {
+        FileType::Directory => libc::DT_DIR,
+        FileType::Symlink => libc::DT_LNK,
+        FileType::CharDevice => libc::DT_CHR,
+        FileType::BlockDevice => libc::DT_BLK,
+        FileType::NamedPipe => libc::DT_FIFO,
+        FileType::Socket => libc::DT_SOCK,
+        FileType::RegularFile => libc::DT_REG,
+    }
+}
+
 fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec.clamp(0, 999_999_999) as u32)

@@ -18,6 +18,7 @@ mod kept;
 mod ops;
 mod overlay;
 mod readahead;
+mod stats;
 pub(crate) mod sys;
 mod tree;
 
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use crate::idmap::IdMap;
 pub use kept::restore as restore_kept;
 use overlay::FsOptions;
+pub use stats::FsStats;
 
 /// The layers of one overlay, as kernel overlayfs takes them.
 #[derive(Clone, Debug, Default)]
@@ -227,7 +229,7 @@ fn build_overlay(cfg: &OverlayConfig, opts: &MountOptions) -> Result<overlay::Ov
         readahead: opts.readahead,
         ids: ids::IdMaps { uid: opts.uid_map.clone(), gid: opts.gid_map.clone() },
     };
-    let stack = tree::Stack { lowers, upper };
+    let stack = tree::Stack { lowers, upper, counters: Default::default() };
     overlay::Overlay::new(stack, work, fsopts).map_err(|e| FsError::Open {
         path: cfg.lowers[0].clone(),
         source: std::io::Error::from_raw_os_error(e),
@@ -264,6 +266,7 @@ fn fuse_mount(mountpoint: &Path, opts: &MountOptions, read_only: bool) -> std::i
 pub struct Prepared {
     session: fuser::Session<overlay::Overlay>,
     mountpoint: PathBuf,
+    counters: Arc<stats::Counters>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -286,6 +289,7 @@ pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Re
     // fuser's own mount handling would later unmount "whatever is at the path" after the session ends
     // (racing a new mount there), so mount(2) is done here and fuser only gets the descriptor.
     let notifier = Arc::new(std::sync::OnceLock::new());
+    let counters = fs.stack.counters.clone();
     let mut fs = fs;
     fs.notifier = notifier.clone();
     let session = match fuser::Session::from_fd(fs, fd, fcfg.acl, fcfg) {
@@ -296,16 +300,16 @@ pub fn prepare(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Re
         }
     };
     let _ = notifier.set(session.notifier());
-    Ok(Prepared { session, mountpoint: mountpoint.to_owned() })
+    Ok(Prepared { session, mountpoint: mountpoint.to_owned(), counters })
 }
 
 impl Prepared {
     /// Start the server threads; the mount is usable when this returns.
     pub fn serve(self) -> Result<OverlayMount, FsError> {
-        let mountpoint = self.mountpoint;
+        let (mountpoint, counters) = (self.mountpoint, self.counters);
         reserve_descriptors();
         let bg = self.session.spawn().map_err(|e| FsError::Serve { path: mountpoint.clone(), source: e })?;
-        Ok(OverlayMount { mountpoint, bg: Some(bg) })
+        Ok(OverlayMount { mountpoint, bg: Some(bg), counters })
     }
 
     /// The mount point.
@@ -346,6 +350,7 @@ pub fn mount(cfg: OverlayConfig, mountpoint: &Path, opts: &MountOptions) -> Resu
 pub struct OverlayMount {
     mountpoint: PathBuf,
     bg: Option<fuser::BackgroundSession>,
+    counters: Arc<stats::Counters>,
 }
 
 impl std::fmt::Debug for OverlayMount {
@@ -382,6 +387,12 @@ impl OverlayMount {
     /// The mount point.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// What the server has done so far: work counts that tell linear from superlinear behaviour
+    /// without a clock.
+    pub fn stats(&self) -> FsStats {
+        self.counters.snapshot()
     }
 
     /// Has the server stopped (the mount went away)?

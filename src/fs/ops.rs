@@ -16,15 +16,19 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::attr::{decode_dev, kind_of_dtype, timespec};
-use super::dirlist::Listing;
+use super::attr::{decode_dev, dtype_of_kind, kind_of_dtype, timespec};
+use super::dirlist::{DirEnt, Listing};
 use super::overlay::{lock, private_xattr, CopyMode, Handle, NewEntry, Overlay};
 use super::sys;
+use super::tree::DirLayers;
 
 /// Entry and attribute cache lifetime: every change goes through this server, so the kernel's caches
 /// can be trusted for long.
 const TTL: Duration = Duration::from_secs(86400);
 const GEN: Generation = Generation(0);
+/// Listing entries copied out per look at a directory's cached listing while a READDIR reply is filled
+/// (the listing is not held while the reply is sent or subdirectories are resolved).
+const DIR_BATCH: usize = 128;
 
 fn err(e: i32) -> Errno {
     Errno::from_i32(e)
@@ -252,40 +256,117 @@ impl Overlay {
         }
     }
 
-    /// The merged listing of directory `ino` for a reader at readdir offset `offset`: built afresh at
-    /// offset 0 (as POSIX wants of rewinddir), else the one cached on the node if there is one.
-    fn dir_listing(&self, ino: u64, offset: u64) -> Result<Arc<Listing>, i32> {
-        if offset != 0 {
-            let t = lock(&self.t);
-            if let Some(l) = t.nodes.get(&ino).and_then(|n| n.listing.clone()) {
-                return Ok(l);
+    /// The next entries of directory `ino` after readdir offset `offset`, at most [`DIR_BATCH`]: from the
+    /// listing cached on the node or, for the `first` batch of a reply, one built afresh at offset 0
+    /// (as POSIX wants of rewinddir) or when none is cached. A reader whose first batch is empty has
+    /// reached the end, and the listing is let go. A later batch finds none if the listing went away
+    /// meanwhile: the reply then ends early and the kernel asks again from where it stopped.
+    fn dir_batch(&self, ino: u64, offset: u64, first: bool) -> Result<Vec<DirEnt>, i32> {
+        let changes = {
+            let mut t = lock(&self.t);
+            let n = t.nodes.get_mut(&ino).ok_or(libc::ENOENT)?;
+            if offset != 0 || !first {
+                if let Some(l) = &n.listing {
+                    let batch = l.batch(offset, DIR_BATCH);
+                    if first && batch.is_empty() {
+                        n.listing = None;
+                    }
+                    return Ok(batch);
+                }
+                if !first {
+                    return Ok(Vec::new());
+                }
             }
-        }
+            n.dir_changes
+        };
         let dir = self.dir_of(ino)?;
         let entries = self.stack.list(&dir, ino)?;
+        self.stack.counters.listing_built();
         let mut t = lock(&self.t);
         let parent = t.nodes.get(&ino).map(|n| n.parent).unwrap_or(ino);
         let named = entries.into_iter().map(|(name, dtype, key)| (name, dtype, t.ino_for(key))).collect();
-        let l = Arc::new(Listing::new(ino, parent, named));
+        let l = Listing::new(ino, parent, named);
+        let batch = l.batch(offset, DIR_BATCH);
         if let Some(n) = t.nodes.get_mut(&ino) {
-            n.listing = Some(l.clone());
+            // a change that came in while the layers were read may be missing from `l`: then it
+            // serves this batch only
+            if n.dir_changes == changes && !batch.is_empty() {
+                n.listing = Some(Box::new(l));
+            }
         }
-        Ok(l)
+        Ok(batch)
     }
 
-    /// A reader got to the end of `l`: let it go unless it was replaced meanwhile.
-    fn listing_done(&self, ino: u64, l: &Arc<Listing>) {
-        let mut t = lock(&self.t);
-        if let Some(n) = t.nodes.get_mut(&ino) {
-            if n.listing.as_ref().is_some_and(|c| Arc::ptr_eq(c, l)) {
-                n.listing = None;
+    /// Hand the entries of directory `ino` after `offset` to `add` until it says the reply is full
+    /// (returns true) or the listing ends.
+    fn fill_dir(&self, ino: u64, offset: u64, mut add: impl FnMut(&DirEnt) -> bool) -> Result<(), i32> {
+        let mut next = offset;
+        let mut first = true;
+        loop {
+            let batch = self.dir_batch(ino, next, first)?;
+            first = false;
+            let Some(last) = batch.last() else { return Ok(()) };
+            next = last.cookie;
+            for e in &batch {
+                if add(e) {
+                    return Ok(());
+                }
             }
         }
     }
 
-    /// The entries of directory `parent` changed through the mount.
-    fn changed(&self, parent: u64) {
-        lock(&self.t).dir_changed(parent);
+    /// Add entry `e` of directory `ino` (layers `dir`) to a READDIRPLUS reply; true when it is full.
+    /// Subdirectories come with their attributes: a tree walk (find, du, ls -R) opens each of them next,
+    /// and this saves that LOOKUP. Everything else goes as a name only (node id 0): such walks never
+    /// stat it, and resolving it here would cost a stat per layer and a kernel inode per name for
+    /// nothing. "." and ".." the kernel never links.
+    fn add_plus(&self, dir: &DirLayers, ino: u64, e: &DirEnt, reply: &mut ReplyDirectoryPlus) -> bool {
+        if e.dtype == libc::DT_DIR && e.name != "." && e.name != ".." {
+            if let Ok(Some(f)) = self.stack.resolve(dir, ino, &e.name) {
+                if self.opts.readahead {
+                    if let Some(d) = &f.dir {
+                        d.upper
+                            .iter()
+                            .chain(d.lowers.iter().map(|(_, fd)| fd))
+                            .for_each(|fd| self.readahead.push(fd));
+                    }
+                }
+                let eino = lock(&self.t).ino_for(f.key);
+                let attr = self.found_attr(eino, &f);
+                if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {
+                    return true;
+                }
+                lock(&self.t).install(ino, &e.name, &f, 1);
+                return false;
+            }
+        }
+        // SAFETY: a plain C struct, all zeroes is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_mode = u32::from(e.dtype) << 12;
+        reply.add(INodeNo(0), e.cookie, &e.name, &TTL, &super::attr::to_attr(e.ino, &st), GEN)
+    }
+
+    /// A change to the entries of directory `parent` through the mount is done: apply it to the cached
+    /// listing (`added` names the new entry's object and type), or, after a failure, which may have done
+    /// part of its work, drop that listing.
+    fn changed<T>(&self, parent: u64, r: &Result<T, i32>, name: &OsStr, added: impl FnOnce(&T) -> (u64, u8)) {
+        let mut t = lock(&self.t);
+        match r {
+            Ok(v) => {
+                let (ino, dtype) = added(v);
+                t.entry_added(parent, name, ino, dtype);
+            }
+            Err(_) => t.dir_changed(parent),
+        }
+    }
+
+    /// `parent/name` was removed (`r` is the outcome).
+    fn removed(&self, parent: u64, r: &Result<(), i32>, name: &OsStr) {
+        let mut t = lock(&self.t);
+        match r {
+            Ok(()) => t.entry_removed(parent, name),
+            Err(_) => t.dir_changed(parent),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -403,6 +484,16 @@ impl Filesystem for Overlay {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        self.forget_shared_whiteout();
+        let s = self.stack.counters.snapshot();
+        log::debug!(
+            "overlay server done: {} merged listings built, {} directory entries scanned",
+            s.listings_built,
+            s.entries_scanned
+        );
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_install(parent.0, name, 1) {
             Ok((node, attr)) => reply.entry_node(INodeNo(node), &TTL, &attr, GEN),
@@ -484,7 +575,7 @@ impl Filesystem for Overlay {
             NewEntry::Node(mode, decode_dev(rdev))
         };
         let r = self.create_entry(req.uid(), req.gid(), parent.0, name, what);
-        self.changed(parent.0);
+        self.changed(parent.0, &r, name, |(ino, attr, _)| (*ino, dtype_of_kind(attr.kind)));
         match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
@@ -493,7 +584,7 @@ impl Filesystem for Overlay {
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
         let r = self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::Dir(mode));
-        self.changed(parent.0);
+        self.changed(parent.0, &r, name, |(ino, _, _)| (*ino, libc::DT_DIR));
         match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
@@ -502,7 +593,7 @@ impl Filesystem for Overlay {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.remove(parent.0, name, false);
-        self.changed(parent.0);
+        self.removed(parent.0, &r, name);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -511,7 +602,7 @@ impl Filesystem for Overlay {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = self.remove(parent.0, name, true);
-        self.changed(parent.0);
+        self.removed(parent.0, &r, name);
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -521,7 +612,7 @@ impl Filesystem for Overlay {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let what = NewEntry::Symlink(target.as_os_str());
         let r = self.create_entry(req.uid(), req.gid(), parent.0, link_name, what);
-        self.changed(parent.0);
+        self.changed(parent.0, &r, link_name, |(ino, _, _)| (*ino, libc::DT_LNK));
         match r {
             Ok((_, attr, _)) => reply.entry(&TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
@@ -539,17 +630,30 @@ impl Filesystem for Overlay {
         reply: ReplyEmpty,
     ) {
         let r = Overlay::rename(self, parent.0, name, newparent.0, newname, flags.bits());
-        self.changed(parent.0);
-        self.changed(newparent.0);
+        {
+            let mut t = lock(&self.t);
+            match &r {
+                // the same object under both names: nothing moved
+                Ok(None) => {}
+                Ok(Some((ino, dtype))) => {
+                    t.entry_removed(parent.0, name);
+                    t.entry_added(newparent.0, newname, *ino, *dtype);
+                }
+                Err(_) => {
+                    t.dir_changed(parent.0);
+                    t.dir_changed(newparent.0);
+                }
+            }
+        }
         match r {
-            Ok(()) => reply.ok(),
+            Ok(_) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let r = Overlay::link(self, ino.0, newparent.0, newname);
-        self.changed(newparent.0);
+        self.changed(newparent.0, &r, newname, |(node, attr)| (*node, dtype_of_kind(attr.kind)));
         match r {
             Ok((node, attr)) => reply.entry_node(INodeNo(node), &TTL, &attr, GEN),
             Err(e) => reply.error(err(e)),
@@ -705,20 +809,13 @@ impl Filesystem for Overlay {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let l = match self.dir_listing(ino.0, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(err(e)),
-        };
-        let rest = l.after(offset);
-        if rest.is_empty() {
-            self.listing_done(ino.0, &l);
+        let r = self.fill_dir(ino.0, offset, |e| {
+            reply.add(INodeNo(e.ino), e.cookie, kind_of_dtype(e.dtype), &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        for e in rest {
-            if reply.add(INodeNo(e.ino), e.cookie, kind_of_dtype(e.dtype), &e.name) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -729,49 +826,14 @@ impl Filesystem for Overlay {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let l = match self.dir_listing(ino.0, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(err(e)),
-        };
         let dir = match self.dir_of(ino.0) {
             Ok(d) => d,
             Err(e) => return reply.error(err(e)),
         };
-        let rest = l.after(offset);
-        if rest.is_empty() {
-            self.listing_done(ino.0, &l);
+        match self.fill_dir(ino.0, offset, |e| self.add_plus(&dir, ino.0, e, &mut reply)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
         }
-        for e in rest {
-            // Subdirectories come with their attributes: a tree walk (find, du, ls -R) opens each of
-            // them next, and this saves that LOOKUP. Everything else goes as a name only (node id 0): such
-            // walks never stat it, and resolving it here would cost a stat per layer and a kernel inode
-            // per name for nothing. "." and ".." the kernel never links.
-            if e.dtype == libc::DT_DIR && e.name != "." && e.name != ".." {
-                if let Ok(Some(f)) = self.stack.resolve(&dir, ino.0, &e.name) {
-                    if self.opts.readahead {
-                        if let Some(d) = &f.dir {
-                            d.upper
-                                .iter()
-                                .chain(d.lowers.iter().map(|(_, fd)| fd))
-                                .for_each(|fd| self.readahead.push(fd));
-                        }
-                    }
-                    let eino = lock(&self.t).ino_for(f.key);
-                    let attr = self.found_attr(eino, &f);
-                    if reply.add(INodeNo(eino), e.cookie, &e.name, &TTL, &attr, GEN) {
-                        break;
-                    }
-                    lock(&self.t).install(ino.0, &e.name, &f, 1);
-                    continue;
-                }
-            }
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            st.st_mode = u32::from(e.dtype) << 12;
-            if reply.add(INodeNo(0), e.cookie, &e.name, &TTL, &super::attr::to_attr(e.ino, &st), GEN) {
-                break;
-            }
-        }
-        reply.ok();
     }
 
     fn releasedir(
@@ -941,7 +1003,7 @@ impl Filesystem for Overlay {
         reply: ReplyCreate,
     ) {
         let r = self.create_entry(req.uid(), req.gid(), parent.0, name, NewEntry::File(mode));
-        self.changed(parent.0);
+        self.changed(parent.0, &r, name, |(ino, _, _)| (*ino, libc::DT_REG));
         let _ = flags;
         match r {
             Ok((i, a, Some(f))) => self.reply_created(req, i, &a, f, reply),

@@ -78,6 +78,8 @@ pub struct Overlay {
     /// Next file handle.
     pub next_fh: AtomicU64,
     tmp_seq: AtomicU64,
+    /// The whiteout every whiteout of this mount is a hard link to (see [`Overlay::make_whiteout`]).
+    shared_whiteout: Mutex<SharedWhiteout>,
     /// The kernel accepted FUSE_PASSTHROUGH.
     pub passthrough: AtomicBool,
     /// The kernel accepted FUSE_WRITEBACK_CACHE: it caches writes, keeps the size and times of regular
@@ -93,6 +95,16 @@ pub struct Overlay {
     pub readahead: super::readahead::ReadAhead,
     /// Setuid/setgid bits and file capabilities kept off disk on an id-mapped mount (see [`super::kept`]).
     pub kept: super::kept::Kept,
+}
+
+/// The state of a mount's shared whiteout.
+enum SharedWhiteout {
+    /// None made yet (or the last one is full).
+    NotYet,
+    /// Its name in the work directory.
+    At(OsString),
+    /// The upper filesystem refused a hard link to one: every whiteout is a device of its own.
+    Off,
 }
 
 /// Where a node's current copy is: a directory fd and a name in it (empty = the fd itself).
@@ -152,6 +164,7 @@ impl Overlay {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             tmp_seq: AtomicU64::new(1),
+            shared_whiteout: Mutex::new(SharedWhiteout::NotYet),
             passthrough: AtomicBool::new(false),
             writeback: AtomicBool::new(false),
             no_opendir: AtomicBool::new(false),
@@ -171,6 +184,51 @@ impl Overlay {
 
     fn work_fd(&self) -> SysResult<RawFd> {
         self.work.as_ref().map(|w| w.as_raw_fd()).ok_or(libc::EROFS)
+    }
+
+    /// Make the whiteout `dir/name` (`dir` on the upper filesystem): a hard link to the mount's shared
+    /// whiteout in the work directory, as kernel overlayfs makes them, else a 0/0 device of its own.
+    /// Deleting a lower file then allocates no inode: on ext4 without a journal each allocation looks
+    /// past every inode freed in the last seconds, and whiteouts made one by one took more than half
+    /// of the server's time to empty a lower directory after another was deleted. A full link count
+    /// (EMLINK) starts a new shared whiteout; any other refusal of the link turns sharing off.
+    fn make_whiteout(&self, dir: RawFd, name: &OsStr) -> SysResult<()> {
+        let work = self.work_fd()?;
+        let mut shared = lock(&self.shared_whiteout);
+        for _ in 0..2 {
+            let wname = match &*shared {
+                SharedWhiteout::Off => break,
+                SharedWhiteout::At(n) => n.clone(),
+                SharedWhiteout::NotYet => {
+                    let n = self.tmp_name();
+                    sys::whiteout_at(work, &n)?;
+                    *shared = SharedWhiteout::At(n.clone());
+                    n
+                }
+            };
+            match sys::link_at(work, &wname, dir, name) {
+                Ok(()) => return Ok(()),
+                Err(libc::EEXIST) => return Err(libc::EEXIST),
+                // full, or gone from the work directory: start another
+                Err(libc::EMLINK) | Err(libc::ENOENT) => {
+                    let _ = sys::unlink_at(work, &wname, 0);
+                    *shared = SharedWhiteout::NotYet;
+                }
+                Err(e) => {
+                    log::debug!("whiteouts are not shared on this upper filesystem: link: errno {e}");
+                    *shared = SharedWhiteout::Off;
+                }
+            }
+        }
+        sys::whiteout_at(dir, name)
+    }
+
+    /// The server is done: take the shared whiteout's name out of the work directory (the whiteouts
+    /// linked to it stay), so that a clean unmount leaves the work directory empty.
+    pub fn forget_shared_whiteout(&self) {
+        if let (SharedWhiteout::At(n), Ok(work)) = (&*lock(&self.shared_whiteout), self.work_fd()) {
+            let _ = sys::unlink_at(work, n, 0);
+        }
     }
 
     /// Fail with EROFS on a read-only mount.
@@ -468,6 +526,11 @@ impl Overlay {
         what: NewEntry<'_>,
     ) -> SysResult<(u64, FileAttr, Option<OwnedFd>)> {
         self.writable()?;
+        if matches!(what, NewEntry::Node(mode, 0) if mode & libc::S_IFMT == libc::S_IFCHR) {
+            // a 0/0 character device is a whiteout in the upper layer: the name would vanish now and
+            // commit as a deletion. Kernel overlayfs refuses it (ovl_mknod) before anything else.
+            return Err(libc::EPERM);
+        }
         let (uid, gid) = self.opts.ids.creator(uid, gid);
         let _g = lock(&self.mutate);
         let dir = self.dir_of(parent)?;
@@ -709,7 +772,8 @@ impl Overlay {
                 return Err(libc::ENOTEMPTY);
             }
         }
-        let need_wh = self.stack.lower_positive(&pdir, name)?;
+        // (a name found in a lower layer is there: no second look)
+        let need_wh = !f.upper || self.stack.lower_positive(&pdir, name)?;
         self.copy_up(parent, CopyMode::Meta)?;
         let pup = self.dir_of(parent)?.upper.ok_or(libc::EIO)?;
         let pfd = pup.as_raw_fd();
@@ -722,7 +786,7 @@ impl Overlay {
             if need_wh {
                 let work = self.work_fd()?;
                 let tmp = self.tmp_name();
-                sys::whiteout_at(work, &tmp)?;
+                self.make_whiteout(work, &tmp)?;
                 if is_dir {
                     if let Err(e) = sys::rename_at(work, &tmp, pfd, name, libc::RENAME_EXCHANGE) {
                         let _ = sys::unlink_at(work, &tmp, 0);
@@ -737,7 +801,7 @@ impl Overlay {
                 sys::unlink_at(pfd, name, if is_dir { libc::AT_REMOVEDIR } else { 0 })?;
             }
         } else {
-            sys::whiteout_at(pfd, name)?;
+            self.make_whiteout(pfd, name)?;
         }
         let last = is_dir || !f.upper || f.st.st_nlink <= 1;
         let mut t = lock(&self.t);
@@ -750,7 +814,8 @@ impl Overlay {
         Ok(())
     }
 
-    /// rename(2) within the merged tree.
+    /// rename(2) within the merged tree. Returns the moved object's inode number and d_type, or None
+    /// when both names were the same object's and nothing changed.
     pub fn rename(
         &self,
         parent: u64,
@@ -758,7 +823,7 @@ impl Overlay {
         newparent: u64,
         newname: &OsStr,
         flags: u32,
-    ) -> SysResult<()> {
+    ) -> SysResult<Option<(u64, u8)>> {
         self.writable()?;
         if flags & !libc::RENAME_NOREPLACE != 0 {
             return Err(libc::EINVAL);
@@ -775,7 +840,7 @@ impl Overlay {
                 return Err(libc::EEXIST);
             }
             if d.key == src.key {
-                return Ok(());
+                return Ok(None);
             }
             match (src_is_dir, d.dir.is_some()) {
                 (true, false) => return Err(libc::ENOTDIR),
@@ -864,7 +929,7 @@ impl Overlay {
                 }
             }
         }
-        Ok(())
+        Ok(Some((src_ino, super::tree::dtype_of(src.st.st_mode))))
     }
 }
 

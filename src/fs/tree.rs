@@ -120,9 +120,12 @@ pub struct Node {
     /// Open handles served through the page cache (not passthrough); while any exist the kernel refuses
     /// passthrough opens of the inode.
     pub cached_opens: u64,
-    /// The merged listing of a directory being read (see [`super::dirlist`]); dropped when a reader
-    /// reaches its end or the directory changes.
-    pub listing: Option<Arc<super::dirlist::Listing>>,
+    /// The merged listing of a directory being read (see [`super::dirlist`]); kept up to date by the
+    /// changes made through the mount, dropped when a reader reaches its end.
+    pub listing: Option<Box<super::dirlist::Listing>>,
+    /// Changes made to a directory's entries so far: a listing built from the layers is kept only if
+    /// none came in while it was read, else it could miss one for good.
+    pub dir_changes: u64,
     /// An unnamed (`O_TMPFILE`) file: the work directory holding it under its temporary `name` until a
     /// LINK gives it a real name or its last handle closes.
     pub tmpfile: Option<Arc<OwnedFd>>,
@@ -232,6 +235,7 @@ impl Tables {
                 backing_upper: false,
                 cached_opens: 0,
                 listing: None,
+                dir_changes: 0,
                 tmpfile: None,
             },
         );
@@ -283,10 +287,33 @@ impl Tables {
         }
     }
 
-    /// Drop the cached listing of directory `ino` after a change to its entries.
+    /// Drop the cached listing of directory `ino` after a change to its entries that is not known
+    /// exactly (a failed operation may have done part of its work).
     pub fn dir_changed(&mut self, ino: u64) {
         if let Some(n) = self.nodes.get_mut(&ino) {
+            n.dir_changes += 1;
             n.listing = None;
+        }
+    }
+
+    /// `name` was created in (or moved into, or replaced in) directory `dir` as object `ino` of type
+    /// `dtype`: list it in the cached listing, if there is one.
+    pub fn entry_added(&mut self, dir: u64, name: &OsStr, ino: u64, dtype: u8) {
+        if let Some(n) = self.nodes.get_mut(&dir) {
+            n.dir_changes += 1;
+            if let Some(l) = n.listing.as_mut() {
+                l.insert(name, ino, dtype);
+            }
+        }
+    }
+
+    /// `name` went away from directory `dir`: take it out of the cached listing, if there is one.
+    pub fn entry_removed(&mut self, dir: u64, name: &OsStr) {
+        if let Some(n) = self.nodes.get_mut(&dir) {
+            n.dir_changes += 1;
+            if let Some(l) = n.listing.as_mut() {
+                l.remove(name);
+            }
         }
     }
 
@@ -380,6 +407,8 @@ pub struct Stack {
     pub lowers: Vec<Layer>,
     /// Upper layer, if writable.
     pub upper: Option<Layer>,
+    /// Work counters (entries read from layer directories for merged listings).
+    pub counters: Arc<super::stats::Counters>,
 }
 
 impl Stack {
@@ -568,7 +597,9 @@ impl Stack {
         if let Some(up) = &dir.upper {
             let dev = self.upper_dev();
             let more = !dir.lowers.is_empty();
-            for e in sys::list_dir(up.as_raw_fd())? {
+            let entries = sys::list_dir(up.as_raw_fd())?;
+            self.counters.scanned(entries.len());
+            for e in entries {
                 let mut dtype = e.dtype;
                 if dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN {
                     match sys::stat_at(up.as_raw_fd(), &e.name) {
@@ -592,6 +623,7 @@ impl Stack {
             let dev = self.lowers[*li].dev;
             let more = n + 1 < dir.lowers.len();
             let entries = sys::list_dir(fd.as_raw_fd())?;
+            self.counters.scanned(entries.len());
             let mut hidden_below = Vec::new();
             for e in entries {
                 let bytes = e.name.as_bytes();
