@@ -515,7 +515,8 @@ impl<W: Write> Writer<'_, W> {
         body: Body<'_>,
     ) -> Result<(), LayerError> {
         // what the FUSE layer kept off disk under a user namespace (fs/kept.rs) goes back into the layer
-        let (mode, xattrs) = crate::fs::restore_kept(meta.mode(), xattrs);
+        // (the type bits tell restore_kept whether the file is a regular one, the only kind it keeps bits for)
+        let (mode, xattrs) = crate::fs::restore_kept(meta.st_mode(), xattrs);
         let mut h = tar::Header::new_ustar();
         h.set_mode(mode & 0o7777);
         h.set_mtime(self.mtime(meta));

@@ -138,6 +138,11 @@ impl Meta {
         sys::is_whiteout(&self.0)
     }
 
+    /// The file type and permission bits together (`st_mode`).
+    pub fn st_mode(&self) -> u32 {
+        self.0.st_mode
+    }
+
     /// Permission bits with setuid, setgid and sticky (`st_mode & 0o7777`).
     pub fn mode(&self) -> u32 {
         self.0.st_mode & 0o7777
