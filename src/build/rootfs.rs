@@ -3,13 +3,28 @@
 //! tar, as `docker export`).
 //!
 //! The view is the kernel's overlayfs, read-only: the reference implementation of the layer semantics,
-//! mounted in a private mount namespace (see [`super::builder::enter_private_mount_namespace`]) so it can
+//! mounted in a private mount namespace (see [`enter_private_mount_namespace`]) so it can
 //! never outlive the process that needs it.
 
 use crate::layer::{self, ApplyOptions, DiffOptions};
 use crate::store::Store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Give the build its own mount namespace (private propagation), so the read-only views it mounts are
+/// invisible to the host and disappear with the process, even when it is killed.
+pub fn enter_private_mount_namespace() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / private: {e}"))
+}
 
 /// A read-only merged view of layer directories (top first), unmounted on drop.
 pub struct MergedView {
