@@ -322,3 +322,208 @@ pub fn parse_duration_ns(s: &str) -> Option<i64> {
     }
     Some(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amd64() -> Platform {
+        Platform::new("linux", "amd64", None)
+    }
+
+    fn json(c: &ImageConfig) -> String {
+        String::from_utf8(c.to_json().unwrap()).unwrap()
+    }
+
+    fn s(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// The runtime config of `c` as JSON text.
+    fn runtime_json(c: &ImageConfig) -> String {
+        let doc: serde_json::Value = serde_json::from_slice(&c.to_json().unwrap()).unwrap();
+        doc["config"].to_string()
+    }
+
+    #[test]
+    fn scratch_is_what_rimg_always_wrote() {
+        let c = ImageConfig::scratch(&amd64());
+        assert_eq!(
+            json(&c),
+            r#"{"architecture":"amd64","config":{},"history":[],"os":"linux","rootfs":{"diff_ids":[],"type":"layers"}}"#
+        );
+        let arm = ImageConfig::scratch(&Platform::new("linux", "arm", Some("v7")));
+        assert!(json(&arm).contains(r#""variant":"v7""#), "{}", json(&arm));
+    }
+
+    /// What BuildKit keeps of a docker base config survives a rebuild; docker's legacy fields go.
+    #[test]
+    fn docker_fields_survive_and_legacy_ones_go() {
+        let base = br##"{
+            "architecture": "amd64", "os": "linux", "author": "someone", "created": "2024-01-01T00:00:00Z",
+            "docker_version": "20.10.7", "container": "abc",
+            "container_config": {"Hostname": "abc", "Cmd": ["/bin/sh", "-c", "#(nop) CMD"]},
+            "config": {
+                "Hostname": "", "AttachStdin": false, "Image": "sha256:00",
+                "User": "app", "Env": ["PATH=/bin"], "Cmd": ["run"], "Entrypoint": null,
+                "WorkingDir": "/srv", "StopSignal": "SIGINT", "Labels": {"b": "2", "a": "1"},
+                "ExposedPorts": {"80/tcp": {}, "53/udp": {}}, "Volumes": {"/data": {}},
+                "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 30000000000, "Retries": 3},
+                "OnBuild": ["RUN echo child"], "Shell": ["/bin/bash", "-c"], "ArgsEscaped": true
+            },
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "x", "empty_layer": true}]
+        }"##;
+        let c = ImageConfig::from_json(base).unwrap();
+        assert_eq!(
+            runtime_json(&c),
+            r#"{"ArgsEscaped":true,"Cmd":["run"],"Env":["PATH=/bin"],"ExposedPorts":{"53/udp":{},"80/tcp":{}},"Healthcheck":{"Interval":30000000000,"Retries":3,"Test":["CMD-SHELL","true"]},"Labels":{"a":"1","b":"2"},"OnBuild":["RUN echo child"],"Shell":["/bin/bash","-c"],"StopSignal":"SIGINT","User":"app","Volumes":{"/data":{}},"WorkingDir":"/srv"}"#
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&c.to_json().unwrap()).unwrap();
+        for legacy in ["docker_version", "container", "container_config"] {
+            assert!(doc.get(legacy).is_none(), "{legacy} kept: {doc}");
+        }
+        assert_eq!(doc["author"], "someone");
+        assert_eq!(doc["history"][0]["empty_layer"], true);
+        assert_eq!(c.shell(), ["/bin/bash", "-c"]);
+    }
+
+    #[test]
+    fn a_config_without_runtime_config_or_history_gets_empty_ones() {
+        let c = ImageConfig::from_json(
+            br#"{"architecture":"arm64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            json(&c),
+            r#"{"architecture":"arm64","config":{},"history":[],"os":"linux","rootfs":{"diff_ids":[],"type":"layers"}}"#
+        );
+        assert_eq!(c.shell(), ["/bin/sh", "-c"], "docker's default shell");
+        assert_eq!((c.env(), c.user(), c.working_dir()), (&[] as &[String], "", ""));
+    }
+
+    #[test]
+    fn a_malformed_docker_field_is_an_error() {
+        let bad = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"config":{"Shell":"sh"}}"#;
+        assert!(ImageConfig::from_json(bad).is_err());
+    }
+
+    /// Hash maps inside oci_spec iterate in a different order in every map; the bytes must not.
+    #[test]
+    fn the_same_content_always_gives_the_same_bytes() {
+        let mut c = ImageConfig::scratch(&amd64());
+        let many: Vec<String> = (0..40).map(|i| format!("{i}/tcp")).collect();
+        c.apply(&ConfigEdit::ExposedPorts(many.clone()));
+        c.apply(&ConfigEdit::Volumes(many.iter().map(|p| format!("/v{p}")).collect()));
+        c.apply(&ConfigEdit::Labels(many.iter().map(|p| (p.clone(), p.clone())).collect()));
+        let first = c.to_json().unwrap();
+        for _ in 0..10 {
+            let again = ImageConfig::from_json(&first).unwrap();
+            assert_eq!(again.to_json().unwrap(), first);
+        }
+    }
+
+    #[test]
+    fn env_replaces_a_variable_and_moves_it_last() {
+        let mut c = ImageConfig::scratch(&amd64());
+        c.apply(&ConfigEdit::Env(kv(&[("A", "1"), ("B", "two words"), ("PATH", "/usr/bin")])));
+        c.apply(&ConfigEdit::Env(kv(&[("A", "3")])));
+        assert_eq!(c.env(), ["B=two words", "PATH=/usr/bin", "A=3"]);
+    }
+
+    #[test]
+    fn labels_ports_and_volumes_add_to_what_is_there() {
+        let mut c = ImageConfig::scratch(&amd64());
+        c.apply(&ConfigEdit::Labels(kv(&[("x", "1"), ("y z", "1")])));
+        c.apply(&ConfigEdit::Labels(kv(&[("x", "2")])));
+        c.apply(&ConfigEdit::ExposedPorts(s(&["80/tcp", "53/udp", "80/tcp"])));
+        c.apply(&ConfigEdit::ExposedPorts(s(&["443/tcp"])));
+        c.apply(&ConfigEdit::Volumes(s(&["/data"])));
+        c.apply(&ConfigEdit::Volumes(s(&["/logs", "/data"])));
+        assert_eq!(
+            runtime_json(&c),
+            r#"{"ExposedPorts":{"443/tcp":{},"53/udp":{},"80/tcp":{}},"Labels":{"x":"2","y z":"1"},"Volumes":{"/data":{},"/logs":{}}}"#
+        );
+    }
+
+    #[test]
+    fn scalar_fields_are_set() {
+        let mut c = ImageConfig::scratch(&amd64());
+        c.apply(&ConfigEdit::User("app:app".into()));
+        c.apply(&ConfigEdit::WorkingDir("/srv".into()));
+        c.apply(&ConfigEdit::StopSignal("SIGINT".into()));
+        c.apply(&ConfigEdit::Shell(s(&["/bin/bash", "-c"])));
+        c.apply(&ConfigEdit::Author("me <me@example.com>".into()));
+        c.apply(&ConfigEdit::Nothing);
+        assert_eq!((c.user(), c.working_dir()), ("app:app", "/srv"));
+        assert_eq!(c.shell(), ["/bin/bash", "-c"]);
+        assert_eq!(c.oci().author().as_deref(), Some("me <me@example.com>"));
+        assert_eq!(
+            runtime_json(&c),
+            r#"{"Shell":["/bin/bash","-c"],"StopSignal":"SIGINT","User":"app:app","WorkingDir":"/srv"}"#
+        );
+    }
+
+    #[test]
+    fn entrypoint_drops_the_cmd() {
+        let mut c = ImageConfig::scratch(&amd64());
+        c.apply(&ConfigEdit::Cmd(s(&["sh"])));
+        assert_eq!(runtime_json(&c), r#"{"Cmd":["sh"]}"#);
+        c.apply(&ConfigEdit::Entrypoint(s(&["/bin/tool"])));
+        assert_eq!(runtime_json(&c), r#"{"Entrypoint":["/bin/tool"]}"#);
+        c.apply(&ConfigEdit::Cmd(s(&["x"])));
+        assert_eq!(runtime_json(&c), r#"{"Cmd":["x"],"Entrypoint":["/bin/tool"]}"#);
+    }
+
+    #[test]
+    fn healthcheck_replaces_the_one_before() {
+        let mut c = ImageConfig::scratch(&amd64());
+        let check = Healthcheck {
+            test: Some(s(&["CMD-SHELL", "curl -f http://x/"])),
+            interval: Some(30_000_000_000),
+            timeout: Some(3_000_000_000),
+            start_period: Some(90_000_000_000),
+            start_interval: Some(500_000_000),
+            retries: Some(3),
+        };
+        c.apply(&ConfigEdit::Healthcheck(check));
+        assert_eq!(
+            runtime_json(&c),
+            r#"{"Healthcheck":{"Interval":30000000000,"Retries":3,"StartInterval":500000000,"StartPeriod":90000000000,"Test":["CMD-SHELL","curl -f http://x/"],"Timeout":3000000000}}"#
+        );
+        c.apply(&ConfigEdit::Healthcheck(Healthcheck { test: Some(s(&["NONE"])), ..Healthcheck::default() }));
+        assert_eq!(runtime_json(&c), r#"{"Healthcheck":{"Test":["NONE"]}}"#);
+    }
+
+    #[test]
+    fn history_entries_and_created() {
+        let mut c = ImageConfig::scratch(&amd64());
+        c.push_history(history_entry("/bin/sh -c #(nop) USER app", "2023-11-14T22:13:20Z", true, None));
+        c.push_history(history_entry("RUN x", "2024-01-01T00:00:00Z", false, Some("why")));
+        c.set_diff_ids(vec![format!("sha256:{}", "a".repeat(64))]);
+        let doc: serde_json::Value = serde_json::from_slice(&c.to_json().unwrap()).unwrap();
+        assert_eq!(
+            doc["history"].to_string(),
+            r#"[{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) USER app","empty_layer":true},{"comment":"why","created":"2024-01-01T00:00:00Z","created_by":"RUN x"}]"#
+        );
+        assert_eq!(doc["created"], "2024-01-01T00:00:00Z", "the image's time is its last step's");
+        assert_eq!(doc["rootfs"]["diff_ids"][0], format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(c.history().len(), 2);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(parse_duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration_ns("1h2us3ns"), Some(3_600_000_002_003));
+        assert_eq!(parse_duration_ns("5"), None, "a unit is required");
+        assert_eq!(parse_duration_ns("5x"), None);
+        assert_eq!(parse_duration_ns("-5s"), None);
+        assert_eq!(parse_duration_ns("99999999999h99999999999h"), None, "overflow is refused, not wrapped");
+    }
+}

@@ -301,3 +301,52 @@ pub fn now_rfc3339() -> String {
 pub fn source_date_epoch() -> Option<u64> {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::config::ConfigEdit;
+
+    #[test]
+    fn written_images_read_back_the_same_and_the_manifest_is_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut img = NewImage::scratch();
+        img.apply(&ConfigEdit::Labels(vec![("b".into(), "2".into()), ("a".into(), "1".into())]));
+        img.push_empty("/bin/sh -c #(nop) LABEL b=2 a=1", "2023-11-14T22:13:20Z");
+        img.set_author("me");
+        let rec = img.write(&store, Some("docker.io/library/t:1")).unwrap();
+
+        let config = img.final_config().to_json().unwrap();
+        assert_eq!(rec.id, Digest::of_bytes(&config), "the image ID is the config's digest");
+        let manifest = store.read_blob(&rec.manifest_digest, MAX_METADATA).unwrap();
+        assert_eq!(
+            String::from_utf8(manifest).unwrap(),
+            format!(
+                r#"{{"config":{{"digest":"{}","mediaType":"{MEDIA_CONFIG}","size":{}}},"layers":[],"mediaType":"{MEDIA_MANIFEST}","schemaVersion":2}}"#,
+                rec.id,
+                config.len()
+            )
+        );
+        let again = NewImage::from_image(&store, &rec).unwrap();
+        assert_eq!(again.final_config(), img.final_config());
+        assert_eq!(store.image("docker.io/library/t:1").unwrap().id, rec.id);
+    }
+
+    #[test]
+    fn history_marks_empty_layers_only() {
+        let mut img = NewImage::scratch();
+        let d = |c: &str| -> Digest { format!("sha256:{}", c.repeat(64)).parse().unwrap() };
+        let layer =
+            LayerRef { digest: d("1"), size: 9, media_type: MEDIA_LAYER_GZIP.into(), diff_id: d("2") };
+        img.push_empty("/bin/sh -c #(nop) USER x", "2023-01-01T00:00:00Z");
+        img.push_layer(layer.clone(), "RUN x", "2023-01-02T00:00:00Z", Some("a comment"));
+        let config = img.final_config();
+        let h = config.history();
+        assert_eq!((h[0].empty_layer(), h[1].empty_layer()), (Some(true), None));
+        assert_eq!(h[1].comment().as_deref(), Some("a comment"));
+        assert_eq!(config.oci().created().as_deref(), Some("2023-01-02T00:00:00Z"));
+        assert_eq!(config.oci().rootfs().diff_ids(), &vec![layer.diff_id.to_string()]);
+        assert_eq!(img.diff_ids(), vec![layer.diff_id]);
+    }
+}

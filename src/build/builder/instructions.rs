@@ -152,3 +152,134 @@ fn healthcheck(hc: &dockerfile::Healthcheck) -> Result<Healthcheck, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::config::{history_entry, ImageConfig};
+    use crate::build::dockerfile::Dockerfile;
+    use crate::registry::Platform;
+
+    const CREATED: &str = "2023-11-14T22:13:20Z";
+
+    /// Run the config-only steps of `dockerfile` (one stage) as the builder does, from scratch on
+    /// linux/amd64, every step at `CREATED`.
+    fn build(dockerfile: &str) -> ImageConfig {
+        let df = Dockerfile::parse(dockerfile).unwrap();
+        let mut config = ImageConfig::scratch(&Platform::new("linux", "amd64", None));
+        let mut args = HashMap::new();
+        for step in df.steps.iter().skip(1) {
+            if let Instruction::Arg(list) = &step.instruction {
+                args.extend(list.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))));
+            }
+            let mut vars = args.clone();
+            vars.extend(
+                config.env().iter().filter_map(|e| e.split_once('=')).map(|(k, v)| (k.into(), v.into())),
+            );
+            let (text, edit) =
+                config_edit(&step.instruction, &Words { vars: &vars, escape: '\\' }, &config).unwrap();
+            config.apply(&edit);
+            config.push_history(history_entry(&format!("/bin/sh -c #(nop) {text}"), CREATED, true, None));
+        }
+        config
+    }
+
+    /// Every config instruction, with the config and history texts rimg 6aa044c wrote for it (its
+    /// `SOURCE_DATE_EPOCH=1700000000 rimg build` of this Dockerfile, byte for byte): the history texts are
+    /// also the steps' cache keys.
+    #[test]
+    fn config_instructions_give_what_rimg_always_wrote() {
+        let config = build(
+            r#"FROM scratch
+ARG V=1
+ENV A=1 B="two words" PATH=/usr/bin
+ENV A=3
+ENV LEGACY value with spaces
+LABEL x=1 "y z"=$V
+LABEL x=2
+EXPOSE 80 53/udp 80
+VOLUME /data /var/lib
+VOLUME ["/logs"]
+USER app:app
+WORKDIR /srv
+WORKDIR sub/../other
+SHELL ["/bin/bash", "-c"]
+CMD echo hi $A
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --timeout=3s --start-period=1m30s --start-interval=500ms --retries=3 CMD curl -f http://x/
+MAINTAINER me <me@example.com>
+"#,
+        );
+        let written = String::from_utf8(config.to_json().unwrap()).unwrap();
+        let expected = concat!(
+            r##"{"architecture":"amd64","author":"me <me@example.com>","config":{"Cmd":["/bin/bash","-c","echo hi $A"##,
+            r##""],"Env":["B=two words","PATH=/usr/bin","A=3","LEGACY=value with spaces"],"ExposedPorts":{"53/udp":{"##,
+            r##"},"80/tcp":{}},"Healthcheck":{"Interval":30000000000,"Retries":3,"StartInterval":500000000,"StartPer"##,
+            r##"iod":90000000000,"Test":["CMD-SHELL","curl -f http://x/"],"Timeout":3000000000},"Labels":{"x":"2","y"##,
+            r##" z":"1"},"Shell":["/bin/bash","-c"],"StopSignal":"SIGINT","User":"app:app","Volumes":{"/data":{},"/l"##,
+            r##"ogs":{},"/var/lib":{}},"WorkingDir":"/srv/sub/../other"},"created":"2023-11-14T22:13:20Z","history":"##,
+            r##"[{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) ARG V","empty_layer":true},{"crea"##,
+            r##"ted":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) ENV A=1 B=two words PATH=/usr/bin","empt"##,
+            r##"y_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) ENV A=3","empty_lay"##,
+            r##"er":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) ENV LEGACY=value with sp"##,
+            r##"aces","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) LABEL x="##,
+            r##"1 y z=1","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) LABEL"##,
+            r##" x=2","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) EXPOSE 8"##,
+            r##"0/tcp 53/udp 80/tcp","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c "##,
+            r##"#(nop) VOLUME [\"/data\",\"/var/lib\"]","empty_layer":true},{"created":"2023-11-14T22:13:20Z","creat"##,
+            r##"ed_by":"/bin/sh -c #(nop) VOLUME [\"/logs\"]","empty_layer":true},{"created":"2023-11-14T22:13:20Z","##,
+            r##""created_by":"/bin/sh -c #(nop) USER app:app","empty_layer":true},{"created":"2023-11-14T22:13:20Z","##,
+            r##""created_by":"/bin/sh -c #(nop) WORKDIR /srv","empty_layer":true},{"created":"2023-11-14T22:13:20Z","##,
+            r##""created_by":"/bin/sh -c #(nop) WORKDIR /srv/sub/../other","empty_layer":true},{"created":"2023-11-1"##,
+            r##"4T22:13:20Z","created_by":"/bin/sh -c #(nop) SHELL [\"/bin/bash\",\"-c\"]","empty_layer":true},{"cre"##,
+            r##"ated":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) CMD [\"/bin/bash\",\"-c\",\"echo hi $A\"##,
+            r##""]","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) STOPSIGNAL"##,
+            r##" SIGINT","empty_layer":true},{"created":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) HEALT"##,
+            r##"HCHECK {\"Interval\":30000000000,\"Retries\":3,\"StartInterval\":500000000,\"StartPeriod\":900000000"##,
+            r##"00,\"Test\":[\"CMD-SHELL\",\"curl -f http://x/\"],\"Timeout\":3000000000}","empty_layer":true},{"cre"##,
+            r##"ated":"2023-11-14T22:13:20Z","created_by":"/bin/sh -c #(nop) MAINTAINER me <me@example.com>","empty_"##,
+            r##"layer":true}],"os":"linux","rootfs":{"diff_ids":[],"type":"layers"}}"##,
+        );
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn shell_forms_use_the_stage_shell_and_workdir_is_relative_to_the_last() {
+        let config = build("FROM scratch\nWORKDIR /a/\nWORKDIR b\nCMD run it\nSHELL [\"/bin/ash\", \"-eo\"]\nENTRYPOINT go\n");
+        assert_eq!(config.working_dir(), "/a/b");
+        let doc: serde_json::Value = serde_json::from_slice(&config.to_json().unwrap()).unwrap();
+        assert_eq!(doc["config"]["Entrypoint"], json!(["/bin/ash", "-eo", "go"]));
+        assert!(doc["config"].get("Cmd").is_none(), "ENTRYPOINT drops the CMD before it");
+        let texts: Vec<_> = config.history().iter().filter_map(|h| h.created_by().clone()).collect();
+        assert_eq!(texts[2], r#"/bin/sh -c #(nop) CMD ["/bin/sh","-c","run it"]"#);
+        assert_eq!(texts[4], r#"/bin/sh -c #(nop) ENTRYPOINT ["/bin/ash","-eo","go"]"#);
+    }
+
+    #[test]
+    fn healthcheck_none_and_exec_form() {
+        let config = build("FROM scratch\nHEALTHCHECK CMD [\"/bin/check\", \"a\"]\n");
+        let doc: serde_json::Value = serde_json::from_slice(&config.to_json().unwrap()).unwrap();
+        assert_eq!(doc["config"]["Healthcheck"], json!({"Test": ["CMD", "/bin/check", "a"]}));
+        let config = build("FROM scratch\nHEALTHCHECK NONE\n");
+        assert_eq!(
+            config.history()[0].created_by().as_deref(),
+            Some(r#"/bin/sh -c #(nop) HEALTHCHECK {"Test":["NONE"]}"#)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_flag() {
+        let config = ImageConfig::scratch(&Platform::new("linux", "amd64", None));
+        let vars = HashMap::new();
+        let words = Words { vars: &vars, escape: '\\' };
+        for (line, error) in [
+            ("HEALTHCHECK --interval=5 CMD x", "--interval \"5\" is not a duration"),
+            ("HEALTHCHECK --retries=-1 CMD x", "--retries \"-1\" is not a number"),
+            ("ENV A=${B:?needed}", "needed"),
+        ] {
+            let df = Dockerfile::parse(&format!("FROM scratch\n{line}\n")).unwrap();
+            let err = config_edit(&df.steps[1].instruction, &words, &config).unwrap_err();
+            assert!(err.contains(error), "{line}: {err}");
+        }
+    }
+}
