@@ -10,8 +10,8 @@
 //! fully cached rebuild writes a byte-identical config and therefore the same image digest.
 //!
 //! This file runs the steps and keeps the stages; one module per instruction family does the work:
-//! [`stage`] (FROM, ARG), [`instructions`] (the config-only ones, a pure function of the instruction and
-//! the config), [`run`] (RUN), [`copy`] (COPY, ADD), and [`cache`] (keys and entries).
+//! `stage` (FROM, ARG), `instructions` (the config-only ones, a pure function of the instruction and
+//! the config), `run` (RUN), `copy` (COPY, ADD), and `cache` (keys and entries).
 
 mod cache;
 mod copy;
