@@ -217,3 +217,44 @@ fn pushed_images_pass_skopeo_and_umoci_and_basic_auth_is_enforced() {
     let v: Value = serde_json::from_str(&inspected).unwrap();
     assert_eq!(v["Layers"].as_array().map(Vec::len), Some(2));
 }
+
+/// The config of the image `tag` in `root`, as stored.
+fn stored_config(root: &TempRoot, tag: &str) -> Value {
+    let id = image_id(root, tag);
+    let hex = id.strip_prefix("sha256:").unwrap_or(&id);
+    serde_json::from_slice(&std::fs::read(root.path().join("blobs/sha256").join(hex)).unwrap()).unwrap()
+}
+
+/// docker's config fields the OCI spec does not name (Healthcheck, Shell) reach the image and survive a
+/// build FROM it, as BuildKit keeps them; the inherited SHELL wraps the new stage's shell-form CMD.
+#[test]
+fn docker_config_fields_are_written_and_inherited() {
+    let root = TempRoot::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = ctx.path().join("Dockerfile");
+    std::fs::write(
+        &dockerfile,
+        "FROM scratch\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\n\
+         HEALTHCHECK --interval=30s --retries=2 CMD [\"/bin/check\"]\nSTOPSIGNAL SIGINT\nLABEL a=1\n",
+    )
+    .unwrap();
+    assert_ok(&root.rimg(&["build", "-q", "-t", "base:1", ctx.path().to_str().unwrap()]), "build base");
+    std::fs::write(&dockerfile, "FROM base:1\nLABEL b=2\nCMD serve --port 80\n").unwrap();
+    assert_ok(&root.rimg(&["build", "-q", "-t", "child:1", ctx.path().to_str().unwrap()]), "build child");
+
+    let base = stored_config(&root, "base:1");
+    let child = stored_config(&root, "child:1");
+    let healthcheck =
+        serde_json::json!({"Interval": 30_000_000_000u64, "Retries": 2, "Test": ["CMD", "/bin/check"]});
+    assert_eq!(base["config"]["Healthcheck"], healthcheck, "{base}");
+    assert_eq!(child["config"]["Healthcheck"], healthcheck, "{child}");
+    assert_eq!(child["config"]["Shell"], serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c"]));
+    assert_eq!(child["config"]["StopSignal"], "SIGINT");
+    assert_eq!(child["config"]["Labels"], serde_json::json!({"a": "1", "b": "2"}));
+    assert_eq!(
+        child["config"]["Cmd"],
+        serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c", "serve --port 80"])
+    );
+    let history = child["history"].as_array().unwrap();
+    assert_eq!(history.len(), 6, "base's 4 entries and child's 2: {child}");
+}

@@ -61,7 +61,7 @@ pub fn commit_container(
     drop(paused);
     let layer = layer.map_err(|e| e.to_string())?;
     if let Some(a) = author {
-        img.set_top("author", serde_json::json!(a));
+        img.set_author(a);
     }
     img.push_layer(layer, &st.spec.process.args.join(" "), &now_rfc3339(), message);
     // Names are stored fully qualified (docker.io/library/x:latest), as every lookup expects.

@@ -138,31 +138,7 @@ impl Dockerfile {
     /// Parse a whole Dockerfile.
     pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         let lines: Vec<&str> = text.lines().collect();
-        let mut escape = '\\';
-        let mut i = 0;
-        // Parser directives: only at the very top, before any comment that is not a directive.
-        while i < lines.len() {
-            let l = lines[i].trim();
-            let Some(rest) = l.strip_prefix('#') else { break };
-            let Some((k, v)) = rest.split_once('=') else { break };
-            let k = k.trim().to_ascii_lowercase();
-            if k.contains(' ') {
-                break;
-            }
-            if k == "escape" {
-                escape = match v.trim() {
-                    "\\" => '\\',
-                    "`" => '`',
-                    other => {
-                        return Err(ParseError {
-                            line: i + 1,
-                            msg: format!("invalid escape directive {other:?}"),
-                        })
-                    }
-                };
-            }
-            i += 1;
-        }
+        let (escape, mut i) = parse_directives(&lines)?;
         let mut steps = Vec::new();
         let mut global_args = Vec::new();
         let mut seen_from = false;
@@ -173,62 +149,17 @@ impl Dockerfile {
                 i += 1;
                 continue;
             }
-            // Join continuation lines; comment and empty lines inside a continuation are dropped.
-            let mut logical = String::new();
-            let mut cur = l.to_string();
-            loop {
-                let trimmed = cur.trim_end();
-                if let Some(body) = trimmed.strip_suffix(escape) {
-                    logical.push_str(body);
-                    i += 1;
-                    loop {
-                        match lines.get(i) {
-                            None => {
-                                cur = String::new();
-                                break;
-                            }
-                            Some(n) if n.trim().is_empty() || n.trim_start().starts_with('#') => i += 1,
-                            Some(n) => {
-                                cur = n.to_string();
-                                break;
-                            }
-                        }
-                    }
-                    if cur.is_empty() {
-                        break;
-                    }
-                } else {
-                    logical.push_str(trimmed);
-                    i += 1;
-                    break;
-                }
-            }
+            let logical = join_continuations(&lines, &mut i, escape);
             let err = |msg: String| ParseError { line: start + 1, msg };
             let (word, rest) = match logical.split_once(char::is_whitespace) {
                 Some((w, r)) => (w.to_string(), r.trim().to_string()),
                 None => (logical.clone(), String::new()),
             };
             let keyword = word.to_ascii_uppercase();
-            // Heredocs: collect bodies that follow the instruction line.
-            let mut heredocs = Vec::new();
-            if keyword == "RUN" || keyword == "COPY" || keyword == "ADD" {
-                for (name, strip_tabs, quoted) in heredoc_markers(&rest) {
-                    let mut body = String::new();
-                    loop {
-                        let Some(line) = lines.get(i) else {
-                            return Err(err(format!("unterminated heredoc <<{name}")));
-                        };
-                        i += 1;
-                        let cand = if strip_tabs { line.trim_start_matches('\t') } else { line };
-                        if cand == name {
-                            break;
-                        }
-                        body.push_str(cand);
-                        body.push('\n');
-                    }
-                    heredocs.push(Heredoc { name, body, strip_tabs, quoted });
-                }
-            }
+            let heredocs = match keyword.as_str() {
+                "RUN" | "COPY" | "ADD" => read_heredocs(&lines, &mut i, &rest).map_err(err)?,
+                _ => Vec::new(),
+            };
             let instruction = parse_instruction(&keyword, &rest, escape, heredocs).map_err(err)?;
             if let Instruction::Arg(a) = &instruction {
                 if !seen_from {
@@ -252,6 +183,86 @@ impl Dockerfile {
         }
         Ok(Dockerfile { escape, global_args, steps })
     }
+}
+
+/// Parser directives (`# escape=`…): only at the very top, before any comment that is not a directive.
+/// Returns the escape character and the index of the first line after them.
+fn parse_directives(lines: &[&str]) -> Result<(char, usize), ParseError> {
+    let mut escape = '\\';
+    let mut i = 0;
+    while i < lines.len() {
+        let l = lines[i].trim();
+        let Some(rest) = l.strip_prefix('#') else { break };
+        let Some((k, v)) = rest.split_once('=') else { break };
+        let k = k.trim().to_ascii_lowercase();
+        if k.contains(' ') {
+            break;
+        }
+        if k == "escape" {
+            escape = match v.trim() {
+                "\\" => '\\',
+                "`" => '`',
+                other => {
+                    return Err(ParseError {
+                        line: i + 1,
+                        msg: format!("invalid escape directive {other:?}"),
+                    })
+                }
+            };
+        }
+        i += 1;
+    }
+    Ok((escape, i))
+}
+
+/// The logical line starting at `lines[*i]`: lines ending in the escape character are joined with the
+/// next; comment and empty lines inside a continuation are dropped. `*i` moves past it.
+fn join_continuations(lines: &[&str], i: &mut usize, escape: char) -> String {
+    let mut logical = String::new();
+    let mut cur = lines[*i].trim_start().to_string();
+    loop {
+        let trimmed = cur.trim_end();
+        let Some(body) = trimmed.strip_suffix(escape) else {
+            logical.push_str(trimmed);
+            *i += 1;
+            return logical;
+        };
+        logical.push_str(body);
+        *i += 1;
+        loop {
+            match lines.get(*i) {
+                None => return logical,
+                Some(n) if n.trim().is_empty() || n.trim_start().starts_with('#') => *i += 1,
+                Some(n) => {
+                    cur = n.to_string();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The bodies of the heredocs `rest` opens (`<<EOF` …), read from the lines at `*i` on; `*i` moves
+/// past their terminators.
+fn read_heredocs(lines: &[&str], i: &mut usize, rest: &str) -> Result<Vec<Heredoc>, String> {
+    let mut heredocs = Vec::new();
+    for (name, strip_tabs, quoted) in heredoc_markers(rest) {
+        let mut body = String::new();
+        loop {
+            let Some(line) = lines.get(*i) else {
+                return Err(format!("unterminated heredoc <<{name}"));
+            };
+            *i += 1;
+            let cand = if strip_tabs { line.trim_start_matches('\t') } else { line };
+            if cand == name {
+                break;
+            }
+            body.push_str(cand);
+            body.push('\n');
+        }
+        heredocs.push(Heredoc { name, body, strip_tabs, quoted });
+    }
+    Ok(heredocs)
 }
 
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'` markers in an instruction's text.

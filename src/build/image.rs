@@ -2,16 +2,17 @@
 //! and history — written as config + manifest blobs and an index entry. `rimg build` and `rimg commit`
 //! both end here.
 //!
-//! The config is kept as JSON rather than a typed struct so fields rimg does not know (docker's
-//! `Healthcheck`, `Shell`, `OnBuild`, vendor extensions of a base image) survive a rebuild untouched.
-//! serde_json's map is ordered by key, so the same content always serialises to the same bytes (and the
-//! same digest).
+//! The config is the typed [`ImageConfig`] (oci_spec's model plus docker's extension fields, see
+//! [`super::config`]); the manifest is oci_spec's [`ImageManifest`]. Both are written as canonical JSON
+//! (keys sorted), so the same content always gives the same bytes and the same digests.
 
-use crate::digest::{Digest, HashingWriter};
+use super::config::{history_entry, ConfigEdit, ImageConfig};
+use crate::digest::{Digest, HashingWriter, InvalidDigest};
 use crate::layer::{diff_to_blob, DiffOptions, LayerError};
+use crate::pull::PullError;
 use crate::store::images::MAX_METADATA;
 use crate::store::{ImageEntry, ImageRecord, Store, StoreError};
-use serde_json::{json, Map, Value};
+use oci_spec::image::{Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -31,12 +32,39 @@ pub enum ImageError {
     /// Making a layer failed.
     #[error(transparent)]
     Layer(#[from] LayerError),
-    /// A stored config is not JSON we understand.
-    #[error("image config {0}: {1}")]
-    Config(Digest, String),
+    /// A stored config is not an image config.
+    #[error("image config {digest}: {source}")]
+    Config {
+        /// The config blob.
+        digest: Digest,
+        /// What the parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored manifest names a layer by a digest rimg does not use.
+    #[error("image {image}: {source}")]
+    LayerDigest {
+        /// The image (its config digest).
+        image: Digest,
+        /// The bad digest.
+        #[source]
+        source: InvalidDigest,
+    },
+    /// The new config or manifest could not be encoded.
+    #[error("encoding the image {what}: {source}")]
+    Encode {
+        /// `config` or `manifest`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The new manifest is not one oci_spec accepts.
+    #[error("building the image manifest: {0}")]
+    Manifest(#[source] oci_spec::OciSpecError),
     /// Unpacking the new layer failed.
-    #[error("{0}")]
-    Unpack(String),
+    #[error(transparent)]
+    Unpack(Box<PullError>),
 }
 
 /// One layer of an image being assembled.
@@ -52,41 +80,36 @@ pub struct LayerRef {
     pub diff_id: Digest,
 }
 
+impl LayerRef {
+    /// Its manifest descriptor.
+    fn descriptor(&self) -> Result<Descriptor, ImageError> {
+        Ok(Descriptor::new(MediaType::from(self.media_type.as_str()), self.size, oci_digest(&self.digest)?))
+    }
+}
+
+/// rimg's digest as oci_spec's (both validate; rimg's is the stricter, so this does not fail).
+fn oci_digest(d: &Digest) -> Result<oci_spec::image::Digest, ImageError> {
+    d.to_string().parse().map_err(ImageError::Manifest)
+}
+
 /// An image under construction.
 #[derive(Debug, Clone)]
 pub struct NewImage {
-    config: Value,
+    config: ImageConfig,
     layers: Vec<LayerRef>,
 }
 
 impl NewImage {
     /// Start from nothing (`FROM scratch`) for this machine's platform.
     pub fn scratch() -> NewImage {
-        let p = crate::registry::Platform::host();
-        let mut config = json!({
-            "architecture": p.architecture,
-            "os": p.os,
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": []},
-            "history": [],
-        });
-        if let Some(v) = p.variant {
-            config["variant"] = json!(v);
-        }
-        NewImage { config, layers: Vec::new() }
+        NewImage { config: ImageConfig::scratch(&crate::registry::Platform::host()), layers: Vec::new() }
     }
 
     /// Start from an image in the store (its layers, config and history).
     pub fn from_image(store: &Store, rec: &ImageRecord) -> Result<NewImage, ImageError> {
         let raw = store.read_blob(&rec.id, MAX_METADATA)?;
-        let mut config: Value =
-            serde_json::from_slice(&raw).map_err(|e| ImageError::Config(rec.id.clone(), e.to_string()))?;
-        if !config.get("config").is_some_and(Value::is_object) {
-            config["config"] = json!({});
-        }
-        if !config.get("history").is_some_and(Value::is_array) {
-            config["history"] = json!([]);
-        }
+        let config = ImageConfig::from_json(&raw)
+            .map_err(|source| ImageError::Config { digest: rec.id.clone(), source })?;
         let layers = rec
             .manifest
             .layers()
@@ -94,9 +117,11 @@ impl NewImage {
             .zip(&rec.diff_ids)
             .map(|(l, diff)| {
                 Ok(LayerRef {
-                    digest: l.digest().to_string().parse().map_err(|e: crate::digest::InvalidDigest| {
-                        ImageError::Config(rec.id.clone(), e.to_string())
-                    })?,
+                    digest: l
+                        .digest()
+                        .to_string()
+                        .parse()
+                        .map_err(|source| ImageError::LayerDigest { image: rec.id.clone(), source })?,
                     size: l.size(),
                     media_type: l.media_type().to_string(),
                     diff_id: diff.clone(),
@@ -106,31 +131,29 @@ impl NewImage {
         Ok(NewImage { config, layers })
     }
 
-    /// The runtime part of the config (`Env`, `Cmd`, `Entrypoint`, `WorkingDir`, `User`, `Labels`, …).
-    pub fn runtime_config(&self) -> &Map<String, Value> {
-        static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-        self.config.get("config").and_then(Value::as_object).unwrap_or_else(|| EMPTY.get_or_init(Map::new))
+    /// The config as it stands (its `rootfs` is filled in only when written).
+    pub fn config(&self) -> &ImageConfig {
+        &self.config
     }
 
-    /// Mutable access to the runtime part of the config.
-    pub fn runtime_config_mut(&mut self) -> &mut Map<String, Value> {
-        if !self.config.get("config").is_some_and(Value::is_object) {
-            self.config["config"] = json!({});
-        }
-        match self.config.get_mut("config") {
-            Some(Value::Object(m)) => m,
-            _ => unreachable!("config was just made an object"),
-        }
+    /// Apply a config instruction's change.
+    pub fn apply(&mut self, edit: &ConfigEdit) {
+        self.config.apply(edit);
     }
 
-    /// Set a top-level config field (`author`, `created`, …).
-    pub fn set_top(&mut self, key: &str, value: Value) {
-        self.config[key] = value;
+    /// Set the image's author.
+    pub fn set_author(&mut self, author: &str) {
+        self.config.set_author(author);
     }
 
     /// The layers so far, bottom first.
     pub fn layers(&self) -> &[LayerRef] {
         &self.layers
+    }
+
+    /// The layers' uncompressed digests, bottom first.
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.diff_id.clone()).collect()
     }
 
     /// The layer directories, top first (lowers for a container running on this image).
@@ -141,54 +164,42 @@ impl NewImage {
     /// Add a layer with its history entry.
     pub fn push_layer(&mut self, layer: LayerRef, created_by: &str, created: &str, comment: Option<&str>) {
         self.layers.push(layer);
-        self.push_history(created_by, created, false, comment);
+        self.config.push_history(history_entry(created_by, created, false, comment));
     }
 
     /// Record a step that changed only the config.
     pub fn push_empty(&mut self, created_by: &str, created: &str) {
-        self.push_history(created_by, created, true, None);
+        self.config.push_history(history_entry(created_by, created, true, None));
     }
 
-    fn push_history(&mut self, created_by: &str, created: &str, empty: bool, comment: Option<&str>) {
-        let mut h = json!({"created": created, "created_by": created_by});
-        if empty {
-            h["empty_layer"] = json!(true);
-        }
-        if let Some(c) = comment {
-            h["comment"] = json!(c);
-        }
-        if let Some(Value::Array(a)) = self.config.get_mut("history") {
-            a.push(h);
-        }
-        self.config["created"] = json!(created);
-    }
-
-    /// The config JSON as it would be written now (for cache keys and tests).
-    pub fn config_json(&self) -> Value {
+    /// The config as it would be written now: `rootfs` names the layers.
+    pub fn final_config(&self) -> ImageConfig {
         let mut c = self.config.clone();
-        c["rootfs"] = json!({
-            "type": "layers",
-            "diff_ids": self.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-        });
+        c.set_diff_ids(self.layers.iter().map(|l| l.diff_id.to_string()).collect());
         c
+    }
+
+    /// The manifest of this image with config blob `config` (`len` bytes).
+    fn manifest(&self, config: &Digest, len: usize) -> Result<ImageManifest, ImageError> {
+        let layers = self.layers.iter().map(LayerRef::descriptor).collect::<Result<Vec<_>, _>>()?;
+        ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::from(MEDIA_MANIFEST))
+            .config(Descriptor::new(MediaType::from(MEDIA_CONFIG), len as u64, oci_digest(config)?))
+            .layers(layers)
+            .build()
+            .map_err(ImageError::Manifest)
     }
 
     /// Write config and manifest blobs and, with a name, point the name at the new image. Returns the
     /// record as the store now has it.
     pub fn write(&self, store: &Store, name: Option<&str>) -> Result<ImageRecord, ImageError> {
         let config =
-            serde_json::to_vec(&self.config_json()).map_err(|e| ImageError::Unpack(e.to_string()))?;
+            self.final_config().to_json().map_err(|source| ImageError::Encode { what: "config", source })?;
         let config_digest = Digest::of_bytes(&config);
         store.put_blob(&config_digest, &config)?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-            "layers": self.layers.iter().map(|l| json!({
-                "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size,
-            })).collect::<Vec<_>>(),
-        });
-        let manifest = serde_json::to_vec(&manifest).map_err(|e| ImageError::Unpack(e.to_string()))?;
+        let manifest = canonical_json(&self.manifest(&config_digest, config.len())?)
+            .map_err(|source| ImageError::Encode { what: "manifest", source })?;
         let manifest_digest = Digest::of_bytes(&manifest);
         store.put_blob(&manifest_digest, &manifest)?;
         store.add_image(ImageEntry {
@@ -201,6 +212,13 @@ impl NewImage {
         })?;
         Ok(store.image(&manifest_digest.to_string())?)
     }
+}
+
+/// `value` as JSON with the keys of every object sorted: the same manifest always gives the same bytes.
+fn canonical_json(value: &impl serde::Serialize) -> Result<Vec<u8>, serde_json::Error> {
+    let mut doc = serde_json::to_value(value)?;
+    doc.sort_all_objects();
+    serde_json::to_vec(&doc)
 }
 
 /// Turn an overlay upper directory into a layer in the store: a gzip OCI layer blob (whiteouts as `.wh.`
@@ -224,7 +242,7 @@ pub fn layer_from_upper(
         store.commit_temp_blob(&tmp, &info.digest)?;
         if !store.has_layer(&info.diff_id) {
             crate::pull::unpack_blob(store, &info.digest, &info.diff_id, below)
-                .map_err(|e| ImageError::Unpack(e.to_string()))?;
+                .map_err(|e| ImageError::Unpack(Box::new(e)))?;
         }
         Ok(LayerRef {
             digest: info.digest,
@@ -261,7 +279,7 @@ pub fn layer_from_tar(
         store.commit_temp_blob(&tmp, &digest)?;
         if !store.has_layer(&diff_id) {
             crate::pull::unpack_blob(store, &digest, &diff_id, below)
-                .map_err(|e| ImageError::Unpack(e.to_string()))?;
+                .map_err(|e| ImageError::Unpack(Box::new(e)))?;
         }
         Ok(LayerRef { digest, size, media_type: MEDIA_LAYER_GZIP.into(), diff_id })
     })();
@@ -282,4 +300,53 @@ pub fn now_rfc3339() -> String {
 /// `SOURCE_DATE_EPOCH` from the environment, if set to a number.
 pub fn source_date_epoch() -> Option<u64> {
     std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::config::ConfigEdit;
+
+    #[test]
+    fn written_images_read_back_the_same_and_the_manifest_is_canonical() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut img = NewImage::scratch();
+        img.apply(&ConfigEdit::Labels(vec![("b".into(), "2".into()), ("a".into(), "1".into())]));
+        img.push_empty("/bin/sh -c #(nop) LABEL b=2 a=1", "2023-11-14T22:13:20Z");
+        img.set_author("me");
+        let rec = img.write(&store, Some("docker.io/library/t:1")).unwrap();
+
+        let config = img.final_config().to_json().unwrap();
+        assert_eq!(rec.id, Digest::of_bytes(&config), "the image ID is the config's digest");
+        let manifest = store.read_blob(&rec.manifest_digest, MAX_METADATA).unwrap();
+        assert_eq!(
+            String::from_utf8(manifest).unwrap(),
+            format!(
+                r#"{{"config":{{"digest":"{}","mediaType":"{MEDIA_CONFIG}","size":{}}},"layers":[],"mediaType":"{MEDIA_MANIFEST}","schemaVersion":2}}"#,
+                rec.id,
+                config.len()
+            )
+        );
+        let again = NewImage::from_image(&store, &rec).unwrap();
+        assert_eq!(again.final_config(), img.final_config());
+        assert_eq!(store.image("docker.io/library/t:1").unwrap().id, rec.id);
+    }
+
+    #[test]
+    fn history_marks_empty_layers_only() {
+        let mut img = NewImage::scratch();
+        let d = |c: &str| -> Digest { format!("sha256:{}", c.repeat(64)).parse().unwrap() };
+        let layer =
+            LayerRef { digest: d("1"), size: 9, media_type: MEDIA_LAYER_GZIP.into(), diff_id: d("2") };
+        img.push_empty("/bin/sh -c #(nop) USER x", "2023-01-01T00:00:00Z");
+        img.push_layer(layer.clone(), "RUN x", "2023-01-02T00:00:00Z", Some("a comment"));
+        let config = img.final_config();
+        let h = config.history();
+        assert_eq!((h[0].empty_layer(), h[1].empty_layer()), (Some(true), None));
+        assert_eq!(h[1].comment().as_deref(), Some("a comment"));
+        assert_eq!(config.oci().created().as_deref(), Some("2023-01-02T00:00:00Z"));
+        assert_eq!(config.oci().rootfs().diff_ids(), &vec![layer.diff_id.to_string()]);
+        assert_eq!(img.diff_ids(), vec![layer.diff_id]);
+    }
 }

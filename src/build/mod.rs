@@ -3,6 +3,7 @@
 
 pub mod builder;
 pub mod commit;
+pub mod config;
 pub mod context;
 pub mod dockerfile;
 pub mod image;

@@ -3,7 +3,7 @@
 //! tar, as `docker export`).
 //!
 //! The view is the kernel's overlayfs, read-only: the reference implementation of the layer semantics,
-//! mounted in a private mount namespace (see [`super::builder::enter_private_mount_namespace`]) so it can
+//! mounted in a private mount namespace (see [`enter_private_mount_namespace`]) so it can
 //! never outlive the process that needs it. Each layer is its own `lowerdir+` (not one mount(2) string,
 //! which holds only ~45 store paths); an image deeper than the kernel's 500 lowers is merged in two
 //! levels: its bottom layers, 500 at a time, as read-only overlays that serve as lowers of the top one
@@ -14,6 +14,21 @@ use crate::runtime::mounts::{self, Overlay, OVERLAY_MAX_LOWERS};
 use crate::store::Store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Give the build its own mount namespace (private propagation), so the read-only views it mounts are
+/// invisible to the host and disappear with the process, even when it is killed.
+pub fn enter_private_mount_namespace() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare mount namespace: {e}"))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make / private: {e}"))
+}
 
 /// A read-only merged view of layer directories (top first), unmounted on drop.
 pub struct MergedView {
