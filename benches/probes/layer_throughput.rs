@@ -45,6 +45,7 @@ fn sh(script: &str) -> Result<()> {
 
 /// `layer::apply` against `gzip -dc | tar -x`, then decompression alone.
 fn apply_vs_gzip_tar(tgz: &str) -> Result<()> {
+    File::open(tgz).with_context(|| format!("LAYER_BENCH_TGZ={tgz}"))?;
     let base = std::env::var("LAYER_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let t = tempfile::tempdir_in(&base).with_context(|| format!("temp dir in {base}"))?;
     let rounds: usize = std::env::var("LAYER_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
