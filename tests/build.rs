@@ -3,10 +3,11 @@
 //! digest, SOURCE_DATE_EPOCH makes a no-cache rebuild bit-identical, and a Basic-auth registry takes a push
 //! only with credentials.
 
-mod support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::{assert_ok, repo_root, run_tool, TempRoot};
 use serde_json::Value;
-use support::{assert_ok, repo_root, run_tool, TempRoot, TestRegistry};
 
 /// (example, extra build args, run args, expected stdout)
 const EXAMPLES: &[(&str, &[&str], &[&str], &str)] = &[
@@ -92,7 +93,7 @@ fn source_date_epoch_makes_builds_bit_identical() {
     let mut ids = Vec::new();
     for _ in 0..2 {
         let root = TempRoot::new();
-        let out = support::rimg_cmd(root.path())
+        let out = common::rimg_cmd(root.path())
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .args(["--registry-mirror", &mirror, "build", "--no-cache", "-t", "repro:1"])
             .arg(repo_root().join("Dockerfile.examples/whiteouts"))
@@ -127,7 +128,7 @@ fn failing_run_reports_exit_code_and_leaves_nothing() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(left.is_empty(), "containers left: {left:?}");
-    assert!(support::mounts_below(root.path()).is_empty());
+    assert!(common::mounts_below(root.path()).is_empty());
     // Unsupported syntax: clear error with the line.
     std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox:latest\nONBUILD RUN x\n").unwrap();
     let out = root.rimg(&["build", ctx.path().to_str().unwrap()]);
@@ -187,7 +188,7 @@ fn pushed_images_pass_skopeo_and_umoci_and_basic_auth_is_enforced() {
     let auth = TestRegistry::builder().htpasswd("builder", "s3cret").start();
     let dest = format!("{}/example/multistage:1", auth.addr);
     let home = tempfile::tempdir().unwrap();
-    let denied = support::rimg_cmd(root.path())
+    let denied = common::rimg_cmd(root.path())
         .env("DOCKER_CONFIG", home.path())
         .args(["push", "example/multistage:1", &dest])
         .output()
@@ -198,13 +199,13 @@ fn pushed_images_pass_skopeo_and_umoci_and_basic_auth_is_enforced() {
         err.contains("denied") || err.contains("unauthorized") || err.contains("authentication"),
         "{err}"
     );
-    let login = support::rimg_cmd(root.path())
+    let login = common::rimg_cmd(root.path())
         .env("DOCKER_CONFIG", home.path())
         .args(["login", "-u", "builder", "-p", "s3cret", &auth.addr])
         .output()
         .unwrap();
     assert_ok(&login, "login");
-    let ok = support::rimg_cmd(root.path())
+    let ok = common::rimg_cmd(root.path())
         .env("DOCKER_CONFIG", home.path())
         .args(["push", "example/multistage:1", &dest])
         .output()

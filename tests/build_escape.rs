@@ -6,11 +6,12 @@
 //! host file's random content afterwards); the last test shows that links that stay inside still work
 //! the docker way (followed when named as the source, kept as links inside a copied tree).
 
-mod support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::{assert_ok, TempRoot};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use support::{assert_ok, TempRoot, TestRegistry};
 
 /// A host directory holding `secret` and `sub/secret` with random content nobody else has.
 struct HostSecret {

@@ -1,7 +1,7 @@
 //! The binary answers to `rimg-overlayfs` (the name mount.fuse3 and podman's mount_program call) exactly as
 //! `rimg overlayfs`.
 
-mod support;
+mod common;
 
 use std::process::Command;
 
@@ -9,7 +9,7 @@ use std::process::Command;
 fn invoked_as_rimg_overlayfs_it_mounts_like_rimg_overlayfs() {
     let dir = tempfile::tempdir().unwrap();
     let alias = dir.path().join("rimg-overlayfs");
-    std::os::unix::fs::symlink(support::rimg_bin(), &alias).unwrap();
+    std::os::unix::fs::symlink(common::rimg_bin(), &alias).unwrap();
     let (lower, upper, work, mnt) =
         (dir.path().join("lower"), dir.path().join("upper"), dir.path().join("work"), dir.path().join("mnt"));
     for d in [&lower, &upper, &work, &mnt] {
@@ -19,12 +19,12 @@ fn invoked_as_rimg_overlayfs_it_mounts_like_rimg_overlayfs() {
     let opts =
         format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
     let out = Command::new(&alias).args(["-o", &opts, mnt.to_str().unwrap()]).output().unwrap();
-    support::assert_ok(&out, "rimg-overlayfs mount");
+    common::assert_ok(&out, "rimg-overlayfs mount");
     let seen = std::fs::read_to_string(mnt.join("hello"));
     std::fs::write(mnt.join("new"), "x").unwrap();
-    let umount = Command::new(support::rimg_bin()).args(["umount", mnt.to_str().unwrap()]).output().unwrap();
-    support::assert_ok(&umount, "rimg umount");
+    let umount = Command::new(common::rimg_bin()).args(["umount", mnt.to_str().unwrap()]).output().unwrap();
+    common::assert_ok(&umount, "rimg umount");
     assert_eq!(seen.unwrap(), "from the lower\n");
     assert!(upper.join("new").exists(), "the write went to the upper dir");
-    assert!(support::mounts_below(dir.path()).is_empty());
+    assert!(common::mounts_below(dir.path()).is_empty());
 }

@@ -2,13 +2,14 @@
 //! ends with SIGPIPE as `ls | head` does (status 141 in the shell), and the command's work is done whole:
 //! a prune reclaims everything, an rmi removes every image it was given, a pull records its image.
 
-mod support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::{assert_ok, TempRoot};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use support::{assert_ok, TempRoot, TestRegistry};
 
 /// The write end of a pipe whose read end is already closed: every write to it fails with EPIPE.
 fn closed_pipe() -> OwnedFd {
@@ -20,7 +21,7 @@ fn closed_pipe() -> OwnedFd {
 /// Runs `rimg --root ROOT ARGS` with stdout (and, if asked, stderr) into a closed pipe; returns the status
 /// and whatever it wrote on stderr otherwise.
 fn into_closed_pipe(root: &Path, args: &[&str], stderr_too: bool) -> (ExitStatus, String) {
-    let mut cmd = support::rimg_cmd(root);
+    let mut cmd = common::rimg_cmd(root);
     cmd.args(args).stdout(Stdio::from(closed_pipe()));
     if stderr_too {
         cmd.stderr(Stdio::from(closed_pipe()));

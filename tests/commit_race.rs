@@ -8,10 +8,10 @@
 //! with the container paused (the default) and without (`--pause=false`: the descriptor walk alone must
 //! be safe). A commit that fails while the container is paused must leave it running.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{code, eventually, stderr, Root};
+use common::eventually;
+use common::run::{code, stderr, Root};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -263,13 +263,13 @@ fn commit_pauses_a_busy_container_on_cgroup_v2() {
          grep -qx \"$mon\" $M/rimg/$id/cgroup.procs && echo monitor back; \
          $R rm -f $id >/dev/null",
         m = mnt.path().display(),
-        rimg = run_support::support::rimg_bin().display(),
+        rimg = common::rimg_bin().display(),
         root = root.path().display(),
     );
-    let out = run_support::run_with_deadline(
+    let out = common::run::run_with_deadline(
         std::process::Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]),
         Duration::from_secs(120),
     );
-    assert_eq!(code(&out), 0, "{}\n{}", run_support::stdout(&out), stderr(&out));
-    assert_eq!(run_support::stdout(&out), "frozen 0\nmonitor back\n", "{}", stderr(&out));
+    assert_eq!(code(&out), 0, "{}\n{}", common::run::stdout(&out), stderr(&out));
+    assert_eq!(common::run::stdout(&out), "frozen 0\nmonitor back\n", "{}", stderr(&out));
 }

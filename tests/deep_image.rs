@@ -4,11 +4,11 @@
 //! `image-fixtures/deep-image.py` at test time (one tiny file per layer, whiteouts, opaque directories, a
 //! directory replaced by a file, a hard link); `umoci unpack` of the same layout is the oracle.
 
-mod support;
+mod common;
 
+use common::{assert_ok, repo_root, rimg_cmd, run_tool, TempRoot};
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use std::path::{Path, PathBuf};
-use support::{assert_ok, repo_root, rimg_cmd, run_tool, TempRoot};
 
 /// A deep image's OCI layout (`layers` layers, tag `deep`) in `dir`/layout, and its tar for `rimg load`.
 fn deep_layout(dir: &Path, layers: usize) -> (PathBuf, PathBuf) {
@@ -116,7 +116,7 @@ fn image_of_600_layers_runs_on_fuse_is_refused_by_kernel_overlay_and_flattens() 
     assert_ok(&root.rimg(&["unpack", "copied:1", copied.to_str().unwrap()]), "unpack the built image");
     assert_same_tree(&copied.join("layers"), &reference.join("layers"), "COPY --from of 600 layers");
 
-    assert!(support::mounts_below(root.path()).is_empty());
+    assert!(common::mounts_below(root.path()).is_empty());
 }
 
 #[test]
@@ -134,5 +134,5 @@ fn image_of_130_layers_unpacks_and_runs_on_kernel_overlay() {
         let text = assert_ok(&out, &format!("run --storage-driver {driver} on 130 layers"));
         assert_eq!(text.replace(' ', ""), expected_probe(&reference), "{driver}");
     }
-    assert!(support::mounts_below(root.path()).is_empty());
+    assert!(common::mounts_below(root.path()).is_empty());
 }

@@ -1,11 +1,11 @@
 //! Faults across the tool: a full disk under `--root`, and `rimg build` killed in the middle of a RUN step.
 //! Each ends with a clear error or a clean state, and the next command works.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::support::{self, assert_ok, TestRegistry};
-use run_support::{cgroup_left, eventually, Root};
+use common::registry::TestRegistry;
+use common::run::{cgroup_left, Root};
+use common::{assert_ok, eventually};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -15,20 +15,20 @@ struct SmallFs(tempfile::TempDir);
 impl SmallFs {
     fn new(size: &str) -> SmallFs {
         let d = tempfile::Builder::new().prefix("rimg-small-").tempdir().unwrap();
-        support::run_tool(
+        common::run_tool(
             "mount",
             &["-t", "tmpfs", "-o", &format!("size={size}"), "rimg-small", d.path().to_str().unwrap()],
         );
         SmallFs(d)
     }
     fn resize(&self, size: &str) {
-        support::run_tool("mount", &["-o", &format!("remount,size={size}"), self.0.path().to_str().unwrap()]);
+        common::run_tool("mount", &["-o", &format!("remount,size={size}"), self.0.path().to_str().unwrap()]);
     }
 }
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
-        support::unmount_below(self.0.path());
+        common::unmount_below(self.0.path());
     }
 }
 
@@ -39,17 +39,17 @@ fn full_disk_gives_a_clear_error_and_a_later_pull_succeeds() {
     let fs = SmallFs::new("24m");
     let root = fs.0.path().join("root");
     let image = format!("{}/library/debian:bookworm", reg.addr);
-    let out = support::rimg(&root, &["pull", "-q", &image]);
+    let out = common::rimg(&root, &["pull", "-q", &image]);
     assert_ne!(out.status.code(), Some(0), "a 53 MiB image cannot fit in 24 MiB");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
     assert!(err.to_lowercase().contains("no space left"), "{err}");
     // Nothing half-committed: no image, no layer directory, no unfinished layer.
-    assert!(assert_ok(&support::rimg(&root, &["images", "-q"]), "images").trim().is_empty());
+    assert!(assert_ok(&common::rimg(&root, &["images", "-q"]), "images").trim().is_empty());
     assert_eq!(std::fs::read_dir(root.join("layers/tmp")).unwrap().count(), 0);
     fs.resize("512m");
-    assert_ok(&support::rimg(&root, &["pull", "-q", &image]), "pull after making room");
-    assert_ok(&support::rimg(&root, &["inspect", &image]), "inspect");
+    assert_ok(&common::rimg(&root, &["pull", "-q", &image]), "pull after making room");
+    assert_ok(&common::rimg(&root, &["inspect", &image]), "inspect");
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn build_killed_mid_step_leaves_nothing_running_and_builds_again() {
     let root = Root::new();
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), "FROM alpine\nRUN echo step-started; sleep 60\n").unwrap();
-    let mut child = Command::new(support::rimg_bin())
+    let mut child = Command::new(common::rimg_bin())
         .arg("--root")
         .arg(root.path())
         .args(["build", "-t", "killed:1"])
@@ -86,11 +86,11 @@ fn build_killed_mid_step_leaves_nothing_running_and_builds_again() {
     assert!(
         eventually(Duration::from_secs(30), || {
             let _ = root.rimg(&["ps", "-a"]);
-            cgroup_left(&id).is_empty() && support::mounts_below(root.path()).is_empty()
+            cgroup_left(&id).is_empty() && common::mounts_below(root.path()).is_empty()
         }),
         "left behind: cgroups {:?}, mounts {:?}",
         cgroup_left(&id),
-        support::mounts_below(root.path())
+        common::mounts_below(root.path())
     );
     let ps = root.ok(&["ps", "-a"]);
     assert!(!ps.contains("Up"), "nothing running: {ps}");

@@ -3,10 +3,11 @@
 //! dirs present, the centos stand-in label, manifest formats). Runs no rimg code, so a failure here is a
 //! harness or fixture problem, not a rimg bug.
 
-mod support;
+mod common;
 
+use common::registry::{http_status, TestRegistry};
+use common::{mounts_below, run_tool, TempRoot};
 use serde_json::Value;
-use support::{http_status, mounts_below, run_tool, TempRoot, TestRegistry};
 
 #[test]
 fn fixtures_push_and_inspect() {
@@ -59,7 +60,7 @@ fn platform_of(p: &Value) -> String {
 /// registry), so tests of whiteout handling exercise real entries.
 #[test]
 fn debian_fixture_has_whiteouts_and_opaque_dir() {
-    let layout = support::fixture_layout("debian");
+    let layout = common::fixture_layout("debian");
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(layout.join("index.json")).unwrap()).unwrap();
     let mdigest = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
@@ -124,7 +125,7 @@ fn edge_and_hostile_fixtures_push() {
     let edge = reg.skopeo_inspect("rimg/edge:latest", true);
     assert_eq!(edge["layers"].as_array().map(Vec::len), Some(3), "{edge}");
 
-    let cases = support::fixture_tags("hostile");
+    let cases = common::fixture_tags("hostile");
     assert!(cases.iter().any(|c| c.starts_with("refuse-")), "{cases:?}");
     assert!(cases.iter().any(|c| c.starts_with("allow-")), "{cases:?}");
     for case in cases.iter().take(3) {
@@ -138,7 +139,7 @@ fn edge_and_hostile_fixtures_push() {
 /// Bearer flow; anonymous and wrong-password requests are refused by the token server.
 #[test]
 fn token_auth_registry_accepts_issued_tokens() {
-    let tokens = support::TokenServer::start("tok-user", "tok-pass", false);
+    let tokens = common::token::TokenServer::start("tok-user", "tok-pass", false);
     let reg = TestRegistry::start_with_token(&tokens);
     assert_eq!(http_status(&reg.addr, "/v2/"), Some(401));
     reg.push_fixture("busybox", "library/busybox:latest");
@@ -150,7 +151,7 @@ fn token_auth_registry_accepts_issued_tokens() {
             .any(|r| r.status == 200 && r.scopes.iter().any(|s| s == "repository:library/busybox:pull,push")),
         "{reqs:?}"
     );
-    assert!(reqs.iter().all(|r| r.service.as_deref() == Some(support::TOKEN_SERVICE)), "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.service.as_deref() == Some(common::token::TOKEN_SERVICE)), "{reqs:?}");
 
     let out = std::process::Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--creds", "tok-user:wrong"])

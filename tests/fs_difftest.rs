@@ -10,15 +10,14 @@
 //! CI runs a fixed seed and a modest number of cases; `RIMG_DIFFTEST_CASES=N RIMG_DIFFTEST_SEED=S` run
 //! longer (see benches/fs/difftest-long.sh).
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use common::fs::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use support::*;
 
 const POOL: &[&str] = &[
     "file1",

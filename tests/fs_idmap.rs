@@ -2,17 +2,16 @@
 //! containers in a user namespace: layers keep container ids, the kernel sees host ids. Real FUSE mounts,
 //! callers with real host credentials, and one real user namespace.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use common::fs::*;
 use rimg::fs::MountOptions;
 use rimg::idmap::IdMap;
-use support::*;
 
 const BASE: u32 = 100000;
 

@@ -2,13 +2,12 @@
 //! `umoci unpack` of the same image (contents, modes, owners, link counts, symlinks, xattrs).
 //! Fixtures come from the fixtures engineer's `.work/fixtures/` (skipped with a note when absent).
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use common::fs::*;
 
 const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
 

@@ -3,14 +3,13 @@
 //! returns once mounted, stops on `rimg umount` and on SIGTERM, and a killed server leaves no mount;
 //! directory read-ahead reads what a listing shows, once, and only when it is on.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::fs::*;
 use rimg::fs::MountOptions;
-use support::*;
 
 const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
 

@@ -4,14 +4,13 @@
 //! file with the server's credentials (so setuid/setgid bits must still be cleared for unprivileged
 //! writers).
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use support::*;
+use common::fs::*;
 
 /// A scenario runs on a mounted overlay and reports what it saw.
 type Scenario = fn(&Path) -> Vec<String>;

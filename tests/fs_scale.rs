@@ -7,14 +7,13 @@
 //! cached listing and asks the server again from the reader's offset, so a server that rebuilds the
 //! merged listing after each change rereads the whole directory once per chunk: N²/chunk entries.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
+use common::fs::*;
 use rimg::fs::{FsStats, MountOptions};
-use support::*;
 
 /// How the directory is emptied.
 #[derive(Clone, Copy, Debug)]

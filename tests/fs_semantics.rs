@@ -1,16 +1,15 @@
 //! One test per overlay semantics bullet, on real rimg mounts (and kernel overlayfs mounts where the
 //! point is that the kernel reads what rimg wrote).
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use common::fs::*;
 use rimg::fs::MountOptions;
-use support::*;
 
 struct Fixture {
     s: Scratch,

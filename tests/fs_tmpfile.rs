@@ -3,15 +3,14 @@
 //! whiteout and in a directory still in a lower layer), `O_EXCL` makes it unlinkable, a file closed
 //! without a name leaves nothing behind, and creation runs with the caller's permissions and ids.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use support::*;
+use common::fs::*;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)

@@ -6,16 +6,15 @@
 //!
 //! The tests flip the kernel's global switch, so they run one at a time and restore it on drop.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::fs::*;
 use rimg::fs::MountOptions;
-use support::*;
 
 const RIMG: &str = env!("CARGO_BIN_EXE_rimg");
 
@@ -258,11 +257,11 @@ fn a_starved_queue_thread_gets_an_ordinary_share_back() {
     // hogs arrive after a quiet spell: the guard has put the threads back to SCHED_OTHER, and each
     // returns itself to SCHED_IDLE at its first request, so the guard must catch the starvation again
     busy(&m, &queues);
-    std::thread::sleep(Duration::from_millis(3000));
-    assert!(
-        queues.iter().all(|&t| policy(t) == libc::SCHED_OTHER),
-        "quiet queue threads are back to SCHED_OTHER"
-    );
+    // nothing touches the mount now: the guard puts every quiet queue thread back to SCHED_OTHER (after
+    // fuser's idle spell, a timing of its own this test does not restate)
+    wait_until("quiet queue threads back to SCHED_OTHER", || {
+        queues.iter().all(|&t| policy(t) == libc::SCHED_OTHER)
+    });
     let (starved, _) = probe_beside_hogs(&m, &queues);
     assert!(!starved, "requests starved beside busy CPUs after a quiet spell");
     mnt.unmount().expect("unmount");
@@ -288,10 +287,11 @@ fn unmount_and_abort_while_busy_end_every_queue_thread() {
         let mnt = rimg::fs::mount(c.clone(), &m, &uring_opts()).expect("mount");
         wait_for_queues();
         let stop = AtomicBool::new(false);
+        let rounds: [AtomicU64; 3] = Default::default();
         std::thread::scope(|sc| {
             // the callers stop even if an assertion below fails (the scope waits for them)
             let _stop = StopOnDrop(&stop);
-            for t in 0..3 {
+            for (t, done) in rounds.iter().enumerate() {
                 let (m, stop) = (&m, &stop);
                 sc.spawn(move || {
                     let mut i = 0u64;
@@ -301,10 +301,12 @@ fn unmount_and_abort_while_busy_end_every_queue_thread() {
                         let _ = std::fs::read(&p);
                         let _ = std::fs::metadata(m.join("dir1/sub/f3"));
                         i += 1;
+                        done.store(i, Ordering::Release);
                     }
                 });
             }
-            std::thread::sleep(Duration::from_millis(300));
+            // busy: every caller has been through its requests a few times and is at it again
+            wait_until("every caller busy", || rounds.iter().all(|r| r.load(Ordering::Acquire) >= 20));
             if abort {
                 // the kernel's connection number is the mount's device minor
                 let st = std::fs::metadata(&m).unwrap();
@@ -391,10 +393,13 @@ fn a_killed_rimg_overlayfs_over_io_uring_leaves_no_mount_and_no_stuck_caller() {
             assert_eq!(pid, child.0.id());
         }
         let stop = AtomicBool::new(false);
+        let rounds: [AtomicU64; 2] = Default::default();
         std::thread::scope(|sc| {
             let _stop = StopOnDrop(&stop);
-            let callers: Vec<_> = (0..2)
-                .map(|t| {
+            let callers: Vec<_> = rounds
+                .iter()
+                .enumerate()
+                .map(|(t, done)| {
                     let (m, stop) = (&m, &stop);
                     sc.spawn(move || {
                         let mut i = 0u64;
@@ -402,11 +407,14 @@ fn a_killed_rimg_overlayfs_over_io_uring_leaves_no_mount_and_no_stuck_caller() {
                             let _ = std::fs::write(m.join(format!("k{t}-{}", i % 20)), "x");
                             let _ = std::fs::metadata(m.join("dir1/f2"));
                             i += 1;
+                            done.store(i, Ordering::Release);
                         }
                     })
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(100 + 50 * round));
+            wait_until("both callers busy", || rounds.iter().all(|r| r.load(Ordering::Acquire) >= 20));
+            // the stimulus: each round kills the server a little later into the callers' traffic
+            std::thread::sleep(Duration::from_millis(50 * round));
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
                 .unwrap();
             let _ = child.0.wait();

@@ -3,16 +3,15 @@
 //! O_APPEND offsets itself. Each scenario runs on kernel overlayfs and on rimg over identical lowers; both
 //! must see the same, end with the same upper directory, and see the concrete values asserted here.
 
-#[path = "fs_support.rs"]
-mod support;
+mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use common::fs::*;
 use rimg::fs::MountOptions;
-use support::*;
 
 /// A scenario runs on a mounted overlay (mount point, upper directory) and reports what it saw.
 type Scenario = fn(&Path, &Path) -> Vec<String>;

@@ -1,14 +1,13 @@
 //! `layer::apply` against the oracles: kernel overlayfs over the applied layer directories must show
 //! exactly the tree `umoci unpack` produces from the same layer tars.
 
-#[path = "layer_support.rs"]
-mod support;
+mod common;
 
+use common::layer::*;
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use rimg::layer::{apply, ApplyOptions};
 use std::fs::File;
 use std::path::PathBuf;
-use support::*;
 
 #[test]
 fn edge_layers_match_umoci_through_kernel_overlayfs() {

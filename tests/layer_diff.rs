@@ -2,16 +2,15 @@
 //! must reproduce the merged tree; diffs are byte-identical with SOURCE_DATE_EPOCH; metadata-only
 //! copy-ups take their data from the lowers.
 
-#[path = "layer_support.rs"]
-mod support;
+mod common;
 
+use common::layer::*;
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions, Snapshot};
 use rimg::layer::{apply, diff, diff_to_blob, ApplyOptions, DiffOptions};
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::*;
 
 /// Apply the edge layers into `dir/L1..L3`; returns the lowers, top first.
 fn edge_lowers(dir: &Path) -> Vec<PathBuf> {

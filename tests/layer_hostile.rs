@@ -1,14 +1,13 @@
 //! Hostile layers: every escape attempt is refused with an error naming the entry, and nothing outside
 //! the layer directory is created, changed or removed — checked with sentinels around it.
 
-#[path = "layer_support.rs"]
-mod support;
+mod common;
 
+use common::layer::*;
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use rimg::layer::{apply, ApplyOptions};
 use std::fs::File;
 use std::path::Path;
-use support::*;
 
 /// (tar, a substring the error must contain)
 const REFUSED: &[(&str, &str)] = &[

@@ -3,9 +3,9 @@
 //! (PAX formats only: umoci refuses type `S`) and GNU tar's own extraction make of them, with the holes kept (`SEEK_HOLE`, `st_blocks`); and a sparse
 //! file in an upper commits (layer diff) to a layer with the right content.
 
-#[path = "layer_support.rs"]
-mod support;
+mod common;
 
+use common::layer::{run, umoci_rootfs};
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use rimg::layer::{apply, diff, ApplyOptions, DiffOptions};
 use std::fs::File;
@@ -13,7 +13,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
-use support::{run, umoci_rootfs};
 
 const MIB: u64 = 1 << 20;
 

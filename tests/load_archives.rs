@@ -7,15 +7,15 @@
 //! and skopeo a 20-layer image of `image-fixtures/deep-image.py` (whiteouts, opaque directories, a
 //! directory replaced by a file, a hard link; podman 4.3 refuses the edge fixture's repeated paths).
 
-mod support;
+mod common;
 
+use common::{assert_ok, fixture_layout, repo_root, run_tool, TempRoot};
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{assert_ok, fixture_layout, repo_root, run_tool, TempRoot};
 
 /// `umoci unpack` of `layout:tag` into `dir`/umoci: the reference rootfs.
 fn umoci_rootfs(dir: &Path, layout: &Path, tag: &str) -> PathBuf {

@@ -2,13 +2,14 @@
 //! equal what `skopeo inspect` reports, and every unpacked image must equal `umoci unpack` of the same image
 //! (the layers stacked by kernel overlayfs on one side, umoci's flattened rootfs on the other).
 
-mod support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::{assert_ok, run_tool, TempRoot};
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use support::{assert_ok, run_tool, TempRoot, TestRegistry};
 
 fn out_str(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
@@ -205,7 +206,7 @@ fn killed_pull_resumes_and_leaves_a_consistent_cache() {
     push_big_uncompressed_image(&reg, "library/big", 192 << 20);
     let root = TempRoot::new();
     let image = format!("{}/library/big:latest", reg.addr);
-    let mut child = support::rimg_cmd(root.path())
+    let mut child = common::rimg_cmd(root.path())
         .args(["pull", &image])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -251,7 +252,7 @@ fn concurrent_pulls_share_one_copy() {
     let image = format!("{}/library/debian:bookworm", reg.addr);
     let children: Vec<_> = (0..8)
         .map(|_| {
-            support::rimg_cmd(root.path())
+            common::rimg_cmd(root.path())
                 .args(["pull", "-q", &image])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -414,7 +415,7 @@ fn edge_image_matches_umoci() {
 #[test]
 fn hostile_images_are_refused_and_write_nothing_outside() {
     let outside = Path::new("/tmp/rimg-hostile-outside");
-    let layout = support::fixture_layout("hostile");
+    let layout = common::fixture_layout("hostile");
     let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let cases: Vec<String> = index["manifests"]
         .as_array()

@@ -1163,32 +1163,6 @@ fn unsatisfiable_range_at_end_or_beyond() {
     assert_eq!((s.started_at, s.total_len), (4, Some(10)));
 }
 
-/// Throughput probe, run by hand: `RIMG_PROBE_BLOB=host:port/repo@sha256:… cargo test --release --test
-/// registry_client probe_blob_throughput -- --ignored --nocapture` (compare with `curl -o /dev/null`).
-#[test]
-#[ignore]
-fn probe_blob_throughput() {
-    let Ok(spec) = std::env::var("RIMG_PROBE_BLOB") else { return };
-    let reference = r(&spec);
-    let digest = reference.digest.clone().unwrap();
-    let creds = tempfile::tempdir().unwrap();
-    let client = Client::new(test_config(creds.path())).unwrap();
-    let start = Instant::now();
-    let stream = client.open_blob(&reference.repo_only().with_tag("x").unwrap(), &digest, 0).unwrap();
-    let mut reader = stream.reader;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!("{total} bytes in {secs:.2}s = {:.0} MiB/s", total as f64 / secs / 1048576.0);
-}
-
 /// A non-loopback IPv4 address of this machine, to test what loopback gets for free.
 fn non_loopback_ip() -> Option<String> {
     let out = Command::new("hostname").arg("-I").output().ok()?;

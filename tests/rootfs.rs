@@ -1,10 +1,11 @@
 //! `rimg unpack` against `umoci unpack` of the same image, and `rimg export` of a container that changed
 //! its filesystem.
 
-mod support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::{assert_ok, run_tool, TempRoot};
 use rimg::layer::tree::{diff_trees, snapshot, CompareOptions};
-use support::{assert_ok, run_tool, TempRoot, TestRegistry};
 
 #[test]
 fn unpack_equals_umoci_and_export_sees_container_changes() {
@@ -58,5 +59,5 @@ fn unpack_equals_umoci_and_export_sees_container_changes() {
     assert!(list.lines().any(|l| l == "etc/debian_version"), "exported tar lacks image files");
     assert!(!list.lines().any(|l| l.contains(".wh.")), "no whiteouts in an export");
     assert_ok(&root.rimg(&["rm", "changer"]), "rm");
-    assert!(support::mounts_below(root.path()).is_empty());
+    assert!(common::mounts_below(root.path()).is_empty());
 }

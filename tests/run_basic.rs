@@ -1,10 +1,10 @@
 //! `rimg run` end to end on pulled images: isolation (pid, uts, net, mount), image config, exit codes,
 //! signals, --init, terminals, mounts, capabilities.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{code, eventually, stderr, stdout, support, Root};
+use common::eventually;
+use common::run::{code, stderr, stdout, Root};
 use std::time::Duration;
 
 #[test]
@@ -86,7 +86,7 @@ fn sigterm_is_forwarded() {
         (vec!["run", "--rm", "alpine", "sh", "-c", "trap 'exit 7' TERM; echo ready; sleep 30 & wait"], 7),
         (vec!["run", "--rm", "--init", "alpine", "sh", "-c", "echo ready; exec sleep 30"], 143),
     ] {
-        let mut child = run_support::support::rimg_cmd(root.path())
+        let mut child = common::rimg_cmd(root.path())
             .args(&args)
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -113,13 +113,28 @@ fn init_reaps_orphaned_zombies() {
         }
         a.extend_from_slice(&["alpine", "sh", "-c", "(sleep 0.2 &); exec sleep 30"]);
         root.ok(&a);
-        std::thread::sleep(Duration::from_millis(800));
-        let ps = root.ok(&["exec", name, "ps", "-o", "stat,comm"]);
+        // The orphan was forked before `sleep 30` started, and has exited once no live `sleep 0.2` is
+        // left (a zombie shows as `Z [sleep]`). Wait for that and for the zombie count this case
+        // expects, bounded: on a timeout the last count tells what went wrong.
+        let want = usize::from(!init);
+        let mut ps = String::new();
+        eventually(Duration::from_secs(20), || {
+            ps = root.ok(&["exec", name, "ps", "-o", "stat,args"]);
+            let live = |args: &str| {
+                ps.lines().any(|l| !l.trim_start().starts_with('Z') && l.trim_end().ends_with(args))
+            };
+            live("sleep 30") && !live("sleep 0.2") && zombie_count(&ps) == want
+        });
         root.ok(&["rm", "-f", name]);
-        ps.lines().filter(|l| l.trim_start().starts_with('Z')).count()
+        zombie_count(&ps)
     };
     assert_eq!(zombies(false), 1, "the test can see a zombie");
     assert_eq!(zombies(true), 0, "--init reaped it");
+}
+
+/// How many processes `ps -o stat,...` shows as zombies.
+fn zombie_count(ps: &str) -> usize {
+    ps.lines().filter(|l| l.trim_start().starts_with('Z')).count()
 }
 
 #[test]
@@ -149,8 +164,9 @@ fn detached_logs_exec_stop_rm() {
     let id = id.trim();
     assert_eq!(id.len(), 64, "prints the full id: {id}");
     assert!(root.ok(&["ps"]).contains("web"));
-    assert!(run_support::eventually(Duration::from_secs(5), || stdout(&root.rimg(&["logs", "web"]))
-        .contains("out")));
+    assert!(
+        common::eventually(Duration::from_secs(5), || stdout(&root.rimg(&["logs", "web"])).contains("out"))
+    );
     let logs = root.rimg(&["logs", "web"]);
     assert_eq!(stdout(&logs), "out\n");
     assert_eq!(stderr(&logs), "err\n");
@@ -187,15 +203,15 @@ fn detached_logs_exec_stop_rm() {
     assert_eq!(root.ok(&["wait", "web"]).trim(), "0");
     root.ok(&["rm", "web"]);
     assert!(root.container_ids().is_empty());
-    assert!(run_support::cgroup_left(id).is_empty());
+    assert!(common::run::cgroup_left(id).is_empty());
 }
 
 #[test]
 fn image_config_and_flags_are_honoured() {
     let root = Root::new();
     // Cmd from the image (alpine: /bin/sh) with stdin given: -i passes it through.
-    let out = run_support::run_with_deadline(
-        run_support::support::rimg_cmd(root.path())
+    let out = common::run::run_with_deadline(
+        common::rimg_cmd(root.path())
             .args(["run", "--rm", "-i", "alpine"])
             .stdin(std::fs::File::open("/dev/null").unwrap()),
         Duration::from_secs(30),
@@ -307,11 +323,12 @@ fn interactive_tty_relays_input_and_window_size() {
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let root = Root::new();
+    let script = "stty size; read x; echo got:$x; stty size";
     let ws = nix::pty::Winsize { ws_row: 40, ws_col: 100, ws_xpixel: 0, ws_ypixel: 0 };
     let pty = nix::pty::openpty(Some(&ws), None).expect("openpty");
     let slave = std::fs::File::from(pty.slave);
-    let mut child = run_support::support::rimg_cmd(root.path())
-        .args(["run", "--rm", "-it", "alpine", "sh", "-c", "stty size; read x; echo got:$x; stty size"])
+    let mut child = common::rimg_cmd(root.path())
+        .args(["run", "--rm", "-it", "alpine", "sh", "-c", script])
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(std::process::Stdio::inherit())
@@ -347,11 +364,34 @@ fn interactive_tty_relays_input_and_window_size() {
         libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws2);
         libc::kill(child.id() as i32, libc::SIGWINCH);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The shell's second `stty size` must see the new size: wait until rimg has passed it on to the
+    // container's terminal.
+    common::wait_until("the container's terminal to be 50x120", || {
+        container_tty_size(script) == Some((50, 120))
+    });
     master.write_all(b"hello\r").unwrap();
     wait_for("got:hello", &mut seen);
     wait_for("50 120", &mut seen);
     assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// The window size (rows, columns) of the terminal a container's `sh -c SCRIPT` reads from, seen from
+/// the host through its `/proc/PID/fd/0` (opened O_NOCTTY: looking must not make it our terminal).
+fn container_tty_size(script: &str) -> Option<(u16, u16)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cmdline = format!("sh\0-c\0{script}\0");
+    let proc_dir = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::read(p.join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))?;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(proc_dir.join("fd/0"))
+        .ok()?;
+    let ws = rustix::termios::tcgetwinsize(&tty).ok()?;
+    Some((ws.ws_row, ws.ws_col))
 }
 
 /// Issue 20, item 4: `stop`, `kill` and `rm -f` act on all the containers they are given at once. Three
@@ -368,7 +408,7 @@ fn stop_acts_on_all_containers_at_once() {
         let script = format!("trap 'touch /marks/{n}' TERM; while :; do sleep 0.1; done");
         root.ok(&["run", "-d", "--name", n, "-v", &vol, "alpine", "sh", "-c", &script]);
     }
-    let mut stop = support::rimg_cmd(root.path());
+    let mut stop = common::rimg_cmd(root.path());
     stop.args(["stop", "-t", "120"]).args(names).stdout(std::process::Stdio::piped());
     // Should an assertion fail, Root's drop removes the containers, which ends this stop too.
     let stopping = stop.spawn().expect("rimg stop");

@@ -1,9 +1,8 @@
 //! cgroup limits on this machine's v1/hybrid layout, and the v2 code path on a private cgroup2 mount.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{cgroup_left, code, host_block_device, stderr, stdout, Root};
+use common::run::{cgroup_left, code, host_block_device, stderr, stdout, Root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -98,7 +97,7 @@ fn cpus_half_is_throttled() {
     assert_eq!(quota.trim(), "50000");
     assert_eq!(std::fs::read_to_string(cgroup_file(&root, id, "cpu.shares")).unwrap().trim(), "512");
     let stat = cgroup_file(&root, id, "cpu.stat");
-    let throttled = run_support::eventually(Duration::from_secs(10), || {
+    let throttled = common::eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(&stat).unwrap_or_default().lines().any(|l| {
             l.strip_prefix("nr_throttled ").is_some_and(|n| n.trim().parse::<u64>().unwrap_or(0) > 0)
         })
@@ -225,7 +224,7 @@ impl V2<'_> {
             "set -e; M={m}; mount -t cgroup2 none $M; export RIMG_CGROUP_ROOT=$M; \
              RIMG='{rimg} --root {root}'; {body}",
             m = mnt.path().display(),
-            rimg = run_support::support::rimg_bin().display(),
+            rimg = common::rimg_bin().display(),
             root = self.root.path().display(),
         );
         let (out, err) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
@@ -266,7 +265,7 @@ impl V2<'_> {
             if !dir.exists() {
                 continue;
             }
-            run_support::eventually(Duration::from_secs(10), || {
+            common::eventually(Duration::from_secs(10), || {
                 if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
                     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                         // SAFETY: kill(2) of a process left in a test container's cgroup.

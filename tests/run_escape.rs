@@ -2,10 +2,9 @@
 //! container that must fail. Where it means something, the same attempt is shown to succeed with
 //! `--privileged` (or the relevant opt-out), so each test would notice the protection going missing.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{code, host_block_device, stderr, stdout, Root};
+use common::run::{code, host_block_device, stderr, stdout, Root};
 use std::process::Output;
 
 /// docker's default 14 capabilities as a mask (CapBnd of a default container on cgroup v1).
@@ -343,12 +342,12 @@ fn with_fd5_on_etc(root: &Root, args: &[&str]) -> Output {
     cmd.arg("-c")
         .arg(r#"exec 3</dev/null 4</dev/null 5</etc; exec "$@""#)
         .arg("bash")
-        .arg(run_support::support::rimg_bin())
+        .arg(common::rimg_bin())
         .arg("--root")
         .arg(root.path())
         .args(args)
         .stdin(std::process::Stdio::null());
-    run_support::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60))
+    common::run::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60))
 }
 
 /// Issue 19, finding 5 (CVE-2024-21626's shape): a descriptor the caller holds must not reach the
@@ -446,12 +445,12 @@ fn without_t_the_container_does_not_get_the_callers_terminal() {
     let root = Root::new();
     let probe = "for fd in 0 1 2; do [ -t $fd ] && echo TTY$fd; done; echo probed";
     for flags in [&[][..], &["-i"][..]] {
-        let mut args = vec![run_support::support::rimg_bin().display().to_string()];
+        let mut args = vec![common::rimg_bin().display().to_string()];
         args.extend(["--root".into(), root.path().display().to_string(), "run".into(), "--rm".into()]);
         args.extend(flags.iter().map(|f| f.to_string()));
         args.extend(["alpine", "sh", "-c", probe].iter().map(|s| s.to_string()));
         let line = args.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ");
-        let out = run_support::run_with_deadline(
+        let out = common::run::run_with_deadline(
             std::process::Command::new("script").args(["-qec", &line, "/dev/null"]),
             std::time::Duration::from_secs(60),
         );
@@ -463,9 +462,9 @@ fn without_t_the_container_does_not_get_the_callers_terminal() {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg("-c")
         .arg(r#"printf 'one\ntwo\n' | "$0" --root "$1" run --rm -i alpine wc -l; "$0" --root "$1" run --rm alpine yes | head -2"#)
-        .arg(run_support::support::rimg_bin())
+        .arg(common::rimg_bin())
         .arg(root.path());
-    let out = run_support::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60));
+    let out = common::run::run_with_deadline(&mut cmd, std::time::Duration::from_secs(60));
     assert_eq!(stdout(&out), "2\ny\ny\n", "{}", stderr(&out));
 }
 
@@ -476,7 +475,7 @@ fn without_t_the_container_does_not_get_the_callers_terminal() {
 fn init_is_not_the_hosts_binary() {
     use std::os::unix::fs::MetadataExt;
     let root = Root::new();
-    let host = std::fs::metadata(run_support::support::rimg_bin()).expect("rimg binary");
+    let host = std::fs::metadata(common::rimg_bin()).expect("rimg binary");
     let out = sh_ok(
         &root,
         &["--init"],

@@ -1,9 +1,9 @@
 //! Many containers from one image, and what a killed `rimg run` leaves behind (nothing).
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{cgroup_left, code, eventually, stderr, stdout, Root};
+use common::eventually;
+use common::run::{cgroup_left, code, stderr, stdout, Root};
 use std::time::Duration;
 
 fn layer_dirs(root: &Root) -> usize {
@@ -14,13 +14,25 @@ fn layer_dirs(root: &Root) -> usize {
 fn ten_containers_each_see_only_their_own_writes() {
     let root = Root::new();
     let layers_before = layer_dirs(&root);
+    // A barrier in a shared directory: each container has written before any reads back, so all ten
+    // run at once (bounded: a container that waits 40 s exits 9 and fails the test).
+    let sync = tempfile::tempdir().expect("sync dir");
+    let vol = format!("{}:/sync", sync.path().display());
     let handles: Vec<_> = (0..10)
         .map(|i| {
             let path = root.path().to_path_buf();
+            let vol = vol.clone();
             std::thread::spawn(move || {
-                let script = format!("echo {i} > /etc/shared; touch /only-{i}; sleep 1; cat /etc/shared; ls / | grep -c '^only-'");
-                let out = run_support::run_with_deadline(
-                    run_support::support::rimg_cmd(&path).args(["run", "--name", &format!("c{i}"), "alpine", "sh", "-c", &script]),
+                let script = format!(
+                    "echo {i} > /etc/shared; touch /only-{i} /sync/{i}; n=0; \
+                     until [ $(ls /sync | wc -l) -eq 10 ]; do \
+                     [ $n -lt 800 ] || exit 9; n=$((n+1)); sleep 0.05; done; \
+                     cat /etc/shared; ls / | grep -c '^only-'"
+                );
+                let out = common::run::run_with_deadline(
+                    common::rimg_cmd(&path)
+                        .args(["run", "--name", &format!("c{i}"), "-v", &vol])
+                        .args(["alpine", "sh", "-c", &script]),
                     Duration::from_secs(60),
                 );
                 (i, out)
@@ -92,7 +104,7 @@ fn sigkill_of_rimg_run(flags: &[&str], secs: &str) {
     let mut args = vec!["run", "--name", "victim"];
     args.extend_from_slice(flags);
     args.extend_from_slice(&["alpine", "sleep", secs]);
-    let mut child = run_support::support::rimg_cmd(root.path()).args(&args).spawn().expect("spawn");
+    let mut child = common::rimg_cmd(root.path()).args(&args).spawn().expect("spawn");
     assert!(eventually(Duration::from_secs(20), || {
         root.container_ids()
             .first()
@@ -118,7 +130,7 @@ fn sigkill_of_rimg_run(flags: &[&str], secs: &str) {
     );
     assert!(cgroup_left(&id).is_empty(), "cgroups removed: {:?}", cgroup_left(&id));
     assert_eq!(mounts_mentioning(&id), 0, "no mount left in any namespace");
-    assert!(run_support::processes_with(&format!("sleep {secs}")).is_empty(), "no process left");
+    assert!(common::run::processes_with(&format!("sleep {secs}")).is_empty(), "no process left");
     assert!(!locks_on(&cdir.join("monitor.lock")), "no lock left");
     let ps = root.ok(&["ps", "-a"]);
     assert!(ps.contains("victim") && ps.contains("Exited (137)"), "{ps}");
@@ -150,7 +162,7 @@ fn killed_monitor(flags: &[&str], secs: &str) {
     // SIGKILL the monitor itself: the init dies with it (PDEATHSIG) but nobody records or cleans up.
     // SAFETY: kill(2) of the monitor we just started.
     unsafe { libc::kill(monitor, libc::SIGKILL) };
-    assert!(eventually(Duration::from_secs(10), || run_support::processes_with(&format!("sleep {secs}"))
+    assert!(eventually(Duration::from_secs(10), || common::run::processes_with(&format!("sleep {secs}"))
         .is_empty()));
     // The init dies as soon as the monitor's forking thread does; the monitor's descriptors (and its
     // lock) go only when its last thread has exited: a zombie main thread is not enough, the FUSE

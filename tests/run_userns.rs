@@ -3,10 +3,9 @@
 //! property is checked against a counter-case without a user namespace, so the test would notice the
 //! namespace going missing.
 
-#[path = "run_support.rs"]
-mod run_support;
+mod common;
 
-use run_support::{code, stderr, stdout, Root};
+use common::run::{code, stderr, stdout, Root};
 use std::os::unix::fs::MetadataExt;
 
 const MAP: &str = "0:200000:65536";
@@ -101,6 +100,12 @@ fn container_root_has_no_power_over_host_files() {
     assert!(host.path().join("planted").exists());
 }
 
+/// Shell for "`nc` (pid `$p`) listens on port 80": polls the container's socket tables (bounded, 20 s)
+/// and exits 1 when `nc` died instead (the bind was refused).
+const LISTENING_ON_80: &str =
+    "i=0; until grep -q ':0050 [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; \
+    do kill -0 $p && [ $i -lt 400 ] || exit 1; i=$((i+1)); sleep 0.05; done";
+
 #[test]
 fn namespaces_belong_to_the_container() {
     let root = Root::new();
@@ -116,7 +121,10 @@ fn namespaces_belong_to_the_container() {
         "alpine",
         "sh",
         "-c",
-        "hostname; (nc -l -p 80 & p=$!; sleep 0.2; kill $p) && echo bound; ps -o pid= | head -n 1; ip -o link | cut -d: -f2",
+        &format!(
+            "hostname; (nc -l -p 80 & p=$!; {LISTENING_ON_80}; kill $p) && echo bound; \
+             ps -o pid= | head -n 1; ip -o link | cut -d: -f2"
+        ),
     ]);
     assert_eq!(out.lines().map(str::trim).collect::<Vec<_>>(), ["inner", "bound", "1", "lo"]);
     // The user namespace does not give what docker withholds: mounting still fails.
@@ -291,7 +299,7 @@ fn userns_container_leaves_no_privileged_file_on_disk_but_commits_one() {
     std::fs::write(layout.join("index.json"), idx.to_string()).expect("index.json");
     let bundle = work.path().join("bundle");
     let image = format!("{}:x", layout.display());
-    run_support::support::run_tool("umoci", &["unpack", "--image", &image, bundle.to_str().expect("path")]);
+    common::run_tool("umoci", &["unpack", "--image", &image, bundle.to_str().expect("path")]);
     let rootfs = bundle.join("rootfs");
     let mode = |p: &str| std::fs::symlink_metadata(rootfs.join(p)).expect("stat").mode() & 0o7777;
     assert_eq!((mode("x"), mode("usr/bin/passwd")), (0o6755, 0o4755), "umoci unpack");

@@ -5,11 +5,11 @@
 //! (non-distributable) layers are fetched from the registry like any blob, and from their `urls` only
 //! with `--allow-foreign-urls`.
 
-#[path = "store_support.rs"]
-mod store_support;
+mod common;
 
-use store_support::support::{assert_ok, TempRoot, TestRegistry};
-use store_support::{fixture_layers, push_image};
+use common::registry::TestRegistry;
+use common::store::{fixture_layers, push_image};
+use common::{assert_ok, TempRoot};
 
 /// The `images` rows (after the header) as whitespace-split columns.
 fn image_rows(root: &TempRoot, args: &[&str]) -> Vec<Vec<String>> {
@@ -48,7 +48,7 @@ fn image_pulled_by_digest_lists_its_repository() {
 }
 
 /// Bytes of blob uploads (POST/PATCH/PUT under `/blobs/uploads/`) the proxy saw.
-fn uploaded_bytes(log: &[store_support::Logged]) -> u64 {
+fn uploaded_bytes(log: &[common::store::Logged]) -> u64 {
     log.iter().filter(|l| l.path.contains("/blobs/uploads/")).map(|l| l.body_bytes).sum()
 }
 
@@ -57,7 +57,7 @@ fn push_mounts_blobs_from_where_they_were_pulled_or_pushed() {
     let reg = TestRegistry::start();
     let base_layers = fixture_layers("busybox");
     push_image(&reg.addr, "lib/busybox", "1", &base_layers, false);
-    let proxy = store_support::Proxy::start(&reg.addr);
+    let proxy = common::store::Proxy::start(&reg.addr);
     let root = TempRoot::new();
     let busybox = format!("{}/lib/busybox:1", proxy.addr);
     assert_ok(&root.rimg(&["pull", "-q", &busybox]), "pull busybox");
@@ -113,12 +113,12 @@ fn foreign_image(
     urls: Vec<String>,
     upload: bool,
     docker: bool,
-) -> Vec<store_support::Layer> {
+) -> Vec<common::store::Layer> {
     let mut base = fixture_layers("busybox").remove(0);
     base.media_type = media_type.to_string();
     base.urls = urls;
     base.upload = upload;
-    let mut own = store_support::layer(&[("own.txt", 0o644, b"own layer\n")]);
+    let mut own = common::store::layer(&[("own.txt", 0o644, b"own layer\n")]);
     if docker {
         own.media_type = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
     }
@@ -160,13 +160,13 @@ fn foreign_layer_urls_are_followed_only_when_allowed() {
     let reg = TestRegistry::start_with_htpasswd("fl", "fl-pass");
     let open = TestRegistry::builder().storage(reg.storage_dir()).auth_yaml(ALLOW_URLS).start();
     let elsewhere = TestRegistry::start();
-    let proxy = store_support::Proxy::start(&elsewhere.addr);
+    let proxy = common::store::Proxy::start(&elsewhere.addr);
     let layers = fixture_layers("busybox");
     push_image(&elsewhere.addr, "blobs/foreign", "1", &layers, false);
     let url = format!("http://{}/v2/blobs/foreign/blobs/{}", proxy.addr, layers[0].digest());
     push_image(&open.addr, "lib/foreign", "1", &foreign_image(DOCKER_FOREIGN, vec![url], false, true), true);
     // A second image whose url serves other bytes: verified like any blob, so refused.
-    let other = store_support::layer(&[("x", 0o644, b"not the layer\n")]);
+    let other = common::store::layer(&[("x", 0o644, b"not the layer\n")]);
     push_image(&elsewhere.addr, "blobs/other", "1", std::slice::from_ref(&other), false);
     let wrong = format!("http://{}/v2/blobs/other/blobs/{}", proxy.addr, other.digest());
     push_image(
@@ -180,11 +180,7 @@ fn foreign_layer_urls_are_followed_only_when_allowed() {
     let root = TempRoot::new();
     let docker_config = tempfile::tempdir().unwrap();
     let rimg = |args: &[&str]| {
-        store_support::support::rimg_cmd(root.path())
-            .env("DOCKER_CONFIG", docker_config.path())
-            .args(args)
-            .output()
-            .unwrap()
+        common::rimg_cmd(root.path()).env("DOCKER_CONFIG", docker_config.path()).args(args).output().unwrap()
     };
     assert_ok(&rimg(&["login", "-u", "fl", "-p", "fl-pass", &reg.addr]), "login");
     let image = format!("{}/lib/foreign:1", reg.addr);
@@ -209,11 +205,7 @@ fn foreign_layer_urls_are_followed_only_when_allowed() {
     // this one has the layer already and would not fetch it).
     let fresh = TempRoot::new();
     let rimg = |args: &[&str]| {
-        store_support::support::rimg_cmd(fresh.path())
-            .env("DOCKER_CONFIG", docker_config.path())
-            .args(args)
-            .output()
-            .unwrap()
+        common::rimg_cmd(fresh.path()).env("DOCKER_CONFIG", docker_config.path()).args(args).output().unwrap()
     };
     let cfg = fresh.path().join("rimg-config.json");
     std::fs::write(&cfg, r#"{"allow-foreign-urls": true}"#).unwrap();

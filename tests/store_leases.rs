@@ -3,12 +3,12 @@
 //! The pull and the build are held mid-way by a proxy that keeps one request waiting until the test lets
 //! it go (no sleeps); a SIGKILLed holder's lease is reaped by the next collection.
 
-#[path = "store_support.rs"]
-mod store_support;
+mod common;
 
+use common::registry::TestRegistry;
+use common::store::{fixture_layers, layer, push_image, Proxy};
+use common::{assert_ok, TempRoot};
 use std::process::{Child, Command, Stdio};
-use store_support::support::{self, assert_ok, TempRoot, TestRegistry};
-use store_support::{fixture_layers, layer, push_image, Proxy};
 
 /// Kills a still-running child on drop, so a failing test leaves no rimg behind.
 struct Running(Option<Child>);
@@ -55,7 +55,7 @@ fn assert_no_broken_image(root: &TempRoot) -> String {
 
 /// Registry with `lib/base:1` (busybox) and `lib/app:1` (busybox's layer plus one layer of its own, which
 /// the proxy will hold).
-fn base_and_app(reg: &TestRegistry) -> store_support::Layer {
+fn base_and_app(reg: &TestRegistry) -> common::store::Layer {
     let mut layers = fixture_layers("busybox");
     push_image(&reg.addr, "lib/base", "1", &layers, false);
     let own = layer(&[("added.txt", 0o644, b"added by app\n")]);
@@ -77,7 +77,7 @@ fn prune_and_rmi_during_a_pull_leave_it_whole() {
     assert_ok(&root.rimg(&["pull", "-q", &base]), "pull base");
 
     // The app pull finds the base layer already there, stores its config, and waits for its own layer.
-    let pull = Running::spawn(support::rimg_cmd(root.path()).args(["pull", &app]));
+    let pull = Running::spawn(common::rimg_cmd(root.path()).args(["pull", &app]));
     proxy.wait_held();
     // Without leases these delete the pull's config blob and the base layer it counted on.
     assert_ok(&root.rimg(&["rmi", &base]), "rmi base during the pull");
@@ -103,7 +103,7 @@ fn lease_of_a_killed_pull_is_reaped() {
     proxy.stall_when(move |m, p| m == "GET" && p == blob_path);
     let root = TempRoot::new();
     let pull =
-        Running::spawn(support::rimg_cmd(root.path()).args(["pull", &format!("{}/lib/app:1", proxy.addr)]));
+        Running::spawn(common::rimg_cmd(root.path()).args(["pull", &format!("{}/lib/app:1", proxy.addr)]));
     proxy.wait_held();
     assert_eq!(leases(&root).len(), 1, "the pull holds a lease");
     pull.kill();
@@ -139,7 +139,7 @@ fn prune_during_a_build_keeps_its_base_and_stages() {
         ),
     )
     .unwrap();
-    let build = Running::spawn(support::rimg_cmd(root.path()).args([
+    let build = Running::spawn(common::rimg_cmd(root.path()).args([
         "build",
         "-t",
         "built:1",

@@ -3,14 +3,14 @@
 //! root can neither read a container's state (its `-e` secrets) or log nor run an image's setuid-root
 //! file; and a store left 0755 by an older rimg is tightened the next time rimg opens it.
 
-#[path = "store_support.rs"]
-mod store_support;
+mod common;
 
+use common::assert_ok;
+use common::registry::TestRegistry;
+use common::store::{layer, push_image};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use store_support::support::{self, assert_ok, TestRegistry};
-use store_support::{layer, push_image};
 
 /// A system user made for the test, removed on drop (also when the test fails).
 struct TestUser {
@@ -21,10 +21,7 @@ impl TestUser {
     fn new() -> TestUser {
         let name = format!("rimgperm{}", std::process::id() % 100_000);
         let _ = Command::new("userdel").arg(&name).stderr(Stdio::null()).status();
-        support::run_tool(
-            "useradd",
-            &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name],
-        );
+        common::run_tool("useradd", &["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", &name]);
         TestUser { name }
     }
 
@@ -65,14 +62,14 @@ impl World {
         World { dir, root }
     }
     fn rimg(&self, args: &[&str]) -> String {
-        assert_ok(&support::rimg(&self.root, args), &args.join(" "))
+        assert_ok(&common::rimg(&self.root, args), &args.join(" "))
     }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = support::rimg(&self.root, &["rm", "-f", "perm-test"]);
-        support::unmount_below(self.dir.path());
+        let _ = common::rimg(&self.root, &["rm", "-f", "perm-test"]);
+        common::unmount_below(self.dir.path());
     }
 }
 
@@ -94,11 +91,11 @@ fn store_is_private_and_old_stores_are_tightened() {
     let reg = TestRegistry::start_with_htpasswd("perm", "perm-pass");
     // An image with a setuid-root copy of the host's `id`: run by another user, it would report euid 0.
     let id_bin = std::fs::read("/usr/bin/id").expect("read /usr/bin/id");
-    let mut layers = store_support::fixture_layers("busybox");
+    let mut layers = common::store::fixture_layers("busybox");
     layers.push(layer(&[("suid-id", 0o4755, &id_bin)]));
     let world = World::new();
     let cfg = world.dir.path().join("docker-config");
-    let login = support::rimg_cmd(&world.root)
+    let login = common::rimg_cmd(&world.root)
         .env("DOCKER_CONFIG", &cfg)
         .args(["login", "-u", "perm", "-p", "perm-pass", &reg.addr])
         .output()
@@ -109,7 +106,7 @@ fn store_is_private_and_old_stores_are_tightened() {
     let open = TestRegistry::builder().storage(reg.storage_dir()).start();
     push_image(&open.addr, "lib/suid", "1", &layers, false);
     let image = format!("{}/lib/suid:1", reg.addr);
-    let pull = support::rimg_cmd(&world.root)
+    let pull = common::rimg_cmd(&world.root)
         .env("DOCKER_CONFIG", &cfg)
         .args(["pull", "-q", &image])
         .output()

@@ -1,11 +1,7 @@
-//! Helpers for the store tests (included by `tests/store_*.rs` via `#[path]`): an HTTP proxy in front of
-//! a registry that can hold a request until the test lets it go (no sleeps) and logs what went through it,
-//! and a hand-made image pusher speaking the distribution API directly (for images skopeo would not make,
-//! such as foreign layers the registry also serves).
-#![allow(dead_code)]
-
-#[path = "support/mod.rs"]
-pub mod support;
+//! Helpers of the store tests (`tests/store_*.rs`): an HTTP proxy in front of a registry that can hold a
+//! request until the test lets it go (no sleeps) and logs what went through it, and a hand-made image
+//! pusher speaking the distribution API directly (for images skopeo would not make, such as foreign
+//! layers the registry also serves).
 
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
@@ -267,7 +263,7 @@ pub fn layer(files: &[Entry<'_>]) -> Layer {
 
 /// The layers of a fixture image (first manifest of its layout), as pushable layers.
 pub fn fixture_layers(name: &str) -> Vec<Layer> {
-    let dir = support::fixture_layout(name);
+    let dir = super::fixture_layout(name);
     let json = |p: &Path| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())))
             .expect("json")

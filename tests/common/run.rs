@@ -1,14 +1,10 @@
-//! Shared helpers for the container runtime tests (included by `tests/run_*.rs` via `#[path]`).
+//! Helpers of the container runtime tests (`tests/run_*.rs`, `faults.rs`, `commit_race.rs`).
 //!
 //! Images take the real path once per test binary: a loopback registry gets the fixture images, `rimg pull`
 //! fetches them through `--registry-mirror` into a shared cache, and the registry is stopped. Each test then
 //! gets its own `--root`, a hard-link clone of that cache (layers are read-only by convention), and a
 //! [`Root`] guard that on drop force-removes the test's containers, checks nothing they owned is left, and
 //! deletes the tree. Commands run with a deadline so a hung container fails its test instead of the suite.
-#![allow(dead_code)]
-
-#[path = "support/mod.rs"]
-pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -19,7 +15,7 @@ static SHARED: OnceLock<PathBuf> = OnceLock::new();
 
 extern "C" fn remove_shared() {
     if let Some(p) = SHARED.get() {
-        support::unmount_below(p);
+        super::unmount_below(p);
         let _ = std::fs::remove_dir_all(p);
     }
 }
@@ -30,14 +26,14 @@ fn shared_cache() -> &'static Path {
         let dir = tempfile::Builder::new().prefix("rimg-run-cache-").tempdir().expect("temp dir").keep();
         // SAFETY: registering a plain extern "C" function to run at exit.
         unsafe { libc::atexit(remove_shared) };
-        let reg = support::TestRegistry::start();
+        let reg = super::registry::TestRegistry::start();
         reg.push_fixture("alpine", "library/alpine:latest");
         reg.push_fixture("busybox", "library/busybox:latest");
         reg.push_fixture("centos", "library/centos:latest");
         let mirror = reg.url();
         for img in ["alpine", "busybox", "centos:latest"] {
-            let out = support::rimg(&dir, &["--registry-mirror", &mirror, "pull", "-q", img]);
-            support::assert_ok(&out, &format!("pull {img}"));
+            let out = super::rimg(&dir, &["--registry-mirror", &mirror, "pull", "-q", img]);
+            super::assert_ok(&out, &format!("pull {img}"));
         }
         dir
     })
@@ -87,13 +83,13 @@ impl Root {
 
     /// `rimg --root ROOT ARGS…` with a 60 s deadline.
     pub fn rimg(&self, args: &[&str]) -> Output {
-        run_with_deadline(support::rimg_cmd(&self.path).args(args), Duration::from_secs(60))
+        run_with_deadline(super::rimg_cmd(&self.path).args(args), Duration::from_secs(60))
     }
 
     /// Like [`Root::rimg`] but must exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.rimg(args);
-        support::assert_ok(&out, &args.join(" "))
+        super::assert_ok(&out, &args.join(" "))
     }
 
     /// The ids of all containers under this root.
@@ -139,9 +135,9 @@ impl Default for Root {
 impl Drop for Root {
     fn drop(&mut self) {
         for id in self.container_ids() {
-            let _ = support::rimg(&self.path, &["rm", "-f", &id]);
+            let _ = super::rimg(&self.path, &["rm", "-f", &id]);
         }
-        support::unmount_below(&self.path);
+        super::unmount_below(&self.path);
         if let Some(d) = self.dir.take() {
             let _ = d.close();
         }
@@ -213,20 +209,6 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
-}
-
-/// Poll `f` until it is true or `limit` passes; returns the last value.
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A block device that exists on the host (a loop device when there is one), as `MAJOR MINOR`.

@@ -1,5 +1,4 @@
-//! Shared helpers of the layer tests (included with `#[path]`; as its own test target it is empty).
-#![allow(dead_code)]
+//! Helpers of the layer tests (`tests/layer_*.rs`): fixture tars, kernel overlayfs mounts, umoci.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,5 @@
-//! Shared helpers for the FUSE overlay tests (included by `tests/fs_*.rs` via `#[path]`): real kernel
-//! overlayfs and rimg mounts with Drop guards, per-thread credentials for unprivileged callers, layer
-//! fixtures and tree snapshots.
-#![allow(dead_code)]
+//! Helpers of the FUSE overlay tests (`tests/fs_*.rs`): real kernel overlayfs and rimg mounts with Drop
+//! guards, per-thread credentials for unprivileged callers, layer fixtures and tree snapshots.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -10,6 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rimg::fs::{MountOptions, OverlayConfig, OverlayMount};
+
+/// The fs tests wait with this (they glob-import this module).
+#[allow(unused_imports)] // not every fs test waits
+pub use super::wait_until;
 
 /// Unprivileged test user.
 pub const USER: (u32, u32) = (1000, 1000);
@@ -432,15 +434,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Hold [`SERIAL`] for the rest of the test.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Poll `f` until it holds; fail the test after 30 s.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !f() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// The two-lower fixture of [`build_lowers`] with an upper and work directory, built on first use.
