@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stopping many containers at once (issue 20, item 4), rimg and podman side by side in one run, on the
 # Alpine fixture image pulled from a loopback registry:
-#   stop        N containers whose PID 1 ends on SIGTERM (`--init sleep 300`):  `stop c1 … cN`
+#   stop        N containers whose PID 1 ends on SIGTERM (a shell that traps it): `stop c1 … cN`
 #   stop -t 2   N containers whose PID 1 ignores SIGTERM (`sleep 300` as PID 1): `stop -t 2 c1 … cN`
 #               (each must wait out its grace period: done at once, the wall time is about 2 s)
 # Writes benches/run/STOP.md.
@@ -9,6 +9,7 @@
 # Usage: benches/run/stop.sh [--n N] [--reps R] [--port P]
 #   RIMG=path/to/rimg to benchmark a given binary (default: cargo build --release, target/release/rimg)
 set -euo pipefail
+shopt -s inherit_errexit
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/../.." && pwd))
@@ -69,17 +70,21 @@ bash scripts/push-fixtures.sh --fixtures "$fixtures" --one alpine library/alpine
 pm pull -q --tls-verify=false "$reg/library/alpine:latest" >&2
 
 names=$(seq -f 'c%g' 1 "$n" | tr '\n' ' ')
-# start N containers with TOOL (rimg|podman) and FLAGS, stop them with STOP_ARGS; prints the stop's ms
+# start N containers with TOOL (rimg|podman) running CMD..., stop them with STOP_ARGS; prints the stop's ms
 measure() {
   local tool=$1 stop_args=$2
   shift 2
   for c in $names; do
     if [[ $tool == rimg ]]; then
-      "$RIMG" --root "$root" run -d --name "$c" "$@" alpine sleep 300 >/dev/null
+      "$RIMG" --root "$root" run -d --name "$c" alpine "$@" >/dev/null || { echo "stop.sh: rimg run failed" >&2; exit 1; }
     else
-      pm run -d --network none --name "$c" "$@" "$reg/library/alpine:latest" sleep 300 >/dev/null
+      pm run -d --network none --name "$c" "$reg/library/alpine:latest" "$@" >/dev/null || { echo "stop.sh: podman run failed" >&2; exit 1; }
     fi
   done
+  # every container must be running before the clock starts
+  local running
+  if [[ $tool == rimg ]]; then running=$("$RIMG" --root "$root" ps -q | wc -l); else running=$(pm ps -q | wc -l); fi
+  [[ $running == "$n" ]] || { echo "stop.sh: $tool runs $running of $n containers" >&2; exit 1; }
   local t0 t1
   t0=$(date +%s.%N)
   if [[ $tool == rimg ]]; then
@@ -104,9 +109,9 @@ declare -A ms
 for rep in $(seq "$reps"); do
   for tool in rimg podman; do
     log "rep $rep: $tool stop of $n (TERM ends PID 1)"
-    ms[$tool,term]+="$(measure "$tool" "" --init) "
+    ms[$tool,term]+="$(measure "$tool" "" sh -c 'trap "exit 0" TERM; while :; do sleep 0.1; done') "
     log "rep $rep: $tool stop -t 2 of $n (PID 1 ignores TERM)"
-    ms[$tool,ignore]+="$(measure "$tool" "-t 2") "
+    ms[$tool,ignore]+="$(measure "$tool" "-t 2" sleep 300) "
   done
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
@@ -122,7 +127,7 @@ median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a
   for c in term ignore; do
     r=$(median "${ms[rimg,$c]}")
     p=$(median "${ms[podman,$c]}")
-    label=$([[ $c == term ]] && echo "\`stop\`, PID 1 ends on TERM (\`--init\`)" || echo "\`stop -t 2\`, PID 1 ignores TERM")
+    label=$([[ $c == term ]] && echo "\`stop\`, PID 1 (a shell) exits on TERM" || echo "\`stop -t 2\`, PID 1 (\`sleep\`) ignores TERM")
     echo "| $label | $r [${ms[rimg,$c]% }] | $p [${ms[podman,$c]% }] | $(echo "$r / $p" | bc -l | xargs printf '%.2f') |"
   done
   echo
