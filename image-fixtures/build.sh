@@ -10,7 +10,8 @@
 #   hostile  one tag per case   hostile-layers.py's cases (refuse-*, allow-*), one single-layer image each
 #   large    latest             (only with --with-large) ~1 GiB single layer for the pull benchmark
 #
-# Usage: image-fixtures/build.sh [--with-large] [--force] [OUTDIR]     (default OUTDIR: REPO/.work/fixtures)
+# Usage: image-fixtures/build.sh [--with-large] [--force] [--only NAME,...] [OUTDIR]
+#        (default OUTDIR: REPO/.work/fixtures; --only builds just those images, e.g. --only alpine,busybox)
 #
 # Idempotent and cached: each image is rebuilt only when its inputs (sources, this script, fixtures.py)
 # changed; the debootstrap tree is cached as a tar under OUTDIR/cache and never rebuilt unless deleted.
@@ -25,11 +26,13 @@ fx="$here/fixtures.py"
 
 with_large=0
 force=0
+only=""
 out=""
 while (($#)); do
   case "$1" in
     --with-large) with_large=1 ;;
     --force) force=1 ;;
+    --only) only=$2; shift ;;
     -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "build.sh: unknown option $1" >&2; exit 2 ;;
     *) out=$1 ;;
@@ -75,8 +78,15 @@ layout() { # NAME JQ_PROGRAM [jq args...]
 }
 
 t_all=$SECONDS
+want() { # NAME... -> true when any of them is to be built (all, without --only)
+  [[ -z $only ]] && return 0
+  local n
+  for n in "$@"; do [[ ",$only," == *",$n,"* ]] && return 0; done
+  return 1
+}
 
 # ------------------------------------------------------------------------------------------------ busybox
+if want busybox; then
 busybox_bin=$(dpkg -L busybox-static 2>/dev/null | grep -m1 '/bin/busybox$' || true)
 busybox_bin=${busybox_bin:-/bin/busybox}
 [[ -x $busybox_bin ]] || { echo "build.sh: $busybox_bin missing: run setup.sh (busybox-static)" >&2; exit 1; }
@@ -109,7 +119,10 @@ else
   log "busybox built in $((SECONDS - t))s"
 fi
 
+fi
+
 # ------------------------------------------------------------------------------------------------ alpine
+if want alpine; then
 alpine_tgz=$here/alpine/alpine-minirootfs-3.20.3-x86_64.tar.gz
 # The tarball is committed with its upstream checksum: a damaged or replaced copy must not become a fixture.
 if ! (cd "$here/alpine" && sha256sum --quiet -c SHA256SUMS); then
@@ -138,7 +151,11 @@ else
   fi
 fi
 
+fi
+
 # ------------------------------------------------------------------------------------------------ debian
+# (the large image is made from the debootstrap tree too)
+if want debian large; then
 base=$cache/debootstrap-bookworm-minbase.tar
 if [[ ! -f $base ]]; then
   t=$SECONDS
@@ -208,7 +225,10 @@ else
   log "debian + centos built in $((SECONDS - t))s"
 fi
 
+fi
+
 # ------------------------------------------------------------------------------------------------ edge, hostile
+if want edge hostile; then
 # The layer engineer's scripts write layer tars into a directory:
 #   edge-layers.py OUTDIR            -> layer1.tar layer2.tar layer3.tar (stacked bottom-up)
 #   hostile-layers.py OUTDIR OUTSIDE -> refuse-*.tar / allow-*.tar, one case each, aimed at OUTSIDE
@@ -257,7 +277,10 @@ edge_hostile() { # KIND
 edge_hostile edge
 edge_hostile hostile
 
+fi
+
 # ------------------------------------------------------------------------------------------------ large
+if want large; then
 if ((with_large)); then
   h=$(inputs_hash "$base" large-1024)
   if fresh large "$h"; then
@@ -273,6 +296,8 @@ if ((with_large)); then
     stamp large "$h"
     log "large built in $((SECONDS - t))s"
   fi
+fi
+
 fi
 
 log "all fixtures ready under $out in $((SECONDS - t_all))s"
