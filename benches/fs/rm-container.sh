@@ -18,7 +18,7 @@ REPS=${1:-3}
 B=${BENCH_DIR:-/tmp/rimg-rm-bench}
 RIMG=${RIMG:-$PWD/target/release/rimg}
 [ -x "$RIMG" ] || cargo build --release --bin rimg
-ROOTFS_TAR=${ROOTFS_TAR:-/work/main/.work/fixtures/cache/debootstrap-bookworm-minbase.tar}
+ROOTFS_TAR=${ROOTFS_TAR:-$(git -C "$(dirname "$0")" rev-parse --show-toplevel)/.work/fixtures/cache/debootstrap-bookworm-minbase.tar}
 SIZES=${SIZES:-"10000 25000 100000"}
 ROOT=$B/root
 mkdir -p "$B"
