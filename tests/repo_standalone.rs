@@ -82,12 +82,16 @@ fn a_fresh_clone_reads_nothing_outside_itself() {
         .args(["--only", "alpine,busybox"])
         .arg(&out)
         .current_dir(&clone)
+        // as on a fresh machine: none of cargo's variables (LD_LIBRARY_PATH points into this checkout)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &dir)
         .status()
         .expect("strace bash build.sh");
     assert!(status.success(), "fixture build from the clone");
     assert!(out.join("alpine/index.json").is_file() && out.join("busybox/index.json").is_file());
     let log = std::fs::read_to_string(&trace).expect("trace");
-    let outside: Vec<String> = traced_paths(&log)
+    let mut outside: Vec<String> = traced_paths(&log)
         .into_iter()
         .filter(|p| {
             let c = clean(p, &clone);
@@ -96,5 +100,8 @@ fn a_fresh_clone_reads_nothing_outside_itself() {
         })
         .filter(|p| !p.starts_with(trace.to_string_lossy().as_ref()))
         .collect();
+    outside.sort();
+    outside.dedup();
+    outside.truncate(20);
     assert!(outside.is_empty(), "the build touched files outside the clone: {outside:?}");
 }
