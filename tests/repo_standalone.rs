@@ -74,6 +74,9 @@ fn a_fresh_clone_reads_nothing_outside_itself() {
     // Build the cheap fixture images from the clone and trace every file it touches.
     let out = dir.join("out");
     let trace = dir.join("trace");
+    // an empty home of its own (tools look for their dotfiles there)
+    let home = dir.join("home");
+    std::fs::create_dir(&home).expect("home");
     let status = Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=%file", "-o"])
         .arg(&trace)
@@ -85,7 +88,7 @@ fn a_fresh_clone_reads_nothing_outside_itself() {
         // as on a fresh machine: none of cargo's variables (LD_LIBRARY_PATH points into this checkout)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &dir)
+        .env("HOME", &home)
         .status()
         .expect("strace bash build.sh");
     assert!(status.success(), "fixture build from the clone");
