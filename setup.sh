@@ -11,7 +11,7 @@ pkgs=(
   # fixture sources
   busybox-static debootstrap
   # tests and benchmarks
-  curl jq hyperfine apache2-utils python3 gcc pkg-config time openssl zstd xz-utils bzip2 liblzma-dev
+  curl jq hyperfine apache2-utils python3 gcc pkg-config time openssl zstd xz-utils bzip2 liblzma-dev strace
 )
 missing=()
 for p in "${pkgs[@]}"; do
