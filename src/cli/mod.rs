@@ -9,12 +9,16 @@ use std::path::PathBuf;
 
 mod build;
 mod containers;
+mod image_list;
 mod images;
 mod login;
 mod mount;
 mod overlayfs;
+mod ps;
 mod pull;
 mod run;
+mod units;
+mod volume;
 
 /// Exit code docker uses when the tool itself (not the container's command) fails.
 pub const EXIT_RIMG_ERROR: i32 = 125;
@@ -55,9 +59,11 @@ enum Command {
     /// Pull an image from a registry into the local cache.
     Pull(pull::Args),
     /// List images in the cache.
-    Images(images::ImagesArgs),
+    Images(image_list::ImagesArgs),
     /// Show an image's details as docker-shaped JSON.
     Inspect(images::InspectArgs),
+    /// Show the history of an image.
+    History(image_list::HistoryArgs),
     /// Give an image another name.
     Tag(images::TagArgs),
     /// Remove images.
@@ -90,7 +96,7 @@ enum Command {
     /// Run a command in a new container.
     Run(run::Args),
     /// List containers.
-    Ps(containers::PsArgs),
+    Ps(ps::PsArgs),
     /// Stop running containers (stop signal, then SIGKILL after a timeout).
     Stop(containers::StopArgs),
     /// Send a signal to running containers.
@@ -108,6 +114,9 @@ enum Command {
     /// Container housekeeping.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
 }
 
 /// Entry point for the `rimg` binary; returns the process exit code. A binary invoked as `rimg-overlayfs`
@@ -139,6 +148,7 @@ pub fn main() -> i32 {
         Command::Images(_)
             | Command::Image(images::ImageCommand::Ls(_))
             | Command::Inspect(_)
+            | Command::History(_)
             | Command::Save(_)
             | Command::Export(_)
             | Command::Ps(_)
@@ -152,7 +162,8 @@ pub fn main() -> i32 {
     let g = &cli.globals;
     let result = match cli.command {
         Command::Pull(a) => pull::run(a, g),
-        Command::Images(a) => images::images(a, g),
+        Command::Images(a) => image_list::images(a, g),
+        Command::History(a) => image_list::history(a, g),
         Command::Inspect(a) => images::inspect(a, g),
         Command::Tag(a) => images::tag(a, g),
         Command::Rmi(a) => images::rmi(a, g),
@@ -169,7 +180,7 @@ pub fn main() -> i32 {
         Command::Umount(a) => mount::umount(a, g),
         Command::Overlayfs(a) => overlayfs::run(a, g),
         Command::Run(a) => run::run(a, g),
-        Command::Ps(a) => containers::ps(a, g),
+        Command::Ps(a) => ps::ps(a, g),
         Command::Stop(a) => containers::stop(a, g),
         Command::Kill(a) => containers::kill(a, g),
         Command::Rm(a) => containers::rm(a, g),
@@ -178,6 +189,7 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(a, g),
         Command::Commit(a) => containers::commit(a, g),
         Command::Container(a) => containers::container(a, g),
+        Command::Volume(a) => volume::volume(a, g),
     };
     let code = match result {
         Ok(code) => code,

@@ -75,6 +75,9 @@ impl Store {
                     || keep_layer_dirs.iter().any(|k| k == &entry.path());
             if !keep {
                 remove_tree(&entry.path())?;
+                if let Ok(d) = format!("sha256:{name}").parse::<Digest>() {
+                    let _ = fs::remove_file(self.layer_size_path(&d));
+                }
                 stats.layers += 1;
             }
         }

@@ -108,3 +108,51 @@ fn make_writable(path: &Path) {
         }
     }
 }
+
+impl Store {
+    /// The unpacked size of a layer as docker counts it (`graphdriver.DiffSize`: the sizes of its files
+    /// and symlinks, each hard-linked inode once, directories not counted): what `images` shows as SIZE.
+    /// Layers never change once committed, so the figure is computed once and kept in
+    /// `layers/size/<diff_id hex>`; `gc` removes it with its layer.
+    pub fn layer_size(&self, diff_id: &Digest) -> Result<u64> {
+        let cache = self.layer_size_path(diff_id);
+        if let Some(n) = fs::read_to_string(&cache).ok().and_then(|t| t.trim().parse().ok()) {
+            return Ok(n);
+        }
+        let dir = self.layer_dir(diff_id);
+        if !dir.is_dir() {
+            return Err(super::StoreError::LayerMissing(diff_id.clone()));
+        }
+        let n = tree_size(&dir)?;
+        if let Some(parent) = cache.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        // A lost race or a read-only store only costs a recount next time.
+        let _ = super::write_atomic(&cache, n.to_string().as_bytes());
+        Ok(n)
+    }
+
+    pub(crate) fn layer_size_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root().join("layers/size").join(diff_id.hex())
+    }
+}
+
+/// Bytes of the non-directory entries below `dir` (symlinks not followed), each inode once.
+pub fn tree_size(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ctx("read", &d)? {
+            let e = e.ctx("read", &d)?;
+            let md = e.path().symlink_metadata().ctx("stat", &e.path())?;
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.nlink() <= 1 || seen.insert((md.dev(), md.ino())) {
+                total += md.len();
+            }
+        }
+    }
+    Ok(total)
+}
