@@ -272,27 +272,38 @@ pub fn image(a: ImageCommand, g: &Globals) -> anyhow::Result<i32> {
         ImageCommand::Rm(x) => rmi(x, g),
         ImageCommand::Prune(p) => {
             let store = open_store(g)?;
-            let in_use = images_in_use(&store);
-            let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
+            let (lines, bytes) = prune_images(&store, p.all)?;
             crate::outln!("Deleted Images:");
-            for e in store.list_images()? {
-                if used.contains(&e.manifest_digest) || (!p.all && e.name.is_some()) {
-                    continue;
-                }
-                match &e.name {
-                    Some(n) => {
-                        store.remove_name(n)?;
-                        crate::outln!("untagged: {n}");
-                    }
-                    None => store.remove_manifest(&e.manifest_digest)?,
-                }
-                crate::outln!("deleted: {}", e.manifest_digest);
+            for l in lines {
+                crate::outln!("{l}");
             }
-            let stats = store.gc(&used, &layers_in_use(&store))?;
-            crate::outln!("\nTotal reclaimed space: {}", super::units::human_size(stats.bytes));
+            crate::outln!("\nTotal reclaimed space: {}", super::units::human_size4(bytes));
             Ok(0)
         }
     }
+}
+
+/// Remove the dangling images (with `all`, every image no container uses) and collect what they held;
+/// returns docker's `untagged: …` / `deleted: …` lines and the bytes freed. Shared with `system prune`.
+pub(crate) fn prune_images(store: &Store, all: bool) -> anyhow::Result<(Vec<String>, u64)> {
+    let in_use = images_in_use(store);
+    let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
+    let mut lines = Vec::new();
+    for e in store.list_images()? {
+        if used.contains(&e.manifest_digest) || (!all && e.name.is_some()) {
+            continue;
+        }
+        match &e.name {
+            Some(n) => {
+                store.remove_name(n)?;
+                lines.push(format!("untagged: {n}"));
+            }
+            None => store.remove_manifest(&e.manifest_digest)?,
+        }
+        lines.push(format!("deleted: {}", e.manifest_digest));
+    }
+    let stats = store.gc(&used, &layers_in_use(store))?;
+    Ok((lines, stats.bytes))
 }
 
 pub fn save(a: SaveArgs, g: &Globals) -> anyhow::Result<i32> {
@@ -354,7 +365,7 @@ fn container_states(store: &Store) -> Vec<Value> {
 }
 
 /// (manifest, container id) for every container whose image is still in the index.
-fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
+pub(crate) fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
     let mut out = Vec::new();
     for st in container_states(store) {
         let id = st.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -367,7 +378,7 @@ fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
 }
 
 /// Layer directories containers mount: kept by gc even when their image was removed with -f.
-fn layers_in_use(store: &Store) -> Vec<PathBuf> {
+pub(crate) fn layers_in_use(store: &Store) -> Vec<PathBuf> {
     container_states(store)
         .iter()
         .filter_map(|st| st.pointer("/spec/lowers").and_then(Value::as_array).cloned())

@@ -17,6 +17,7 @@ mod overlayfs;
 mod ps;
 mod pull;
 mod run;
+mod system;
 mod units;
 mod volume;
 
@@ -114,6 +115,13 @@ enum Command {
     /// Container housekeeping.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Show rimg's version.
+    Version(system::VersionArgs),
+    /// Show system-wide information.
+    Info(system::InfoArgs),
+    /// Disk usage and housekeeping.
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
@@ -190,6 +198,9 @@ pub fn main() -> i32 {
         Command::Commit(a) => containers::commit(a, g),
         Command::Container(a) => containers::container(a, g),
         Command::Volume(a) => volume::volume(a, g),
+        Command::Version(a) => system::version(a, g),
+        Command::Info(a) => system::info(a, g),
+        Command::System(a) => system::system(a, g),
     };
     let code = match result {
         Ok(code) => code,

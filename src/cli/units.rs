@@ -11,6 +11,19 @@ pub fn human_size4(n: u64) -> String {
     human_size_with_precision(n, 4)
 }
 
+/// docker's `units.BytesSize` (`info`'s Total Memory): powers of 1024, four significant digits
+/// (`23.44GiB`).
+pub fn bytes_size(n: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{}{}", sig(v, 4), UNITS[u])
+}
+
 /// Powers of 1000 with `digits` significant digits (Go's `%.*g`).
 fn human_size_with_precision(n: u64, digits: usize) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
@@ -105,6 +118,7 @@ mod tests {
         assert_eq!(human_size(12_345_678), "12.3MB");
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size4(1_234_567_890), "1.235GB");
+        assert_eq!(bytes_size(1536 * 1024), "1.5MiB");
         assert_eq!(human_duration(0), "Less than a second");
         assert_eq!(human_duration(75), "About a minute");
         assert_eq!(human_duration(3 * 3600 + 60), "3 hours");
