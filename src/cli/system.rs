@@ -283,10 +283,9 @@ struct Usage {
 }
 
 fn reclaimable(part: u64, total: u64) -> String {
-    if total > 0 {
-        format!("{} ({}%)", human_size4(part), part * 100 / total)
-    } else {
-        human_size4(part)
+    match (part * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", human_size4(part)),
+        None => human_size4(part),
     }
 }
 
