@@ -177,6 +177,35 @@ fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf]) {
     }
 }
 
+/// rimg's stdout and stderr pointed at /dev/null while it lives (a step container inherits them), put
+/// back when dropped.
+struct Hushed {
+    saved: [std::os::fd::OwnedFd; 2],
+}
+
+impl Hushed {
+    fn new() -> std::io::Result<Hushed> {
+        use std::os::fd::AsFd;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        let saved = [
+            rustix::io::fcntl_dupfd_cloexec(std::io::stdout().as_fd(), 3)?,
+            rustix::io::fcntl_dupfd_cloexec(std::io::stderr().as_fd(), 3)?,
+        ];
+        for target in [1, 2] {
+            nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target)?;
+        }
+        Ok(Hushed { saved })
+    }
+}
+
+impl Drop for Hushed {
+    fn drop(&mut self) {
+        for (fd, target) in self.saved.iter().zip([1, 2]) {
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), target);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,34 +257,5 @@ mod tests {
         assert_eq!(network_mode(Some("host"), NetworkMode::None), Ok(NetworkMode::Host));
         assert_eq!(network_mode(Some("none"), NetworkMode::Host), Ok(NetworkMode::None));
         assert!(network_mode(Some("bridge"), NetworkMode::None).unwrap_err().contains("not supported"));
-    }
-}
-
-/// rimg's stdout and stderr pointed at /dev/null while it lives (a step container inherits them), put
-/// back when dropped.
-struct Hushed {
-    saved: [std::os::fd::OwnedFd; 2],
-}
-
-impl Hushed {
-    fn new() -> std::io::Result<Hushed> {
-        use std::os::fd::AsFd;
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        let saved = [
-            rustix::io::fcntl_dupfd_cloexec(std::io::stdout().as_fd(), 3)?,
-            rustix::io::fcntl_dupfd_cloexec(std::io::stderr().as_fd(), 3)?,
-        ];
-        for target in [1, 2] {
-            nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target)?;
-        }
-        Ok(Hushed { saved })
-    }
-}
-
-impl Drop for Hushed {
-    fn drop(&mut self) {
-        for (fd, target) in self.saved.iter().zip([1, 2]) {
-            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), target);
-        }
     }
 }
