@@ -4,11 +4,12 @@
 //! panics.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 mod build;
 mod containers;
+mod help;
 mod image_list;
 mod images;
 mod login;
@@ -45,7 +46,13 @@ pub struct Globals {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "rimg", version, about = "Pull, run, build and push container images without a daemon")]
+#[command(
+    name = "rimg",
+    version,
+    about = "Pull, run, build and push container images without a daemon",
+    after_help = "Examples:\n  rimg run --rm -it alpine sh\n  rimg --root /srv/rimg images\n  \
+                  rimg COMMAND --help    (each command's options and examples)"
+)]
 struct Cli {
     #[command(flatten)]
     globals: Globals,
@@ -138,7 +145,10 @@ pub fn main() -> i32 {
     if invoked_as == "rimg-overlayfs" || invoked_as == "mount.fuse.rimg-overlayfs" {
         argv.insert(1, "overlayfs".into());
     }
-    let cli = match Cli::try_parse_from(argv) {
+    let mut cmd = Cli::command();
+    help::adjust(&mut cmd);
+    let parsed = cmd.try_get_matches_from(argv).and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help, --version
