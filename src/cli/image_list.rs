@@ -156,7 +156,18 @@ fn created_secs(rec: &ImageRecord) -> Option<i64> {
 /// The image's unpacked size: the sum of its layers' (see `Store::layer_size`).
 pub(crate) fn unpacked_size(store: &Store, rec: &ImageRecord) -> u64 {
     let mut seen = std::collections::HashSet::new();
-    rec.diff_ids.iter().filter(|d| seen.insert(*d)).map(|d| store.layer_size(d).unwrap_or(0)).sum()
+    layer_sizes(store, rec).into_iter().filter(|(d, _)| seen.insert(d.clone())).map(|(_, n)| n).sum()
+}
+
+/// Each layer of the image (bottom first) with its unpacked size.
+pub(crate) fn layer_sizes(store: &Store, rec: &ImageRecord) -> Vec<(crate::digest::Digest, u64)> {
+    let blobs: Vec<Option<crate::digest::Digest>> =
+        rec.manifest.layers().iter().map(|l| l.digest().to_string().parse().ok()).collect();
+    rec.diff_ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.clone(), store.layer_size(d, blobs.get(i).and_then(Option::as_ref)).unwrap_or(0)))
+        .collect()
 }
 
 /// Every (image, name) pair of the index as rows, newest image first (docker's order).
@@ -323,19 +334,14 @@ pub fn history(a: HistoryArgs, g: &Globals) -> anyhow::Result<i32> {
 /// without history gets one entry per layer.
 fn history_entries(store: &Store, rec: &ImageRecord) -> Vec<(oci_spec::image::History, u64)> {
     let hist = rec.config.history().clone().unwrap_or_default();
-    let mut layers = rec.diff_ids.iter();
+    let sizes = layer_sizes(store, rec);
+    let mut layers = sizes.iter().map(|(_, n)| *n);
     if hist.is_empty() {
-        return layers
-            .map(|d| (oci_spec::image::History::default(), store.layer_size(d).unwrap_or(0)))
-            .collect();
+        return layers.map(|n| (oci_spec::image::History::default(), n)).collect();
     }
     hist.into_iter()
         .map(|h| {
-            let size = if h.empty_layer().unwrap_or(false) {
-                0
-            } else {
-                layers.next().map(|d| store.layer_size(d).unwrap_or(0)).unwrap_or(0)
-            };
+            let size = if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().unwrap_or(0) };
             (h, size)
         })
         .collect()

@@ -308,10 +308,10 @@ fn usage(store: &Store) -> anyhow::Result<Usage> {
             continue;
         }
         let active = used_images.contains(&rec.id.to_string());
-        for d in &rec.diff_ids {
-            layers_total.insert(d.clone());
+        for (d, n) in super::image_list::layer_sizes(store, &rec) {
+            layers_total.insert((d.clone(), n));
             if active {
-                layers_used.insert(d.clone());
+                layers_used.insert((d, n));
             }
         }
         let name = e.name.as_deref().and_then(|n| crate::reference::Reference::parse(n).ok());
@@ -324,8 +324,7 @@ fn usage(store: &Store) -> anyhow::Result<Usage> {
             "Containers": list.iter().filter(|c| c.spec.image_id.as_deref() == Some(&rec.id.to_string())).count().to_string(),
         }));
     }
-    let sum =
-        |s: &HashSet<crate::digest::Digest>| s.iter().map(|d| store.layer_size(d).unwrap_or(0)).sum::<u64>();
+    let sum = |s: &HashSet<(crate::digest::Digest, u64)>| s.iter().map(|(_, n)| n).sum::<u64>();
     let (img_total, img_used) = (sum(&layers_total), sum(&layers_used));
     let mut rows = vec![row(
         "Images",

@@ -75,10 +75,14 @@ impl Store {
                     || keep_layer_dirs.iter().any(|k| k == &entry.path());
             if !keep {
                 remove_tree(&entry.path())?;
-                if let Ok(d) = format!("sha256:{name}").parse::<Digest>() {
-                    let _ = fs::remove_file(self.layer_size_path(&d));
-                }
                 stats.layers += 1;
+            }
+        }
+        // Recorded layer sizes (`layers/size/<hex>`) of layers that are gone.
+        let sizes = self.root().join("layers/size");
+        for entry in fs::read_dir(&sizes).into_iter().flatten().flatten() {
+            if !layer_dir.join(entry.file_name()).is_dir() {
+                let _ = fs::remove_file(entry.path());
             }
         }
         self.prune_sources()?;
