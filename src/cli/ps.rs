@@ -178,7 +178,13 @@ fn status_text(c: &ContainerState, now: u128) -> String {
 }
 
 /// The row a template sees (`{{json .}}` prints these keys, as docker's container context).
-fn row_json(c: &ContainerState, a: &PsArgs, now: u128, containers: &Containers) -> Value {
+fn row_json(
+    c: &ContainerState,
+    a: &PsArgs,
+    now: u128,
+    containers: &Containers,
+    store: Option<&crate::store::Store>,
+) -> Value {
     let created = (c.created / 1_000_000_000) as i64;
     let mut command = c.spec.process.args.join(" ");
     if !a.no_trunc {
@@ -209,16 +215,24 @@ fn row_json(c: &ContainerState, a: &PsArgs, now: u128, containers: &Containers) 
         "Networks": match c.spec.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
         "Ports": "",
         "RunningFor": ago(Some(created)),
-        "Size": if a.size { size_text(c, containers) } else { String::new() },
+        "Size": if a.size { size_text(c, containers, store) } else { String::new() },
         "State": state_name(c),
         "Status": status_text(c, now),
     })
 }
 
 /// `-s`: what the container wrote, and with its image's layers as "virtual" (`0B (virtual 4.26MB)`).
-fn size_text(c: &ContainerState, containers: &Containers) -> String {
+/// The image part is its layers' unpacked size as `images` shows it.
+fn size_text(c: &ContainerState, containers: &Containers, store: Option<&crate::store::Store>) -> String {
     let rw = crate::store::layers::tree_size(&containers.dir_of(&c.id).upper()).unwrap_or(0);
-    let image: u64 = c.spec.lowers.iter().map(|l| crate::store::layers::tree_size(l).unwrap_or(0)).sum();
+    let layer = |l: &std::path::Path| -> u64 {
+        let diff = l.file_name().and_then(|n| format!("sha256:{}", n.to_string_lossy()).parse().ok());
+        match (store, diff) {
+            (Some(s), Some(d)) if s.layer_dir(&d) == l => s.layer_size(&d, None).unwrap_or(0),
+            _ => crate::store::layers::tree_size(l).unwrap_or(0),
+        }
+    };
+    let image: u64 = c.spec.lowers.iter().map(|l| layer(l)).sum();
     format!("{} (virtual {})", human_size4(rw), human_size4(rw + image))
 }
 
@@ -277,7 +291,8 @@ pub fn ps(a: PsArgs, g: &Globals) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let now = crate::runtime::state::now_nanos();
-    let rows: Vec<Value> = list.iter().map(|c| row_json(c, &a, now, &containers)).collect();
+    let store = if a.size { super::pull::open_store(g).ok() } else { None };
+    let rows: Vec<Value> = list.iter().map(|c| row_json(c, &a, now, &containers, store.as_ref())).collect();
     let methods = Methods::none().with("Label", label);
     crate::out!("{}", format.render(&headers(), &rows, &methods)?);
     Ok(0)
