@@ -162,3 +162,27 @@ fn stdin_text(text: &str) -> std::process::Stdio {
     drop(w);
     std::process::Stdio::from(r)
 }
+
+#[test]
+fn a_user_namespaced_container_owns_its_new_volume() {
+    let root = Root::new();
+    let out = root.ok(&[
+        "run",
+        "--rm",
+        "--userns=auto",
+        "-v",
+        "u:/etc/apk",
+        "alpine",
+        "sh",
+        "-c",
+        "stat -c %u /etc/apk/arch; echo w > /etc/apk/written; cat /proc/self/uid_map",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("0"), "the container sees the image's owner: {out}");
+    let host_root: u32 =
+        lines.next().and_then(|m| m.split_whitespace().nth(1)).and_then(|h| h.parse().ok()).expect("uid_map");
+    use std::os::unix::fs::MetadataExt;
+    let arch = std::fs::metadata(data(&root, "u").join("arch")).unwrap();
+    assert_eq!(arch.uid(), host_root, "copied content is shifted to the container's ids on disk");
+    assert!(data(&root, "u").join("written").is_file(), "the mapped root can write its volume");
+}
