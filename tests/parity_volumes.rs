@@ -182,7 +182,7 @@ fn a_user_namespaced_container_owns_its_new_volume() {
     let host_root: u32 =
         lines.next().and_then(|m| m.split_whitespace().nth(1)).and_then(|h| h.parse().ok()).expect("uid_map");
     use std::os::unix::fs::MetadataExt;
-    let arch = std::fs::metadata(data(&root, "u").join("arch")).unwrap();
+    let arch = std::fs::metadata(data(&root, "uv").join("arch")).unwrap();
     assert_eq!(arch.uid(), host_root, "copied content is shifted to the container's ids on disk");
-    assert!(data(&root, "u").join("written").is_file(), "the mapped root can write its volume");
+    assert!(data(&root, "uv").join("written").is_file(), "the mapped root can write its volume");
 }
