@@ -171,7 +171,7 @@ fn a_user_namespaced_container_owns_its_new_volume() {
         "--rm",
         "--userns=auto",
         "-v",
-        "u:/etc/apk",
+        "uv:/etc/apk",
         "alpine",
         "sh",
         "-c",
