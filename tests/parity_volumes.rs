@@ -186,3 +186,40 @@ fn a_user_namespaced_container_owns_its_new_volume() {
     assert_eq!(arch.uid(), host_root, "copied content is shifted to the container's ids on disk");
     assert!(data(&root, "uv").join("written").is_file(), "the mapped root can write its volume");
 }
+
+/// A hostile image: symlinks under a VOLUME path and a volume mounted on a symlink. The copy-up walks the
+/// image with pinned descriptors, so links are copied as links and never followed to the host's files
+/// (the class of docker's CVE-2018-15664 and runc's CVE-2021-30465).
+#[test]
+fn copy_up_never_follows_an_image_symlink_to_the_host() {
+    let root = Root::new();
+    let df = "FROM busybox\nRUN mkdir /data && ln -s /etc /data/hostetc && ln -s / /data/root && ln -s /etc /link\nVOLUME /data\n";
+    let out = common::run::run_with_deadline(
+        common::rimg_cmd(root.path()).args(["build", "-q", "-t", "links", "-"]).stdin(stdin_text(df)),
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    root.ok(&["run", "--name", "l", "-v", "onlink:/link", "links", "true"]);
+    let anon = volume_names(&root).into_iter().find(|n| n.len() == 64).expect("the image's volume");
+    let d = data(&root, &anon);
+    for (name, target) in [("hostetc", "/etc"), ("root", "/")] {
+        let md = std::fs::symlink_metadata(d.join(name)).unwrap();
+        assert!(md.file_type().is_symlink(), "{name} is copied as a symlink");
+        assert_eq!(std::fs::read_link(d.join(name)).unwrap(), PathBuf::from(target));
+    }
+    // The volume on /link got the image's /etc (where /link leads inside the rootfs), not the host's.
+    let on_link = data(&root, "onlink");
+    assert!(
+        on_link.join("passwd").exists() || std::fs::read_dir(&on_link).unwrap().count() > 0,
+        "image /etc copied"
+    );
+    assert!(
+        !on_link.join("debian_version").exists()
+            || root.ok(&["run", "--rm", "busybox", "ls", "/etc"]).contains("debian_version"),
+        "nothing of the host's /etc"
+    );
+    assert!(
+        !on_link.join("shadow").exists()
+            || root.ok(&["run", "--rm", "busybox", "ls", "/etc"]).contains("shadow")
+    );
+}
