@@ -267,7 +267,7 @@ pub fn images(a: ImagesArgs, g: &Globals) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let data: Vec<Value> = rows.iter().map(|r| row_json(&store, r, a.no_trunc)).collect();
-    crate::out!("{}", format.render(&headers(), &data, &Methods::none())?);
+    crate::out!("{}", format.render(&headers(), &data, &Methods::none().typed("*formatter.imageContext"))?);
     Ok(0)
 }
 
@@ -326,7 +326,7 @@ pub fn history(a: HistoryArgs, g: &Globals) -> anyhow::Result<i32> {
     }
     let headers = json!({"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
                          "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"});
-    crate::out!("{}", format.render(&headers, &rows, &Methods::none())?);
+    crate::out!("{}", format.render(&headers, &rows, &Methods::none().typed("*formatter.historyContext"))?);
     Ok(0)
 }
 

@@ -293,7 +293,7 @@ pub fn ps(a: PsArgs, g: &Globals) -> anyhow::Result<i32> {
     let now = crate::runtime::state::now_nanos();
     let store = if a.size { super::pull::open_store(g).ok() } else { None };
     let rows: Vec<Value> = list.iter().map(|c| row_json(c, &a, now, &containers, store.as_ref())).collect();
-    let methods = Methods::none().with("Label", label);
+    let methods = Methods::none().with("Label", label).typed("*formatter.ContainerContext");
     crate::out!("{}", format.render(&headers(), &rows, &methods)?);
     Ok(0)
 }

@@ -377,7 +377,10 @@ fn df(a: DfArgs, g: &Globals) -> anyhow::Result<i32> {
     let u = usage(&store)?;
     if !a.verbose {
         let headers = json!({"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE", "Reclaimable": "RECLAIMABLE"});
-        crate::out!("{}", format.render(&headers, &u.rows, &Methods::none())?);
+        crate::out!(
+            "{}",
+            format.render(&headers, &u.rows, &Methods::none().typed("*formatter.diskUsageContext"))?
+        );
         return Ok(0);
     }
     let section = |title: &str, tpl: &str, headers: Value, rows: &[Value]| -> anyhow::Result<()> {

@@ -241,7 +241,7 @@ fn ls(a: LsArgs, c: &Containers) -> anyhow::Result<i32> {
     let headers = json!({"Availability": "AVAILABILITY", "Driver": "DRIVER", "Group": "GROUP", "Labels": "LABELS",
         "Links": "LINKS", "Mountpoint": "MOUNTPOINT", "Name": "VOLUME NAME", "Scope": "SCOPE", "Size": "SIZE",
         "Status": "STATUS"});
-    crate::out!("{}", format.render(&headers, &rows, &Methods::none())?);
+    crate::out!("{}", format.render(&headers, &rows, &Methods::none().typed("*formatter.volumeContext"))?);
     Ok(0)
 }
 

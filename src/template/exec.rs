@@ -241,6 +241,10 @@ impl<'a> Exec<'a> {
     fn fields(&self, mut v: V, fields: &[String]) -> Result<V, TemplateError> {
         for f in fields {
             v = match &v {
+                V::J(Value::Object(o)) if !o.contains_key(f) && self.strict_row(&v) => {
+                    let t = self.methods.row_type.unwrap_or_default();
+                    return Err(err(format!("can't evaluate field {f} in type {t}")));
+                }
                 V::J(Value::Object(o)) => V::of_field(o.get(f), f),
                 V::Missing | V::Null(_) => V::Missing,
                 V::J(other) => {
@@ -252,6 +256,15 @@ impl<'a> Exec<'a> {
             };
         }
         Ok(v)
+    }
+}
+
+impl Exec<'_> {
+    /// Is `v` the row of a typed list context (whose unknown fields are errors)?
+    fn strict_row(&self, v: &V) -> bool {
+        self.mode == Mode::Rows
+            && self.methods.row_type.is_some()
+            && self.vars.first().is_some_and(|(_, root)| root == v)
     }
 }
 

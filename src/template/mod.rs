@@ -43,10 +43,13 @@ pub enum TemplateError {
 /// template's arguments, it returns the text to print (`.Label "com.example.x"`).
 pub type Method = fn(&Value, &[Value]) -> String;
 
-/// The methods of one kind of row (empty for most commands).
+/// The methods of one kind of row (empty for most commands), and the Go type docker's rows have: with
+/// one, a field the row lacks is an error, as docker's typed list contexts make it (`can't evaluate
+/// field Foo in type *formatter.ContainerContext`), not `<no value>`.
 #[derive(Debug, Default, Clone)]
 pub struct Methods {
     list: Vec<(&'static str, Method)>,
+    row_type: Option<&'static str>,
 }
 
 impl Methods {
@@ -58,6 +61,12 @@ impl Methods {
     /// Add `name`.
     pub fn with(mut self, name: &'static str, m: Method) -> Methods {
         self.list.push((name, m));
+        self
+    }
+
+    /// Rows are docker's typed `name` (`*formatter.ContainerContext`): unknown fields are errors.
+    pub fn typed(mut self, name: &'static str) -> Methods {
+        self.row_type = Some(name);
         self
     }
 

@@ -145,6 +145,15 @@ fn list_formats_and_tables() {
     // The header keeps `upper`'s argument as it is: the column is headed by the field's title.
     let f = ListFormat::new(Some("table {{upper .Names}}"), "").unwrap();
     assert_eq!(f.render(&headers, &rows, &m).unwrap(), "NAMES\nWEB\nDB\n");
+    // A typed row (docker's list contexts) has no `<no value>`: an unknown field is an error.
+    let typed = Methods::none().typed("*formatter.ContainerContext");
+    let f = ListFormat::new(Some("{{.Nope}}"), "").unwrap();
+    let e = f.render(&headers, &rows, &typed).unwrap_err();
+    assert!(e.to_string().ends_with("can't evaluate field Nope in type *formatter.ContainerContext"), "{e}");
+    assert_eq!(
+        ListFormat::new(Some("{{.Names}}"), "").unwrap().render(&headers, &rows[..1], &typed).unwrap(),
+        "web\n"
+    );
     // Nothing or `table` alone: the command's default table.
     let f = ListFormat::new(None, r"{{.Names}}\t{{.Image}}").unwrap();
     assert!(f.is_table());
