@@ -46,7 +46,10 @@ fn build_from_stdin_dockerfile_or_context_tar() {
     let out = build(&root, &["-t", "plain", "-"], b"FROM busybox\nRUN echo from-stdin > /f\n");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(root.ok(&["run", "--rm", "plain", "cat", "/f"]), "from-stdin\n");
-    for compress in ["cat", "gzip", "xz"] {
+    let have = |tool: &str| {
+        std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+    };
+    for compress in ["cat", "gzip", "xz"].into_iter().filter(|c| *c == "cat" || have(c)) {
         let tar = context_tar(
             &[("Dockerfile", "FROM busybox\nCOPY hello /hello\n"), ("hello", compress)],
             compress,

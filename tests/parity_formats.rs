@@ -87,7 +87,11 @@ fn images_format_json_and_filters() {
     // A list row is docker's typed context: an unknown field is an error there, not `<no value>`.
     let bad = root.rimg(&["images", "--format", "{{.Nope}}"]);
     assert_eq!(code(&bad), 125);
-    assert!(stderr(&bad).contains("can't evaluate field Nope in type *formatter.imageContext"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("can't evaluate field Nope in type *formatter.imageContext"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
