@@ -25,3 +25,4 @@ pub mod registry;
 pub mod runtime;
 pub mod store;
 pub mod sys;
+pub mod template;

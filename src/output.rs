@@ -40,6 +40,12 @@ macro_rules! errln {
     ($($arg:tt)*) => { $crate::output::err(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
+/// Print on stdout without adding a newline (text that already ends in one).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::output::out(format_args!($($arg)*)) };
+}
+
 /// Print on stderr without a newline (prompts).
 #[macro_export]
 macro_rules! err {

@@ -368,7 +368,7 @@ fn fetch_layer(job: &LayerJob<'_>, progress: &Progress) -> Result<(), PullError>
         }
         let dest = staging.as_ref().map(|s| s.path());
         let mut deferred = false;
-        let applied = match unpack_stream(&mut compressed, media, dest, &[], &digest) {
+        let applied = match unpack_stream(job.store, &mut compressed, media, dest, &[], &digest) {
             // Hard links into lower layers that are still being pulled: finish the download now, unpack
             // from the stored blob once the layers below are in place.
             Err(PullError::Layer { source: layer::LayerError::LinkTargetMissing { .. }, .. })
@@ -539,8 +539,14 @@ fn unpack_staged(
     let lowers = job.lowers();
     let file = File::open(store.blob_path(digest)).map_err(|e| io_err(digest, e))?;
     let mut r = HashingReader::new(file);
-    let actual =
-        unpack_stream(&mut r, Some(job.desc.media_type().as_ref()), Some(staging.path()), &lowers, digest)?;
+    let actual = unpack_stream(
+        store,
+        &mut r,
+        Some(job.desc.media_type().as_ref()),
+        Some(staging.path()),
+        &lowers,
+        digest,
+    )?;
     check_diff_id(digest, diff_id, &actual)?;
     staging.commit()?;
     Ok(())
@@ -563,6 +569,7 @@ fn io_err(digest: &Digest, e: io::Error) -> PullError {
 /// Decompress, hash and (when `dest` is given) unpack a layer stream. Returns the diff_id when unpacked.
 /// The caller drains and hashes whatever of the compressed stream is left (the gzip trailer, padding).
 fn unpack_stream<R: Read + Send>(
+    store: &Store,
     compressed: &mut HashingReader<R>,
     media_type: Option<&str>,
     dest: Option<&Path>,
@@ -577,7 +584,10 @@ fn unpack_stream<R: Read + Send>(
         .map_err(|source| PullError::Layer { digest: digest.clone(), source })?;
     // The tar may end before the stream does (padding blocks): hash all of it.
     io::copy(&mut plain, &mut io::sink()).map_err(|e| io_err(digest, e))?;
-    Ok(Some(plain.finish().0))
+    let (diff_id, len, _) = plain.finish();
+    // The uncompressed size is `images`' SIZE: known now for free, costly to learn later.
+    store.note_layer_size(&diff_id, len);
+    Ok(Some(diff_id))
 }
 
 /// Passes network bytes through while appending them to the ingest file, so a broken download keeps what
@@ -625,7 +635,7 @@ pub fn unpack_blob(
     }
     let file = File::open(store.blob_path(blob)).map_err(|e| io_err(blob, e))?;
     let mut r = HashingReader::new(file);
-    let actual = unpack_stream(&mut r, None, Some(staging.path()), &lower_dirs(store, below), blob)?;
+    let actual = unpack_stream(store, &mut r, None, Some(staging.path()), &lower_dirs(store, below), blob)?;
     check_diff_id(blob, diff_id, &actual)?;
     staging.commit()?;
     Ok(())

@@ -1,9 +1,7 @@
 //! Container lifecycle commands: ps, stop, kill, rm, logs, exec, wait, commit, container prune.
 
 use super::Globals;
-use crate::runtime::{
-    self, attach, lifecycle, logs::LogLine, ContainerState, Containers, ProcessSpec, Status,
-};
+use crate::runtime::{self, attach, lifecycle, logs::LogLine, Containers, ProcessSpec, Status};
 use anyhow::{bail, Context};
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -12,116 +10,12 @@ fn containers(g: &Globals) -> anyhow::Result<Containers> {
     Ok(Containers::open(&g.root.join("containers"))?)
 }
 
-/// "5 seconds", "About a minute", "3 hours", as docker's units.HumanDuration.
-fn human_duration(nanos: u128) -> String {
-    let s = (nanos / 1_000_000_000) as u64;
-    match s {
-        0 => "Less than a second".into(),
-        1 => "1 second".into(),
-        2..=59 => format!("{s} seconds"),
-        60..=119 => "About a minute".into(),
-        120..=3599 => format!("{} minutes", s / 60),
-        3600..=7199 => "About an hour".into(),
-        7200..=172_799 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
-}
-
-fn status_text(c: &ContainerState, now: u128) -> String {
-    match c.status {
-        Status::Created => "Created".into(),
-        Status::Running => {
-            format!("Up {}", human_duration(now.saturating_sub(c.started.unwrap_or(c.created))))
-        }
-        Status::Exited => {
-            let ago = human_duration(now.saturating_sub(c.finished.unwrap_or(c.created)));
-            let oom = if c.oom_killed { " (OOMKilled)" } else { "" };
-            format!("Exited ({}){oom} {ago} ago", c.exit_code.unwrap_or(0))
-        }
-    }
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
-}
-
-/// `rimg ps` flags.
-#[derive(clap::Args, Debug)]
-pub struct PsArgs {
-    /// Show all containers (default shows just running).
-    #[arg(short = 'a', long)]
-    all: bool,
-    /// Only display container IDs.
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    /// Don't truncate output.
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-}
-
-/// `rimg ps`.
-pub fn ps(a: PsArgs, g: &Globals) -> anyhow::Result<i32> {
-    let list: Vec<_> =
-        containers(g)?.list().into_iter().rev().filter(|c| a.all || c.status == Status::Running).collect();
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    if a.quiet {
-        for c in &list {
-            writeln!(out, "{}", if a.no_trunc { c.id.as_str() } else { c.short_id() })?;
-        }
-        return Ok(0);
-    }
-    let now = runtime::state::now_nanos();
-    let rows: Vec<[String; 6]> = list
-        .iter()
-        .map(|c| {
-            let cmd = format!("\"{}\"", c.spec.process.args.join(" "));
-            [
-                if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
-                c.spec.image.clone(),
-                if a.no_trunc { cmd } else { truncate(&cmd, 22) },
-                format!("{} ago", human_duration(now.saturating_sub(c.created))),
-                status_text(c, now),
-                c.spec.name.clone(),
-            ]
-        })
-        .collect();
-    let headers = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"];
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, cell) in r.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 3));
-            }
-        }
-        s
-    };
-    writeln!(out, "{}", line(headers.to_vec()))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
-    }
-    Ok(0)
-}
-
 /// At most this many containers are acted on at once (each waits mostly: for a grace period, a monitor).
 const PARALLEL: usize = 32;
 
 /// Run `f` on each named container, all at once (`stop -t 10` of 30 containers takes about 10 s, not 300),
 /// printing in the order given the name on success and the error otherwise (docker's per-container
-/// reporting); exit 1 if any failed.
+/// reporting); exit 125 if any failed (rimg's own error, as podman exits for "no such container").
 fn each(keys: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyhow::Result<i32> {
     let results: Vec<std::sync::Mutex<Option<anyhow::Result<()>>>> =
         keys.iter().map(|_| std::sync::Mutex::new(None)).collect();
@@ -151,7 +45,7 @@ fn each(keys: &[String], f: impl Fn(&str) -> anyhow::Result<()> + Sync) -> anyho
                 Some(Ok(())) => crate::outln!("{}", keys[shown]),
                 Some(Err(e)) => {
                     crate::errln!("Error response from daemon: {}", super::one_line(&e));
-                    code = 1;
+                    code = super::EXIT_RIMG_ERROR;
                 }
                 None => {
                     if done_rx.recv().is_err() {
@@ -208,6 +102,9 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(short = 'f', long)]
     force: bool,
+    /// Remove the anonymous volumes of the containers too.
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
     /// Containers.
     #[arg(required = true)]
     containers: Vec<String>,
@@ -216,7 +113,13 @@ pub struct RmArgs {
 /// `rimg rm`.
 pub fn rm(a: RmArgs, g: &Globals) -> anyhow::Result<i32> {
     let c = containers(g)?;
-    each(&a.containers, |k| Ok(lifecycle::remove(&c, k, a.force).map(|_| ())?))
+    each(&a.containers, |k| {
+        let st = lifecycle::remove(&c, k, a.force)?;
+        if a.volumes {
+            c.remove_anonymous_volumes(&st.id, &st.spec.mounts);
+        }
+        Ok(())
+    })
 }
 
 /// `rimg logs` flags.
@@ -376,7 +279,7 @@ pub fn wait(a: WaitArgs, g: &Globals) -> anyhow::Result<i32> {
             Ok(n) => crate::outln!("{n}"),
             Err(e) => {
                 crate::errln!("Error response from daemon: {e}");
-                code = 1;
+                code = super::EXIT_RIMG_ERROR;
             }
         }
     }
@@ -449,7 +352,7 @@ pub enum ContainerCommand {
         force: bool,
     },
     /// List containers (as `rimg ps`).
-    Ls(PsArgs),
+    Ls(super::ps::PsArgs),
 }
 
 /// `rimg container …`.
@@ -463,6 +366,6 @@ pub fn container(a: ContainerCommand, g: &Globals) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        ContainerCommand::Ls(p) => ps(p, g),
+        ContainerCommand::Ls(p) => super::ps::ps(p, g),
     }
 }

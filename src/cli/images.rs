@@ -6,27 +6,7 @@ use crate::reference::Reference;
 use crate::store::{ImageRecord, Store};
 use anyhow::Context;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
-
-/// `rimg images`.
-#[derive(clap::Args, Debug)]
-pub struct ImagesArgs {
-    /// Only show images of this repository (`centos`, `localhost:5000/app`).
-    repository: Option<String>,
-    /// Only print image IDs.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Show full image IDs.
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-    /// Show digests.
-    #[arg(long)]
-    digests: bool,
-    /// Output format: `table` (default) or `json` (one object per line, as docker's --format json).
-    #[arg(long, default_value = "table")]
-    format: String,
-}
 
 /// `rimg inspect`.
 #[derive(clap::Args, Debug)]
@@ -87,7 +67,11 @@ pub enum ImageCommand {
     /// Remove untagged images (all unused images with -a) and reclaim their space.
     Prune(PruneArgs),
     /// List images (same as `rimg images`).
-    Ls(ImagesArgs),
+    Ls(super::image_list::ImagesArgs),
+    /// Show an image's history (same as `rimg history`).
+    History(super::image_list::HistoryArgs),
+    /// Show an image's details (same as `rimg inspect`).
+    Inspect(InspectArgs),
     /// Remove images (same as `rimg rmi`).
     Rm(RmiArgs),
 }
@@ -103,172 +87,9 @@ pub struct PruneArgs {
     force: bool,
 }
 
-pub fn images(a: ImagesArgs, g: &Globals) -> anyhow::Result<i32> {
-    let store = open_store(g)?;
-    let filter = a.repository.as_deref().map(Reference::parse).transpose()?.map(|r| r.name());
-    let mut rows = Vec::new();
-    let entries = store.list_images()?;
-    for e in &entries {
-        // A `repo@digest` name shows as `repo <none>` only while no tag names the image (docker's rule).
-        if e.name.as_deref().is_some_and(crate::store::images::is_digest_name)
-            && entries.iter().any(|o| {
-                o.manifest_digest == e.manifest_digest
-                    && o.name.as_deref().is_some_and(|n| !crate::store::images::is_digest_name(n))
-            })
-        {
-            continue;
-        }
-        let rec = match store.image(&e.manifest_digest.to_string()) {
-            Ok(r) => r,
-            Err(err) => {
-                log::warn!("skipping broken image {}: {err}", e.manifest_digest);
-                continue;
-            }
-        };
-        let (repo, tag) = match e.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
-            Some(r) => (r.familiar_name(), r.tag.clone().unwrap_or_else(|| "<none>".into())),
-            None => ("<none>".to_string(), "<none>".to_string()),
-        };
-        if let Some(f) = &filter {
-            if e.name.as_deref().and_then(|n| Reference::parse(n).ok()).map(|r| r.name()).as_ref() != Some(f)
-            {
-                continue;
-            }
-        }
-        let digest =
-            e.repo_digest.as_deref().and_then(|r| r.rsplit('@').next()).unwrap_or("<none>").to_string();
-        rows.push((repo, tag, digest, rec));
-    }
-    let mut out = std::io::stdout().lock();
-    if a.quiet {
-        let mut seen = std::collections::HashSet::new();
-        for (_, _, _, rec) in &rows {
-            if seen.insert(rec.id.clone()) {
-                writeln!(out, "{}", id_text(rec, a.no_trunc))?;
-            }
-        }
-        return Ok(0);
-    }
-    if a.format == "json" {
-        for (repo, tag, digest, rec) in &rows {
-            let v = json!({
-                "Repository": repo, "Tag": tag, "Digest": digest, "ID": id_text(rec, a.no_trunc),
-                "CreatedAt": created(rec), "CreatedSince": since(created(rec).as_deref()),
-                "Size": human_size(image_size(rec)),
-            });
-            writeln!(out, "{v}")?;
-        }
-        return Ok(0);
-    } else if a.format != "table" {
-        anyhow::bail!("unsupported --format {:?}: use table or json", a.format);
-    }
-    let mut table = vec![if a.digests {
-        vec!["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
-            .into_iter()
-            .map(String::from)
-            .collect()
-    } else {
-        vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
-            .into_iter()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    }];
-    for (repo, tag, digest, rec) in &rows {
-        let mut row = vec![repo.clone(), tag.clone()];
-        if a.digests {
-            row.push(digest.clone());
-        }
-        row.extend([id_text(rec, a.no_trunc), since(created(rec).as_deref()), human_size(image_size(rec))]);
-        table.push(row);
-    }
-    print_table(&mut out, &table)?;
-    Ok(0)
-}
-
-fn id_text(rec: &ImageRecord, full: bool) -> String {
-    if full {
-        rec.id.to_string()
-    } else {
-        rec.id.short().to_string()
-    }
-}
-
-fn created(rec: &ImageRecord) -> Option<String> {
-    rec.config.created().clone()
-}
-
-/// Size as the registry transfers it (compressed layers + config): known without walking the layer dirs.
-fn image_size(rec: &ImageRecord) -> u64 {
-    rec.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + rec.manifest.config().size()
-}
-
-pub(crate) fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{:<w$}   ", cell, w = widths[i]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
-
-pub(crate) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", UNITS[u]).replace(".000", "")
-    }
-}
-
-/// "3 days ago" from an RFC 3339 timestamp, as docker prints CREATED.
-pub(crate) fn since(ts: Option<&str>) -> String {
-    let Some(secs) = ts.and_then(parse_rfc3339) else { return "N/A".into() };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let d = (now - secs).max(0);
-    let (n, unit) = match d {
-        0..=59 => (d, "second"),
-        60..=3599 => (d / 60, "minute"),
-        3600..=86_399 => (d / 3600, "hour"),
-        86_400..=1_209_599 => (d / 86_400, "day"),
-        1_209_600..=5_183_999 => (d / 604_800, "week"),
-        5_184_000..=63_071_999 => (d / 2_592_000, "month"),
-        _ => (d / 31_536_000, "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 19 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    Some(crate::store::images::unix_seconds(y, m, d, hh, mm, ss))
-}
-
 /// The docker-shaped JSON of `docker image inspect`.
-pub(crate) fn inspect_json(rec: &ImageRecord) -> Value {
+pub(crate) fn inspect_json(store: &Store, rec: &ImageRecord) -> Value {
+    let size = super::image_list::unpacked_size(store, rec);
     let cfg = serde_json::to_value(&rec.config).unwrap_or(Value::Null);
     let c = cfg.get("config").cloned().unwrap_or(json!({}));
     let pick = |k: &str| c.get(k).cloned().unwrap_or(Value::Null);
@@ -302,72 +123,56 @@ pub(crate) fn inspect_json(rec: &ImageRecord) -> Value {
         "Architecture": cfg.get("architecture").cloned().unwrap_or(Value::Null),
         "Variant": cfg.get("variant").cloned().unwrap_or(Value::Null),
         "Os": cfg.get("os").cloned().unwrap_or(Value::Null),
-        "Size": image_size(rec),
+        "Size": size,
+        "VirtualSize": size,
         "RootFS": {"Type": "layers", "Layers": rec.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
         "Descriptor": {"mediaType": rec.manifest.media_type().as_ref().map(|m| m.to_string()), "digest": rec.manifest_digest.to_string()},
         "Metadata": {"LastTagTime": Value::Null},
     })
 }
 
-/// Evaluate the small subset of Go templates users write with `--format`: `{{.A.B}}` and `{{json .A}}`.
-pub(crate) fn render_format(tpl: &str, v: &Value) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = tpl;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").context("unterminated {{ in --format")? + start;
-        let expr = rest[start + 2..end].trim();
-        let (as_json, path) = match expr.strip_prefix("json ") {
-            Some(p) => (true, p.trim()),
-            None => (false, expr),
-        };
-        let path =
-            path.strip_prefix('.').with_context(|| format!("unsupported --format expression {expr:?}"))?;
-        let mut cur = v;
-        for part in path.split('.').filter(|p| !p.is_empty()) {
-            cur = cur.get(part).unwrap_or(&Value::Null);
-        }
-        match (as_json, cur) {
-            (true, x) => out.push_str(&x.to_string()),
-            (false, Value::String(s)) => out.push_str(s),
-            (false, Value::Null) => out.push_str("<no value>"),
-            (false, Value::Array(a)) => {
-                let items: Vec<String> = a
-                    .iter()
-                    .map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))
-                    .collect();
-                out.push_str(&format!("[{}]", items.join(" ")));
-            }
-            (false, x) => out.push_str(&x.to_string()),
-        }
-        rest = &rest[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
+/// `rimg inspect`: docker's JSON (an array, 4-space indented) or, with `--format`, the template per
+/// object. A name that matches nothing is reported and the others are still shown; the exit is then 125.
 pub fn inspect(a: InspectArgs, g: &Globals) -> anyhow::Result<i32> {
+    // Parsed first: a bad template fails before any output.
+    let template = a.format.as_deref().map(crate::template::Template::parse).transpose()?;
     let store = open_store(g)?;
     let mut all = Vec::new();
     let mut failed = false;
     for name in &a.images {
         match store.image(name) {
-            Ok(rec) => all.push(inspect_json(&rec)),
+            Ok(rec) => all.push(inspect_json(&store, &rec)),
+            Err(crate::store::StoreError::ImageNotFound(_)) => {
+                crate::errln!("Error: No such object: {name}");
+                failed = true;
+            }
             Err(e) => {
                 crate::errln!("Error: {e}");
                 failed = true;
             }
         }
     }
-    match &a.format {
-        Some(f) => {
+    match &template {
+        Some(t) => {
             for v in &all {
-                crate::outln!("{}", render_format(f, v)?);
+                crate::outln!("{}", t.execute(v)?);
             }
         }
-        None => crate::outln!("{}", serde_json::to_string_pretty(&Value::Array(all))?),
+        None => crate::outln!("{}", json_indented(&Value::Array(all))?),
     }
-    Ok(if failed { 1 } else { 0 })
+    Ok(if failed { super::EXIT_RIMG_ERROR } else { 0 })
+}
+
+/// JSON as docker's `inspect` prints it: indented by four spaces.
+pub(crate) fn json_indented(v: &Value) -> anyhow::Result<String> {
+    use serde::Serialize;
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut buf,
+        serde_json::ser::PrettyFormatter::with_indent(b"    "),
+    );
+    v.serialize(&mut ser)?;
+    Ok(String::from_utf8(buf)?)
 }
 
 pub fn tag(a: TagArgs, g: &Globals) -> anyhow::Result<i32> {
@@ -400,7 +205,7 @@ pub fn rmi(a: RmiArgs, g: &Globals) -> anyhow::Result<i32> {
     for name in &a.images {
         if let Err(e) = rmi_one(&store, name, a.force, &in_use) {
             crate::errln!("Error response from daemon: {}", super::one_line(&e));
-            code = 1;
+            code = super::EXIT_RIMG_ERROR;
         }
     }
     let stats =
@@ -461,31 +266,44 @@ fn rmi_one(
 
 pub fn image(a: ImageCommand, g: &Globals) -> anyhow::Result<i32> {
     match a {
-        ImageCommand::Ls(x) => images(x, g),
+        ImageCommand::Ls(x) => super::image_list::images(x, g),
+        ImageCommand::History(x) => super::image_list::history(x, g),
+        ImageCommand::Inspect(x) => inspect(x, g),
         ImageCommand::Rm(x) => rmi(x, g),
         ImageCommand::Prune(p) => {
             let store = open_store(g)?;
-            let in_use = images_in_use(&store);
-            let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
+            let (lines, bytes) = prune_images(&store, p.all)?;
             crate::outln!("Deleted Images:");
-            for e in store.list_images()? {
-                if used.contains(&e.manifest_digest) || (!p.all && e.name.is_some()) {
-                    continue;
-                }
-                match &e.name {
-                    Some(n) => {
-                        store.remove_name(n)?;
-                        crate::outln!("untagged: {n}");
-                    }
-                    None => store.remove_manifest(&e.manifest_digest)?,
-                }
-                crate::outln!("deleted: {}", e.manifest_digest);
+            for l in lines {
+                crate::outln!("{l}");
             }
-            let stats = store.gc(&used, &layers_in_use(&store))?;
-            crate::outln!("\nTotal reclaimed space: {}", human_size(stats.bytes));
+            crate::outln!("\nTotal reclaimed space: {}", super::units::human_size4(bytes));
             Ok(0)
         }
     }
+}
+
+/// Remove the dangling images (with `all`, every image no container uses) and collect what they held;
+/// returns docker's `untagged: …` / `deleted: …` lines and the bytes freed. Shared with `system prune`.
+pub(crate) fn prune_images(store: &Store, all: bool) -> anyhow::Result<(Vec<String>, u64)> {
+    let in_use = images_in_use(store);
+    let used: Vec<crate::digest::Digest> = in_use.iter().map(|(d, _)| d.clone()).collect();
+    let mut lines = Vec::new();
+    for e in store.list_images()? {
+        if used.contains(&e.manifest_digest) || (!all && e.name.is_some()) {
+            continue;
+        }
+        match &e.name {
+            Some(n) => {
+                store.remove_name(n)?;
+                lines.push(format!("untagged: {n}"));
+            }
+            None => store.remove_manifest(&e.manifest_digest)?,
+        }
+        lines.push(format!("deleted: {}", e.manifest_digest));
+    }
+    let stats = store.gc(&used, &layers_in_use(store))?;
+    Ok((lines, stats.bytes))
 }
 
 pub fn save(a: SaveArgs, g: &Globals) -> anyhow::Result<i32> {
@@ -547,7 +365,7 @@ fn container_states(store: &Store) -> Vec<Value> {
 }
 
 /// (manifest, container id) for every container whose image is still in the index.
-fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
+pub(crate) fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
     let mut out = Vec::new();
     for st in container_states(store) {
         let id = st.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -560,7 +378,7 @@ fn images_in_use(store: &Store) -> Vec<(crate::digest::Digest, String)> {
 }
 
 /// Layer directories containers mount: kept by gc even when their image was removed with -f.
-fn layers_in_use(store: &Store) -> Vec<PathBuf> {
+pub(crate) fn layers_in_use(store: &Store) -> Vec<PathBuf> {
     container_states(store)
         .iter()
         .filter_map(|st| st.pointer("/spec/lowers").and_then(Value::as_array).cloned())

@@ -4,17 +4,23 @@
 //! panics.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 mod build;
 mod containers;
+mod help;
+mod image_list;
 mod images;
 mod login;
 mod mount;
 mod overlayfs;
+mod ps;
 mod pull;
 mod run;
+mod system;
+mod units;
+mod volume;
 
 /// Exit code docker uses when the tool itself (not the container's command) fails.
 pub const EXIT_RIMG_ERROR: i32 = 125;
@@ -40,7 +46,13 @@ pub struct Globals {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "rimg", version, about = "Pull, run, build and push container images without a daemon")]
+#[command(
+    name = "rimg",
+    version,
+    about = "Pull, run, build and push container images without a daemon",
+    after_help = "Examples:\n  rimg run --rm -it alpine sh\n  rimg --root /srv/rimg images\n  \
+                  rimg COMMAND --help    (each command's options and examples)"
+)]
 struct Cli {
     #[command(flatten)]
     globals: Globals,
@@ -55,9 +67,11 @@ enum Command {
     /// Pull an image from a registry into the local cache.
     Pull(pull::Args),
     /// List images in the cache.
-    Images(images::ImagesArgs),
+    Images(image_list::ImagesArgs),
     /// Show an image's details as docker-shaped JSON.
     Inspect(images::InspectArgs),
+    /// Show the history of an image.
+    History(image_list::HistoryArgs),
     /// Give an image another name.
     Tag(images::TagArgs),
     /// Remove images.
@@ -90,7 +104,7 @@ enum Command {
     /// Run a command in a new container.
     Run(run::Args),
     /// List containers.
-    Ps(containers::PsArgs),
+    Ps(ps::PsArgs),
     /// Stop running containers (stop signal, then SIGKILL after a timeout).
     Stop(containers::StopArgs),
     /// Send a signal to running containers.
@@ -108,6 +122,16 @@ enum Command {
     /// Container housekeeping.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Show rimg's version.
+    Version(system::VersionArgs),
+    /// Show system-wide information.
+    Info(system::InfoArgs),
+    /// Disk usage and housekeeping.
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
 }
 
 /// Entry point for the `rimg` binary; returns the process exit code. A binary invoked as `rimg-overlayfs`
@@ -121,7 +145,10 @@ pub fn main() -> i32 {
     if invoked_as == "rimg-overlayfs" || invoked_as == "mount.fuse.rimg-overlayfs" {
         argv.insert(1, "overlayfs".into());
     }
-    let cli = match Cli::try_parse_from(argv) {
+    let mut cmd = Cli::command();
+    help::adjust(&mut cmd);
+    let parsed = cmd.try_get_matches_from(argv).and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
             // --help, --version
@@ -139,6 +166,7 @@ pub fn main() -> i32 {
         Command::Images(_)
             | Command::Image(images::ImageCommand::Ls(_))
             | Command::Inspect(_)
+            | Command::History(_)
             | Command::Save(_)
             | Command::Export(_)
             | Command::Ps(_)
@@ -152,7 +180,8 @@ pub fn main() -> i32 {
     let g = &cli.globals;
     let result = match cli.command {
         Command::Pull(a) => pull::run(a, g),
-        Command::Images(a) => images::images(a, g),
+        Command::Images(a) => image_list::images(a, g),
+        Command::History(a) => image_list::history(a, g),
         Command::Inspect(a) => images::inspect(a, g),
         Command::Tag(a) => images::tag(a, g),
         Command::Rmi(a) => images::rmi(a, g),
@@ -169,7 +198,7 @@ pub fn main() -> i32 {
         Command::Umount(a) => mount::umount(a, g),
         Command::Overlayfs(a) => overlayfs::run(a, g),
         Command::Run(a) => run::run(a, g),
-        Command::Ps(a) => containers::ps(a, g),
+        Command::Ps(a) => ps::ps(a, g),
         Command::Stop(a) => containers::stop(a, g),
         Command::Kill(a) => containers::kill(a, g),
         Command::Rm(a) => containers::rm(a, g),
@@ -178,6 +207,10 @@ pub fn main() -> i32 {
         Command::Wait(a) => containers::wait(a, g),
         Command::Commit(a) => containers::commit(a, g),
         Command::Container(a) => containers::container(a, g),
+        Command::Volume(a) => volume::volume(a, g),
+        Command::Version(a) => system::version(a, g),
+        Command::Info(a) => system::info(a, g),
+        Command::System(a) => system::system(a, g),
     };
     let code = match result {
         Ok(code) => code,

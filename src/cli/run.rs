@@ -44,12 +44,16 @@ pub struct Args {
     /// User (name|uid[:group|gid]).
     #[arg(short = 'u', long)]
     user: Option<String>,
-    /// Bind mount a host path: /host:/container[:ro|rw].
+    /// Bind mount a host path (/host:/container[:ro|rw]), mount a named volume (NAME:/container[:ro|nocopy]),
+    /// or a new anonymous volume (/container).
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:OPTS]")]
     volumes: Vec<String>,
-    /// Mount: type=bind,source=…,target=…[,readonly] or type=tmpfs,target=…[,tmpfs-size=…].
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,volume-nocopy][,tmpfs-size=…].
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
+    /// Mount the volumes (and binds) of another container: CONTAINER[:ro|rw].
+    #[arg(long = "volumes-from", value_name = "CONTAINER[:MODE]")]
+    volumes_from: Vec<String>,
     /// Mount a tmpfs: /path[:options].
     #[arg(long = "tmpfs", value_name = "PATH[:OPTS]")]
     tmpfs: Vec<String>,
@@ -274,27 +278,30 @@ fn security_opts(opts: &[String]) -> anyhow::Result<SecurityOpts> {
     Ok(out)
 }
 
-fn volume(s: &str) -> anyhow::Result<MountSpec> {
+fn volume(s: &str, maker: &super::volume::VolumeMaker) -> anyhow::Result<MountSpec> {
     let parts: Vec<&str> = s.split(':').collect();
     let (src, dst, opts) = match parts.as_slice() {
+        [dst] if dst.starts_with('/') => return maker.mount(None, dst, false, true),
         [src, dst] => (*src, *dst, ""),
         [src, dst, opts] => (*src, *dst, *opts),
         _ => bail!("invalid volume specification: {s:?}"),
     };
-    if !src.starts_with('/') {
-        bail!("invalid volume {s:?}: named volumes are not supported; use an absolute host path");
-    }
     if !dst.starts_with('/') {
         bail!("invalid volume {s:?}: the container path must be absolute");
     }
     let mut readonly = false;
+    let mut copy = true;
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o {
             "ro" => readonly = true,
             "rw" => readonly = false,
-            "z" | "Z" | "rprivate" | "private" | "rbind" | "bind" | "nocopy" => {}
+            "nocopy" => copy = false,
+            "z" | "Z" | "rprivate" | "private" | "rbind" | "bind" => {}
             other => bail!("invalid volume option {other:?} in {s:?}"),
         }
+    }
+    if !src.starts_with('/') {
+        return maker.mount(Some(src), dst, readonly, copy);
     }
     if !Path::new(src).exists() {
         // docker creates a missing host directory for -v.
@@ -303,9 +310,10 @@ fn volume(s: &str) -> anyhow::Result<MountSpec> {
     Ok(MountSpec::Bind { source: PathBuf::from(src), target: dst.to_string(), readonly })
 }
 
-fn mount_flag(s: &str) -> anyhow::Result<MountSpec> {
+fn mount_flag(s: &str, maker: &super::volume::VolumeMaker) -> anyhow::Result<MountSpec> {
     let mut kind = "volume";
     let (mut src, mut dst, mut ro, mut size, mut mode) = (None, None, false, None, None);
+    let mut copy = true;
     for kv in s.split(',') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
         match k {
@@ -315,6 +323,7 @@ fn mount_flag(s: &str) -> anyhow::Result<MountSpec> {
             "readonly" | "ro" => ro = v != "false" && v != "0",
             "tmpfs-size" => size = Some(v.to_string()),
             "tmpfs-mode" => mode = Some(v.to_string()),
+            "volume-nocopy" => copy = v == "false" || v == "0",
             "bind-propagation" | "consistency" => {}
             other => bail!("unexpected key {other:?} in --mount {s:?}"),
         }
@@ -341,7 +350,8 @@ fn mount_flag(s: &str) -> anyhow::Result<MountSpec> {
             }
             Ok(MountSpec::Tmpfs { target: dst, options: opts.join(",") })
         }
-        other => bail!("--mount type {other:?} is not supported (bind, tmpfs)"),
+        "volume" => maker.mount(src.as_deref().filter(|s| !s.is_empty()), &dst, ro, copy),
+        other => bail!("--mount type {other:?} is not supported (bind, volume, tmpfs)"),
     }
 }
 
@@ -381,6 +391,8 @@ struct ImageDefaults {
     workdir: String,
     user: String,
     stop_signal: Option<String>,
+    /// The image's `VOLUME`s: each gets an anonymous volume unless a mount covers it.
+    volumes: Vec<String>,
 }
 
 /// The image a container is made from, found (and pulled when the policy says so).
@@ -436,6 +448,7 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
         d.workdir = c.working_dir().clone().unwrap_or_default();
         d.user = c.user().clone().unwrap_or_default();
         d.stop_signal = c.stop_signal().clone();
+        d.volumes = c.volumes().clone().unwrap_or_default();
     }
     Ok(ResolvedImage {
         shown: a.image.clone(),
@@ -447,7 +460,7 @@ fn resolve_image(a: &Args, g: &Globals) -> anyhow::Result<ResolvedImage> {
 }
 
 fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
-    let ResolvedImage { shown: image, id: image_id, lowers, defaults: d, .. } = image;
+    let ResolvedImage { shown: image, id: image_id, lowers, defaults: d, containers_dir } = image;
     let (entrypoint, cmd) = match &a.entrypoint {
         Some(ep) => {
             let ep = if ep.is_empty() { Vec::new() } else { vec![ep.clone()] };
@@ -466,7 +479,6 @@ fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
     }
     extra.extend(a.env.iter().filter_map(|e| expand_env(e)));
     merge_env(&mut env, extra);
-    let mounts = mounts_of(a)?;
     let userns = match a.userns {
         _ if !a.uidmap.is_empty() || !a.gidmap.is_empty() => {
             Some(runtime::userns::from_flags(&a.uidmap, &a.gidmap)?)
@@ -474,6 +486,9 @@ fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
         UsernsMode::Host => None,
         UsernsMode::Auto => Some(runtime::userns::auto()?),
     };
+    let root = containers_dir.parent().unwrap_or(&containers_dir);
+    let maker = super::volume::VolumeMaker::new(root, userns.as_ref());
+    let mounts = mounts_of(a, &maker, &Containers::open(&containers_dir)?, &d.volumes)?;
     let network = NetworkMode::from(a.network);
     let driver = match a.storage_driver {
         StorageDriver::Overlay => RootfsDriver::Kernel,
@@ -529,18 +544,25 @@ fn build_spec(a: &Args, image: ResolvedImage) -> anyhow::Result<ContainerSpec> {
         stop_signal,
         stop_timeout: a.stop_timeout.unwrap_or(10),
         auto_remove: a.rm,
+        labels: Default::default(),
         userns,
     })
 }
 
-/// `-v`, `--mount` and `--tmpfs`, in that order.
-fn mounts_of(a: &Args) -> anyhow::Result<Vec<MountSpec>> {
+/// `-v`, `--mount` and `--tmpfs`, in that order, then what `--volumes-from` and the image's `VOLUME`s
+/// add where no mount is yet (docker's precedence).
+fn mounts_of(
+    a: &Args,
+    maker: &super::volume::VolumeMaker,
+    containers: &Containers,
+    image_volumes: &[String],
+) -> anyhow::Result<Vec<MountSpec>> {
     let mut mounts = Vec::new();
     for v in &a.volumes {
-        mounts.push(volume(v)?);
+        mounts.push(volume(v, maker)?);
     }
     for m in &a.mounts {
-        mounts.push(mount_flag(m)?);
+        mounts.push(mount_flag(m, maker)?);
     }
     for t in &a.tmpfs {
         let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
@@ -548,6 +570,21 @@ fn mounts_of(a: &Args) -> anyhow::Result<Vec<MountSpec>> {
             bail!("invalid --tmpfs {t:?}: path must be absolute");
         }
         mounts.push(MountSpec::Tmpfs { target: target.to_string(), options: opts.to_string() });
+    }
+    let covered = |mounts: &[MountSpec], t: &str| {
+        mounts.iter().any(|m| super::volume::target_of(m).trim_end_matches('/') == t.trim_end_matches('/'))
+    };
+    for from in &a.volumes_from {
+        for m in maker.volumes_from(containers, from)? {
+            if !covered(&mounts, super::volume::target_of(&m)) {
+                mounts.push(m);
+            }
+        }
+    }
+    for path in image_volumes {
+        if !covered(&mounts, path) {
+            mounts.push(maker.mount(None, path, false, true)?);
+        }
     }
     Ok(mounts)
 }
@@ -583,7 +620,15 @@ pub fn run(a: Args, g: &Globals) -> anyhow::Result<i32> {
     let containers_dir = image.containers_dir.clone();
     let spec = build_spec(&a, image)?;
     let containers = Containers::open(&containers_dir)?;
-    let (state, lock) = containers.create(spec)?;
+    let mounts = spec.mounts.clone();
+    let (state, lock) = match containers.create(spec) {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing half-done: the anonymous volumes made for it go with it.
+            containers.remove_anonymous_volumes("", &mounts);
+            return Err(e.into());
+        }
+    };
     let result = if a.detach {
         runtime::start(&containers, state, lock, Attach::Detached).map(|l| {
             crate::outln!("{}", l.id);

@@ -82,6 +82,8 @@ fn build(
     let cdir_fd = File::open(cdir.path())
         .map_err(|e| RuntimeError::os(format!("open {}", cdir.path().display()), e))?;
     let cdir = ContainerDir::new(std::path::PathBuf::from(format!("/proc/self/fd/{}", cdir_fd.as_raw_fd())));
+    // The volumes' directories too, for the same reason.
+    let volumes = super::volumes::VolumeSources::open(&state.spec)?;
     die_with_the_monitor();
     if !release.expect(InitPhase::BuildRootfs, "BuildRootfs").map_err(RuntimeError::from)? {
         return Err(Stop::Abandoned);
@@ -90,6 +92,7 @@ fn build(
     let preserved = 3..3 + state.spec.process.preserve_fds as i32;
     let mut keep: Vec<i32> = preserved.clone().collect();
     keep.extend([err.as_fd().as_raw_fd(), release.as_fd().as_raw_fd(), cdir_fd.as_raw_fd()]);
+    keep.extend(volumes.raw_fds());
     keep.extend(console.as_ref().map(|c| c.as_raw_fd()));
     keep.extend(stdio.iter().flatten().map(|f| f.as_raw_fd()));
     crate::sys::process::close_fds_except(&keep);
@@ -116,14 +119,14 @@ fn build(
         mounts::rebind_own(&cdir.rootfs())?;
     }
     let root = mounts::Root::open(&cdir.rootfs())?;
-    mounts::setup(&root, &state.spec, cdir.path())?;
+    mounts::setup(&root, &state.spec, cdir.path(), &volumes)?;
     if let Some(sock) = console {
         let ptmx = root.open_path("dev/pts/ptmx")?;
         let n = terminal::open_in_container(&ptmx, &sock, size)?;
         mounts::bind_console(&root, n)?;
     }
     mounts::pivot(&root, state.spec.read_only)?;
-    drop((root, cdir_fd));
+    drop((root, cdir_fd, volumes));
     // Phase 2: we are in the container's cgroup; its namespace is rooted there.
     if !release.expect(InitPhase::Go, "Go").map_err(RuntimeError::from)? {
         return Err(Stop::Abandoned);

@@ -125,7 +125,7 @@ pub fn start(
     attach: Attach,
 ) -> Result<Launched, Failure> {
     let id = state.id.clone();
-    let auto_remove = state.spec.auto_remove;
+    let auto_remove = state.spec.auto_remove.then(|| state.clone());
     let cleanup_fail = |f: Failure, cgroup: Option<&Cgroup>| {
         if let Some(cg) = cgroup {
             cg.remove();
@@ -136,8 +136,8 @@ pub fn start(
             s.error = Some(f.message.clone());
             s.finished = Some(now_nanos());
         });
-        if auto_remove {
-            let _ = containers.remove_files(&id);
+        if let Some(st) = &auto_remove {
+            let _ = containers.remove_auto(st);
         }
         f
     };

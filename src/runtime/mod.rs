@@ -36,6 +36,7 @@ pub mod state;
 pub mod terminal;
 pub mod user;
 pub mod userns;
+pub mod volumes;
 
 pub use command::Failure;
 pub use launch::{run_foreground, start, Attach, Launched};

@@ -301,7 +301,7 @@ impl Drop for Monitor {
             self.cgroup.remove();
         }
         if self.state.spec.auto_remove {
-            let _ = self.containers.remove_files(&self.state.id);
+            let _ = self.containers.remove_auto(&self.state);
         }
     }
 }

@@ -332,7 +332,12 @@ const DEVICES: &[(&str, u64, u64)] =
 
 /// Populate the mounted rootfs (called by the container's init process, inside its own mount namespace,
 /// before `pivot_root`). `etc_dir` holds the hostname/hosts/resolv.conf files to bind in.
-pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), RuntimeError> {
+pub fn setup(
+    root: &Root,
+    spec: &ContainerSpec,
+    etc_dir: &Path,
+    volumes: &super::volumes::VolumeSources,
+) -> Result<(), RuntimeError> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_at(root, "proc", Kind::Dir, Some("proc"), Some("proc"), nse, None)?;
     mount_sys(root, spec)?;
@@ -342,8 +347,8 @@ pub fn setup(root: &Root, spec: &ContainerSpec, etc_dir: &Path) -> Result<(), Ru
         let target = format!("etc/{name}");
         mount_at(root, &target, Kind::File, Some(&src.to_string_lossy()), None, MsFlags::MS_BIND, None)?;
     }
-    for m in &spec.mounts {
-        user_mount(root, m)?;
+    for (i, m) in spec.mounts.iter().enumerate() {
+        user_mount(root, m, volumes.path(i))?;
     }
     if !spec.privileged {
         mask_and_protect(root)?;
@@ -414,9 +419,22 @@ fn make_device(path: &str, name: &str, major: u64, minor: u64) -> Result<(), Run
         .map_err(|e| setup_err(format!("bind /dev/{name}"), e))
 }
 
-/// One `-v`, `--mount` or `--tmpfs`.
-fn user_mount(root: &Root, m: &MountSpec) -> Result<(), RuntimeError> {
+/// One `-v`, `--mount` or `--tmpfs`. A volume's data directory comes as `volume`, the init's descriptor
+/// of it (see `super::volumes`).
+fn user_mount(root: &Root, m: &MountSpec, volume: Option<String>) -> Result<(), RuntimeError> {
     match m {
+        MountSpec::Volume { name, target, readonly, copy, .. } => {
+            let src = volume.ok_or_else(|| RuntimeError::Invalid(format!("volume {name} was not opened")))?;
+            if *copy {
+                super::volumes::copy_up(root, target, &src)?;
+            }
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount_at(root, target, Kind::Dir, Some(&src), None, flags, None)?;
+            if *readonly {
+                remount_ro(root, target)?;
+            }
+            Ok(())
+        }
         MountSpec::Bind { source, target, readonly } => {
             let md = std::fs::metadata(source)
                 .map_err(|e| setup_err(format!("bind source {}", source.display()), e))?;

@@ -69,6 +69,9 @@ pub struct ContainerSpec {
     /// Remove the container when it exits (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// The container's labels (`ps --filter label=`, `{{.Label "k"}}`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The container's own user namespace (`--userns=auto`, `--uidmap`, `--gidmap`); `None` shares the
     /// host's, as docker does by default.
     #[serde(default)]
@@ -176,6 +179,25 @@ pub enum MountSpec {
         target: String,
         /// Mounted read-only.
         readonly: bool,
+    },
+    /// A volume (named, or anonymous: made for this container) bound at `target`. Its data directory
+    /// lives in the store (`ROOT/volumes/NAME/_data`), never in the container's upper.
+    Volume {
+        /// The volume's name.
+        name: String,
+        /// Its data directory on the host.
+        source: PathBuf,
+        /// Path inside the container (absolute).
+        target: String,
+        /// Mounted read-only.
+        readonly: bool,
+        /// Made for this container (`-v /path`, the image's `VOLUME`): removed with it by `--rm`.
+        #[serde(default)]
+        anonymous: bool,
+        /// Copy what the image has at `target` into the volume when the volume is empty (docker's rule;
+        /// off with `nocopy`).
+        #[serde(default)]
+        copy: bool,
     },
     /// A fresh tmpfs at `target` with mount options (`size=64m,mode=1777`).
     Tmpfs {

@@ -374,7 +374,7 @@ impl Containers {
             }
         })?;
         if st.spec.auto_remove {
-            self.remove_files(&st.id)?;
+            self.remove_auto(&st)?;
             return Ok(None);
         }
         Ok(Some(st))
@@ -395,6 +395,47 @@ impl Containers {
             0 => Err(RuntimeError::NoSuchContainer(key.to_string())),
             _ => Err(RuntimeError::Ambiguous(key.to_string())),
         }
+    }
+
+    /// The volumes of the store these containers belong to (`ROOT/volumes`, beside `ROOT/containers`).
+    pub fn volumes(&self) -> crate::store::volumes::Volumes {
+        crate::store::volumes::Volumes::new(self.dir.parent().unwrap_or(&self.dir))
+    }
+
+    /// The ids of the containers that mount the volume `name`.
+    pub fn users_of_volume(&self, name: &str) -> Vec<String> {
+        self.list_raw()
+            .into_iter()
+            .filter(|c| {
+                c.spec
+                    .mounts
+                    .iter()
+                    .any(|m| matches!(m, super::MountSpec::Volume { name: n, .. } if n == name))
+            })
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Remove the anonymous volumes in `mounts` (those of container `id`) that no other container
+    /// mounts (`--rm`, `rm -v`, a failed `run`).
+    pub fn remove_anonymous_volumes(&self, id: &str, mounts: &[super::MountSpec]) {
+        let volumes = self.volumes();
+        for m in mounts {
+            if let super::MountSpec::Volume { name, anonymous: true, .. } = m {
+                if self.users_of_volume(name).iter().all(|other| other == id) {
+                    if let Err(e) = volumes.remove(name) {
+                        log::warn!("remove volume {name}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remove an `--rm` container that has ended: its files and its anonymous volumes (docker's `--rm`).
+    pub fn remove_auto(&self, st: &ContainerState) -> Result<(), RuntimeError> {
+        self.remove_files(&st.id)?;
+        self.remove_anonymous_volumes(&st.id, &st.spec.mounts);
+        Ok(())
     }
 
     /// Delete a container's directory (upper, log, state). The caller makes sure nothing runs.

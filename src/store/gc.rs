@@ -78,6 +78,13 @@ impl Store {
                 stats.layers += 1;
             }
         }
+        // Recorded layer sizes (`layers/size/<hex>`) of layers that are gone.
+        let sizes = self.root().join("layers/size");
+        for entry in fs::read_dir(&sizes).into_iter().flatten().flatten() {
+            if !layer_dir.join(entry.file_name()).is_dir() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         self.prune_sources()?;
         Ok(stats)
     }

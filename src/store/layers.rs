@@ -108,3 +108,68 @@ fn make_writable(path: &Path) {
         }
     }
 }
+
+impl Store {
+    /// The unpacked size of a layer as `docker images`/`podman images` count it: the length of its
+    /// uncompressed tar (what its diff_id hashes). A pull or load records it while unpacking
+    /// ([`Store::note_layer_size`]); otherwise it is learnt once by decompressing `blob` (the layer's
+    /// stored blob) or, without one, estimated from the unpacked files. Kept in
+    /// `layers/size/<diff_id hex>` (layers never change once committed); `gc` removes it with its layer.
+    pub fn layer_size(&self, diff_id: &Digest, blob: Option<&Digest>) -> Result<u64> {
+        let cache = self.layer_size_path(diff_id);
+        if let Some(n) = fs::read_to_string(&cache).ok().and_then(|t| t.trim().parse().ok()) {
+            return Ok(n);
+        }
+        let n = match blob.filter(|b| self.has_blob(b)) {
+            Some(b) => {
+                let path = self.blob_path(b);
+                let file = fs::File::open(&path).ctx("open", &path)?;
+                let (_, mut plain) =
+                    crate::layer::decompress_auto(None, std::io::BufReader::new(file)).ctx("read", &path)?;
+                std::io::copy(&mut plain, &mut std::io::sink()).ctx("read", &path)?
+            }
+            None => {
+                let dir = self.layer_dir(diff_id);
+                if !dir.is_dir() {
+                    return Err(super::StoreError::LayerMissing(diff_id.clone()));
+                }
+                tree_size(&dir)?
+            }
+        };
+        self.note_layer_size(diff_id, n);
+        Ok(n)
+    }
+
+    /// Remember the uncompressed size of layer `diff_id` (a lost write only costs a recount later).
+    pub fn note_layer_size(&self, diff_id: &Digest, len: u64) {
+        let cache = self.layer_size_path(diff_id);
+        if let Some(parent) = cache.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = super::write_atomic(&cache, len.to_string().as_bytes());
+    }
+
+    pub(crate) fn layer_size_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root().join("layers/size").join(diff_id.hex())
+    }
+}
+
+/// Bytes of the non-directory entries below `dir` (symlinks not followed), each inode once.
+pub fn tree_size(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).ctx("read", &d)? {
+            let e = e.ctx("read", &d)?;
+            let md = e.path().symlink_metadata().ctx("stat", &e.path())?;
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.nlink() <= 1 || seen.insert((md.dev(), md.ino())) {
+                total += md.len();
+            }
+        }
+    }
+    Ok(total)
+}

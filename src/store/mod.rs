@@ -18,6 +18,7 @@ pub mod lease;
 pub mod lock;
 pub mod perms;
 pub mod sources;
+pub mod volumes;
 
 pub use images::{ImageEntry, ImageRecord};
 pub use lease::Lease;
@@ -80,6 +81,9 @@ pub enum StoreError {
     /// The image reference is not valid.
     #[error("{0}")]
     Reference(String),
+    /// No volume by that name.
+    #[error("get {0}: no such volume")]
+    VolumeNotFound(String),
     /// The image is used by a container and cannot be removed without force.
     #[error("image {image} is in use by container {container}")]
     InUse {

@@ -27,8 +27,8 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Mode of the files rimg writes for itself.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
-/// The directories directly under `ROOT`, all [`PRIVATE_DIR_MODE`]. `volumes` is reserved for named
-/// volumes; `mounts` holds `rimg mount`'s uppers.
+/// The directories directly under `ROOT`, all [`PRIVATE_DIR_MODE`]. `volumes` holds the volumes
+/// (store/volumes.rs); `mounts` holds `rimg mount`'s uppers.
 pub const PRIVATE_DIRS: &[&str] = &[
     "blobs",
     "ingest",

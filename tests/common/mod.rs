@@ -11,6 +11,7 @@
 //! - [`layer`]: the layer tests (`tests/layer_*.rs`): fixture tars, kernel overlayfs mounts, umoci;
 //! - [`run`]: the container tests (`tests/run_*.rs`, `faults.rs`, `commit_race.rs`): a per-test
 //!   [`run::Root`] cloned from a cache pulled once per binary, commands with a deadline;
+//! - [`podman`]: a private podman, the oracle of the docker-parity tests (`tests/parity_*.rs`);
 //! - [`store`]: the store tests (`tests/store_*.rs`): a proxy that holds requests, a hand-made image pusher.
 //!
 //! Waiting: a test never sleeps for "long enough"; it polls the condition it waits for, bounded, with
@@ -23,6 +24,7 @@
 
 pub mod fs;
 pub mod layer;
+pub mod podman;
 pub mod registry;
 pub mod run;
 pub mod store;

@@ -77,7 +77,7 @@ impl Builder<'_> {
             from: &from_id,
         };
         let key = copy_key(&self.current()?.key, &inputs);
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.cached(&key, &created_by, false) {
             return self.finish_layer_step(key, hit, &created_by);
         }
         self.executed += 1;

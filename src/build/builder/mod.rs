@@ -14,8 +14,10 @@
 //! the config), `run` (RUN), `copy` (COPY, ADD), and `cache` (keys and entries).
 
 mod cache;
+mod cache_from;
 mod copy;
 mod instructions;
+mod plan;
 mod run;
 mod stage;
 
@@ -51,8 +53,12 @@ pub struct BuildOptions {
     pub network: NetworkMode,
     /// Names to tag the result with (full references).
     pub tags: Vec<String>,
-    /// Print only the image ID at the end.
+    /// Print only the image ID at the end; steps and RUN output are not shown.
     pub quiet: bool,
+    /// `--label K=V`: labels set on the result (no history entry, as BuildKit).
+    pub labels: Vec<(String, String)>,
+    /// `--cache-from IMAGE`: images whose steps may answer this build's (see `cache_from`).
+    pub cache_from: Vec<String>,
 }
 
 /// Why a build failed; the message names the step.
@@ -71,6 +77,9 @@ pub enum BuildError {
         /// What went wrong.
         msg: String,
     },
+    /// `--target` names no stage (checked before any step runs).
+    #[error("{0}")]
+    Target(String),
     /// A RUN command exited non-zero.
     #[error("The command '{cmd}' returned a non-zero code: {code}")]
     RunFailed {
@@ -98,6 +107,8 @@ struct Stage {
     args: HashMap<String, String>,
     /// Cache key of the last step.
     key: String,
+    /// Where the `--cache-from` images stand for this stage.
+    cache: cache_from::Cursor,
 }
 
 /// A finished build.
@@ -118,6 +129,9 @@ pub fn build(
     resolve_base: &BaseResolver<'_>,
 ) -> Result<Built, BuildError> {
     let df = Dockerfile::parse(&opts.dockerfile)?;
+    // Decided before any step: a --target naming no stage fails here, and stages nothing needs are skipped.
+    let needed = plan::needed_stages(&df, &stage::global_args(&df, &opts.build_args), opts.target.as_deref())
+        .map_err(BuildError::Target)?;
     let ignore = Dir::open(&opts.context).map_err(std::io::Error::from).and_then(|root| Ignore::load(&root));
     let ignore =
         ignore.map_err(|e| BuildError::Step { step: 0, text: ".dockerignore".into(), msg: e.to_string() })?;
@@ -141,14 +155,40 @@ pub fn build(
         hits: 0,
         executed: 0,
         cache: BuildCache::new(store, !opts.no_cache),
+        sources: Vec::new(),
+        source_hit: false,
     };
-    b.run_steps(&df, &resolve_held)?;
-    let image = &b.result_stage()?.image;
+    if !opts.no_cache {
+        b.sources = cache_sources(store, &opts.cache_from, &resolve_held);
+    }
+    b.run_steps(&df, &needed, &resolve_held)?;
+    let mut image = b.result_stage()?.image.clone();
+    if !opts.labels.is_empty() {
+        image.apply(&super::config::ConfigEdit::Labels(opts.labels.clone()));
+    }
+    let image = &image;
     let mut record = image.write(store, opts.tags.first().map(String::as_str))?;
     for extra in opts.tags.iter().skip(1) {
         record = image.write(store, Some(extra))?;
     }
     Ok(Built { record, cache_hits: b.hits, executed: b.executed })
+}
+
+/// The `--cache-from` images, pulled when missing; one that cannot be had is a warning, as BuildKit's
+/// failed cache import is.
+fn cache_sources(
+    store: &Store,
+    names: &[String],
+    resolve: &BaseResolver<'_>,
+) -> Vec<cache_from::CacheSource> {
+    let mut out = Vec::new();
+    for n in names {
+        match resolve(n, None).and_then(|rec| NewImage::from_image(store, &rec).map_err(|e| e.to_string())) {
+            Ok(img) => out.push(cache_from::CacheSource::of(&img)),
+            Err(e) => crate::errln!("WARNING: --cache-from {n}: {e}"),
+        }
+    }
+    out
 }
 
 /// A build killed mid-step leaves its step container's record behind (its monitor tore the container
@@ -198,23 +238,50 @@ struct Builder<'a> {
     hits: usize,
     executed: usize,
     cache: BuildCache<'a>,
+    /// The `--cache-from` images.
+    sources: Vec<cache_from::CacheSource>,
+    /// The last [`Builder::cached`] answer came from a `--cache-from` image (its cursor moved already).
+    source_hit: bool,
 }
 
 impl Builder<'_> {
-    /// Every step in order, announced as docker does; stops once `--target`'s stage is complete.
-    fn run_steps(&mut self, df: &Dockerfile, resolve_base: &BaseResolver<'_>) -> Result<(), BuildError> {
-        let total = df.steps.len();
-        for (i, step) in df.steps.iter().enumerate() {
-            let n = i + 1;
+    /// The steps of the stages the build needs, in order, announced as docker does (numbered among
+    /// those); a stage nothing needs gets a placeholder (so stage indices hold) and its steps are skipped.
+    fn run_steps(
+        &mut self,
+        df: &Dockerfile,
+        needed: &[bool],
+        resolve_base: &BaseResolver<'_>,
+    ) -> Result<(), BuildError> {
+        let mut stage = 0;
+        let in_needed: Vec<bool> = df
+            .steps
+            .iter()
+            .map(|s| {
+                if matches!(s.instruction, Instruction::From { .. }) {
+                    stage += 1;
+                }
+                needed.get(stage.max(1) - 1).copied().unwrap_or(true)
+            })
+            .collect();
+        let total = in_needed.iter().filter(|n| **n).count();
+        let mut n = 0;
+        for (step, run) in df.steps.iter().zip(&in_needed) {
+            if !run {
+                if let Instruction::From { alias, .. } = &step.instruction {
+                    self.stages.push(Stage {
+                        name: alias.clone(),
+                        image: NewImage::scratch(),
+                        args: HashMap::new(),
+                        key: String::new(),
+                        cache: cache_from::Cursor::default(),
+                    });
+                }
+                continue;
+            }
+            n += 1;
             if !self.opts.quiet {
                 crate::outln!("Step {n}/{total} : {}", step.text);
-            }
-            if let (Instruction::From { .. }, Some(t), Some(last)) =
-                (&step.instruction, &self.opts.target, self.stages.last())
-            {
-                if last.name.as_deref() == Some(t.as_str()) {
-                    break;
-                }
             }
             self.step(step, resolve_base).map_err(|e| match e {
                 StepError::Build(e) => e,
@@ -309,7 +376,8 @@ impl Builder<'_> {
         let words = Words { vars: &vars, escape: self.escape };
         let (text, edit) = instructions::config_edit(instruction, &words, stage.image.config())?;
         let key = cache::config_key(&stage.key, &text);
-        let created = match self.cache.get(&key) {
+        let created_by = format!("/bin/sh -c #(nop) {text}");
+        let created = match self.cached_quietly(&key, &created_by, false) {
             Some(e) => e.created,
             None => {
                 let created = now_rfc3339();
@@ -317,21 +385,59 @@ impl Builder<'_> {
                 created
             }
         };
+        self.advance_sources(&created_by, None);
         let stage = self.current_mut()?;
         stage.image.apply(&edit);
-        stage.image.push_empty(&format!("/bin/sh -c #(nop) {text}"), &created);
+        stage.image.push_empty(&created_by, &created);
         stage.key = key;
         Ok(())
     }
 
-    /// A cache hit for a layer step (counted and announced), or `None`.
-    fn cached(&mut self, key: &str) -> Option<CacheEntry> {
-        let hit = self.cache.get(key)?;
+    /// A cache hit for a layer step (counted and announced), or `None`: from the build cache, else
+    /// (unless `ask_sources` is false: COPY/ADD) from a `--cache-from` image, then kept in the cache.
+    fn cached(&mut self, key: &str, created_by: &str, ask_sources: bool) -> Option<CacheEntry> {
+        let hit = if ask_sources {
+            self.cached_quietly(key, created_by, true)
+        } else {
+            self.source_hit = false;
+            self.cache.get(key)
+        }?;
         if !self.opts.quiet {
             crate::outln!(" ---> Using cache");
         }
         self.hits += 1;
         Some(hit)
+    }
+
+    /// The build cache's entry for `key`, else a `--cache-from` image's answer for the step.
+    fn cached_quietly(&mut self, key: &str, created_by: &str, layer: bool) -> Option<CacheEntry> {
+        self.source_hit = false;
+        if let Some(e) = self.cache.get(key) {
+            return Some(e);
+        }
+        let stage = self.stages.last_mut()?;
+        let e = cache_from::hit(&self.sources, &mut stage.cache, created_by, layer)?;
+        if let Some(l) = &e.layer {
+            // Held like a local hit's, and only if the image's layer is really here.
+            let held = self.store.hold_layers(std::slice::from_ref(&l.diff_id)).is_ok();
+            if !(held && self.store.has_layer(&l.diff_id) && self.store.has_blob(&l.digest)) {
+                stage.cache = cache_from::Cursor::default();
+                return None;
+            }
+        }
+        self.source_hit = true;
+        self.cache.put(key, &e);
+        Some(e)
+    }
+
+    /// Keep the `--cache-from` cursors in step with a step answered otherwise than by them.
+    fn advance_sources(&mut self, created_by: &str, diff_id: Option<&crate::digest::Digest>) {
+        if std::mem::take(&mut self.source_hit) {
+            return;
+        }
+        if let Some(stage) = self.stages.last_mut() {
+            cache_from::follow(&self.sources, &mut stage.cache, created_by, diff_id);
+        }
     }
 
     /// Record a layer step's result (fresh or cached) in the current stage.
@@ -341,6 +447,7 @@ impl Builder<'_> {
         entry: CacheEntry,
         created_by: &str,
     ) -> Result<(), StepError> {
+        self.advance_sources(created_by, entry.layer.as_ref().map(|l| &l.diff_id));
         let stage = self.current_mut()?;
         match entry.layer {
             Some(l) => stage.image.push_layer(l, created_by, &entry.created, None),

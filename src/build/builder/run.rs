@@ -32,7 +32,7 @@ impl Builder<'_> {
         let inputs =
             RunInputs { created_by: &created_by, arg_env: &arg_env, user: &user, cwd: &cwd, network: net };
         let key = run_key(&stage.key, &inputs);
-        if let Some(hit) = self.cached(&key) {
+        if let Some(hit) = self.cached(&key, &created_by, true) {
             return self.finish_layer_step(key, hit, &created_by);
         }
         self.executed += 1;
@@ -76,7 +76,15 @@ impl Builder<'_> {
         if !self.opts.quiet {
             crate::outln!(" ---> Running in {}", &id[..12]);
         }
-        let code = runtime::run_foreground(&containers, state, lock).map_err(|f| f.message)?;
+        // `build -q`: the step's output goes nowhere (docker's quiet build shows only the image ID).
+        let hushed = if self.opts.quiet {
+            Some(Hushed::new().map_err(|e| format!("quiet output: {e}"))?)
+        } else {
+            None
+        };
+        let code = runtime::run_foreground(&containers, state, lock).map_err(|f| f.message);
+        drop(hushed);
+        let code = code?;
         if code != 0 {
             return Err(BuildError::RunFailed { cmd: argv.join(" "), code }.into());
         }
@@ -165,6 +173,35 @@ fn drop_mount_stubs(upper: &Path, lowers: &[PathBuf]) {
             crate::layer::lower::lookup(lowers, format!("etc/{f}").as_bytes()).ok().flatten().is_some();
         if stub && !in_image {
             let _ = etc.remove_file(name);
+        }
+    }
+}
+
+/// rimg's stdout and stderr pointed at /dev/null while it lives (a step container inherits them), put
+/// back when dropped.
+struct Hushed {
+    saved: [std::os::fd::OwnedFd; 2],
+}
+
+impl Hushed {
+    fn new() -> std::io::Result<Hushed> {
+        use std::os::fd::AsFd;
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        let saved = [
+            rustix::io::fcntl_dupfd_cloexec(std::io::stdout().as_fd(), 3)?,
+            rustix::io::fcntl_dupfd_cloexec(std::io::stderr().as_fd(), 3)?,
+        ];
+        for target in [1, 2] {
+            nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), target)?;
+        }
+        Ok(Hushed { saved })
+    }
+}
+
+impl Drop for Hushed {
+    fn drop(&mut self) {
+        for (fd, target) in self.saved.iter().zip([1, 2]) {
+            let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), target);
         }
     }
 }

@@ -26,7 +26,8 @@ impl Builder<'_> {
         } else {
             self.base_image(&name, platform, resolve_base)?
         };
-        self.stages.push(Stage { name: alias.map(str::to_string), image, args: HashMap::new(), key });
+        let cache = super::cache_from::start(&self.sources, &image);
+        self.stages.push(Stage { name: alias.map(str::to_string), image, args: HashMap::new(), key, cache });
         Ok(())
     }
 
